@@ -1,0 +1,35 @@
+"""mlx_gen: controlled, inspectable text generation on Apple's MLX.
+
+The API is layered:
+
+* :func:`load` — a checkpoint (folder, Hub id, ``.gguf``, or the embedded default)
+  with all of its generation settings;
+* :func:`generate_tokens` — token ids in, tokens out;
+* :func:`stream_generate` — text chunks as they become final;
+* :func:`generate` — one call, one :class:`GenerationResult`;
+* :func:`score` and :func:`next_token_distribution` — inspect probabilities.
+
+The command line lives in :mod:`mlx_gen.cli` (``python -m mlx_gen.generate``).
+"""
+
+from mlx_gen.decode import GeneratedToken, generate_tokens
+from mlx_gen.generation import GenerationResult, generate
+from mlx_gen.generation_config import GenerationConfig
+from mlx_gen.loader import LoadedModel, load
+from mlx_gen.logprobs import TokenLogprob
+from mlx_gen.processors.context import LogitsProcessor, ProcessorContext, from_mlx_lm
+from mlx_gen.prompt_cache import PromptCache
+from mlx_gen.sampling import SamplingParams
+from mlx_gen.scoring import Distribution, ScoreResult, next_token_distribution, score
+from mlx_gen.settings import GenerationSettings
+from mlx_gen.stopping import StoppingContext
+from mlx_gen.stream import GenerationChunk, GenerationStats, stream_generate
+
+__all__ = [
+    "Distribution", "GeneratedToken", "GenerationChunk", "GenerationConfig",
+    "GenerationResult", "GenerationSettings", "GenerationStats", "LoadedModel",
+    "LogitsProcessor", "ProcessorContext", "PromptCache", "SamplingParams", "ScoreResult",
+    "StoppingContext", "TokenLogprob", "from_mlx_lm", "generate", "generate_tokens", "load",
+    "next_token_distribution", "score", "stream_generate",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,67 @@
+"""``generate()``: one call, one complete result (the top API layer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlx_gen.decode import ProgressCallback
+from mlx_gen.loader import LoadedModel
+from mlx_gen.logprobs import TokenLogprob
+from mlx_gen.prompt_cache import PromptCache
+from mlx_gen.prompts import Messages, Prompt
+from mlx_gen.settings import GenerationSettings
+from mlx_gen.stream import GenerationStats, stream_generate
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """The outcome of :func:`generate`.
+
+    Attributes:
+        text: The generated text (EOS not rendered; stop string excluded unless asked).
+        token_ids: Every generated id, the EOS or stop-completing token included.
+        tokens: Each id decoded on its own, for display.
+        logprobs: Per token, ``{mode: TokenLogprob}`` (empty dicts when not requested).
+        finish_reason: ``stop``, ``stop_string``, ``criterion`` or ``length``.
+        matched: The EOS id or stop string that ended generation, else ``None``.
+        stats: Token counts, tokens/s, time to first token, peak memory.
+    """
+
+    text: str
+    token_ids: list[int]
+    tokens: list[str]
+    logprobs: list[dict[str, TokenLogprob]]
+    finish_reason: str
+    matched: int | str | None
+    stats: GenerationStats | None
+
+
+def generate(model: LoadedModel, prompt: Prompt | None = None, *,
+             messages: Messages | None = None,
+             settings: GenerationSettings | None = None,
+             prompt_cache: PromptCache | None = None,
+             add_special_tokens: bool = True,
+             on_prefill: ProgressCallback | None = None) -> GenerationResult:
+    """Generate a complete answer. Same arguments as :func:`~mlx_gen.stream.stream_generate`.
+
+    ``generate(...).text == "".join(c.text for c in stream_generate(...))`` for the same
+    arguments (and seed).
+
+    >>> # model = mlx_gen.load()
+    >>> # generate(model, messages=[{"role": "user", "content": "Hi"}],
+    >>> #          settings=GenerationSettings(max_tokens=20)).text
+    """
+    chunks = list(stream_generate(model, prompt, messages=messages, settings=settings,
+                                  prompt_cache=prompt_cache,
+                                  add_special_tokens=add_special_tokens, on_prefill=on_prefill))
+    ids = [c.token for c in chunks]
+    last = chunks[-1] if chunks else None
+    return GenerationResult(
+        text="".join(c.text for c in chunks),
+        token_ids=ids,
+        tokens=[model.tokenizer.decode([i]) for i in ids],
+        logprobs=[c.logprobs for c in chunks],
+        finish_reason=last.finish_reason if last else "length",
+        matched=last.matched if last else None,
+        stats=last.stats if last else None,
+    )

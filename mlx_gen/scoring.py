@@ -1,0 +1,133 @@
+"""Teacher-forced scoring of given text, and the full next-token distribution.
+
+``score`` runs prompt + continuation through the model once (chunked, with a KV
+cache) and reports each continuation token's ``raw`` logprob (see
+:mod:`mlx_gen.logprobs`). Greedy generation's raw logprobs equal ``score`` of the same
+tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from mlx_gen.controls import build_processors
+from mlx_gen.loader import LoadedModel
+from mlx_gen.logprobs import LogprobRequest, TokenLogprob, log_softmax, pack, unpack
+from mlx_gen.processors.context import ProcessorContext
+from mlx_gen.prompt_cache import PromptCache
+from mlx_gen.prompts import Messages, Prompt, encode_prompt
+from mlx_gen.sampling import filter_logits
+from mlx_gen.settings import GenerationSettings
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Teacher-forced logprobs of a continuation.
+
+    Attributes:
+        token_ids: The continuation's ids.
+        logprobs: One raw :class:`TokenLogprob` per continuation token.
+        total: The sum of the logprobs (the continuation's log-likelihood).
+    """
+
+    token_ids: list[int]
+    logprobs: list[TokenLogprob]
+    total: float
+
+
+def _ids(model: LoadedModel, value: Prompt, *, special: bool) -> list[int]:
+    if isinstance(value, str):
+        return list(model.tokenizer.encode(value, add_special_tokens=special))
+    return [int(i) for i in value]
+
+
+def score(model: LoadedModel, prompt: Prompt, continuation: Prompt, *, top_n: int = 0,
+          token_ids: Sequence[int] = (), chunk_size: int = 512) -> ScoreResult:
+    """Score ``continuation`` after ``prompt`` with teacher forcing.
+
+    Args:
+        model: A loaded model.
+        prompt: Text (BOS added as the tokenizer does) or ids.
+        continuation: Text (encoded without special tokens) or ids.
+        top_n: Also report the top-``n`` alternatives at each position.
+        token_ids: Also report these ids' logprobs at each position.
+        chunk_size: Tokens per forward pass.
+
+    Raises:
+        ValueError: An empty prompt or continuation.
+    """
+    p_ids = _ids(model, prompt, special=True)
+    c_ids = _ids(model, continuation, special=False)
+    if not p_ids or not c_ids:
+        raise ValueError("score() needs a non-empty prompt and continuation")
+    ids = p_ids + c_ids
+    request = LogprobRequest(top_n, tuple(token_ids))
+    cache, rows = PromptCache(model.model), []
+    for start in range(0, len(ids) - 1, chunk_size):
+        chunk = ids[start:min(start + chunk_size, len(ids) - 1)]
+        logits = model.model(mx.array(chunk, dtype=mx.int32)[None], cache=cache.layers)[0]
+        # Position i predicts ids[i + 1]; keep rows that predict continuation tokens.
+        targets = ids[start + 1:start + 1 + len(chunk)]
+        keep = [j for j in range(len(chunk)) if start + 1 + j >= len(p_ids)]
+        if keep:
+            sel = logits[mx.array(keep)]
+            tgt = mx.array([targets[j] for j in keep], dtype=mx.int32)
+            packed = pack(log_softmax(sel), tgt, request)
+            mx.eval(packed)
+            rows += [unpack(r, t, request) for r, t in zip(packed.tolist(), tgt.tolist())]
+    return ScoreResult(c_ids, rows, sum(r.logprob for r in rows))
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """The next-token distribution after a prompt.
+
+    Attributes:
+        probs: ``(V,)`` float32 probabilities summing to 1; excluded tokens are 0.
+        logprobs: ``(V,)`` log-probabilities; excluded tokens are ``-inf``.
+        top: The ``top_n`` most likely ``(id, probability)`` pairs, highest first.
+    """
+
+    probs: mx.array
+    logprobs: mx.array
+    top: list[tuple[int, float]]
+
+
+def next_token_distribution(model: LoadedModel, prompt: Prompt | None = None, *,
+                            messages: Messages | None = None, mode: str = "raw",
+                            settings: GenerationSettings | None = None,
+                            top_n: int = 10) -> Distribution:
+    """The full distribution of the token after ``prompt``.
+
+    Args:
+        model: A loaded model.
+        prompt: Text or ids (or ``messages`` for a chat prompt).
+        mode: ``"raw"`` (the model's softmax) or ``"processed"`` (after the processors
+            and sampling filters of ``settings``, as the first generated token would be
+            sampled).
+        settings: Options for ``"processed"``.
+        top_n: How many top entries to list.
+
+    Raises:
+        ValueError: An unknown mode or an empty prompt.
+    """
+    if mode not in ("raw", "processed"):
+        raise ValueError(f"mode={mode!r} is invalid; valid: 'raw', 'processed'")
+    settings = settings or GenerationSettings()
+    ids = encode_prompt(model.tokenizer, prompt, messages=messages)
+    logits = model.model(mx.array(ids, dtype=mx.int32)[None])[:, -1, :].astype(mx.float32)
+    if mode == "processed":
+        defaults = model.generation_config
+        for processor in build_processors(settings, defaults, tokenizer=model.tokenizer,
+                                          vocab_size=model.vocab_size,
+                                          eos_token_ids=settings.eos_set(defaults)):
+            logits = processor(logits, ProcessorContext(mx.array(ids), mx.zeros((0,), mx.int32), 0))
+        logits = filter_logits(logits, settings.sampling(defaults))
+    logprobs = log_softmax(logits)[0]
+    probs = mx.exp(logprobs)
+    order = mx.argsort(-logprobs)[:top_n]
+    mx.eval(probs, order)
+    return Distribution(probs, logprobs, [(i, probs[i].item()) for i in order.tolist()])
