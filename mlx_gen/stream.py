@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 
 from mlx_gen.decode import ProgressCallback, generate_tokens
+from mlx_gen.detokenizer import streaming_detokenizer
 from mlx_gen.loader import LoadedModel
 from mlx_gen.logprobs import TokenLogprob
 from mlx_gen.prompt_cache import PromptCache
@@ -95,7 +96,7 @@ def stream_generate(model: LoadedModel, prompt: Prompt | None = None, *,
     settings = settings or GenerationSettings()
     prompt_ids = encode_prompt(model.tokenizer, prompt, messages=messages,
                                add_special_tokens=add_special_tokens)
-    detokenizer = model.tokenizer.detokenizer
+    detokenizer = streaming_detokenizer(model.tokenizer)
     stops = StopStrings(settings.stop, include_stop_str=settings.include_stop_str)
     generated: list[int] = []
     start, first = time.perf_counter(), 0.0

@@ -93,3 +93,12 @@ def test_custom_criterion_stops(tmp_path):
     out = mg.generate(model, PROMPT, settings=S(max_tokens=10, stopping_criteria=[three]))
     assert (out.token_ids, out.finish_reason) == ([20, 21, 22], "criterion")
     assert seen == [(1, PROMPT), (2, PROMPT), (3, PROMPT)]
+
+
+def test_streamed_text_equals_decode_including_leading_space(tmp_path):
+    # mlx-lm's BPE detokenizer drops the first token's leading space; decode keeps it.
+    probe = scripted_model(tmp_path, script(3, [20]))
+    ids = tokens_of(probe, " there was a word")
+    model = scripted_model(tmp_path, script(3, ids))
+    out = mg.generate(model, PROMPT, settings=S(max_tokens=len(ids)))
+    assert out.text == model.tokenizer.decode(ids) == " there was a word"
