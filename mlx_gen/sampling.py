@@ -52,7 +52,12 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         t, k, p, m = self.temperature, self.top_k, self.top_p, self.min_p
-        _require(_is_real(t) and math.isfinite(t) and t >= 0, "temperature", t, "a finite number >= 0 (0 means greedy)")
+        _require(
+            _is_real(t) and math.isfinite(t) and t >= 0,
+            "temperature",
+            t,
+            "a finite number >= 0 (0 means greedy)",
+        )
         _require(_is_int(k) and k >= 0, "top_k", k, "an int >= 0 (0 turns top-k off)")
         _require(_is_real(p) and 0 < p <= 1, "top_p", p, "a number in (0, 1]")
         _require(_is_real(m) and 0 <= m < 1, "min_p", m, "a number in [0, 1)")
@@ -76,7 +81,8 @@ def filter_logits(logits: mx.array, params: SamplingParams) -> mx.array:
     Cost: top-k uses a partial selection; top-p sorts the row (about 4 ms for 32k
     entries on MLX's CPU backend) unless top-k is on, in which case only the ``k``
     survivors are sorted; min-p compares logits with ``max + log(min_p)`` (no
-    softmax). Filters that are off cost nothing.
+    softmax). Filters that are off cost nothing. The output keeps the input's dtype;
+    top-p sums probabilities in float32 whatever that dtype is.
 
     Args:
         logits: Processed logits, shape ``(B, V)``.
@@ -106,7 +112,8 @@ def filter_logits(logits: mx.array, params: SamplingParams) -> mx.array:
             keep = scaled >= _top_p_cutoff_within_top_k(top, keep, params.top_p)
     elif params.top_p < 1:
         ascending = mx.sort(scaled, axis=-1)
-        cumulative = mx.cumsum(mx.softmax(ascending, axis=-1), axis=-1)
+        probs = mx.softmax(ascending.astype(mx.float32), axis=-1)  # sums in float32 even for bf16
+        cumulative = mx.cumsum(probs, axis=-1)
         keep = scaled >= _top_p_cutoff(ascending, cumulative, params.top_p)
     if params.min_p > 0:
         # p < min_p * p_max  <=>  logit < max_logit + log(min_p); filtering kept the max.
@@ -163,7 +170,7 @@ def _top_p_cutoff_within_top_k(top: mx.array, keep: mx.array, top_p: float) -> m
     which includes any extra ties with the k-th value (sorted before the others).
     """
     ascending = mx.sort(top, axis=-1)  # (B, k)
-    weights = mx.exp(ascending - ascending[:, -1:])  # unnormalised probabilities
+    weights = mx.exp((ascending - ascending[:, -1:]).astype(mx.float32))  # unnormalised probs
     extra_ties = mx.sum(keep, axis=-1, keepdims=True) - top.shape[-1]  # (B, 1)
     cumulative = mx.cumsum(weights, axis=-1) + extra_ties * weights[:, :1]
     return _top_p_cutoff(ascending, cumulative / cumulative[:, -1:], top_p)

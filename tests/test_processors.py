@@ -103,7 +103,9 @@ def test_batch_rows_are_processed_independently(name):
     ctx = make_ctx(PROMPT, GENERATED)
     both = apply(ALL[name], logits, ctx)
     for row in range(2):
-        np.testing.assert_array_equal(both[row : row + 1], apply(ALL[name], logits[row : row + 1], ctx))
+        np.testing.assert_array_equal(
+            both[row : row + 1], apply(ALL[name], logits[row : row + 1], ctx)
+        )
 
 
 def test_builtin_order_is_bans_then_penalties_then_biases():

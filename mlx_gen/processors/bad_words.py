@@ -55,7 +55,8 @@ class BadWords:
         vocab_size = check_vocab_size(self.vocab_size, "BadWords")
         if isinstance(self.sequences, (str, bytes)) or not isinstance(self.sequences, Iterable):
             raise ValueError(
-                f"BadWords: sequences={self.sequences!r} is invalid: expected a list of id sequences"
+                "BadWords: sequences="
+                f"{self.sequences!r} is invalid: expected a list of token-id sequences"
             )
         checked = (token_sequence(seq, vocab_size, "BadWords") for seq in self.sequences)
         sequences = tuple(dict.fromkeys(checked))
@@ -89,12 +90,19 @@ class BadWords:
             A ``BadWords`` over every variant of every word.
 
         Raises:
-            ValueError: A word is not a string, is blank, or encodes to no tokens.
+            ValueError: ``words`` is a single string, or a word is not a string, is
+                blank, or encodes to no tokens.
         """
+        if isinstance(words, str):
+            raise ValueError(
+                f"BadWords.from_strings: words={words!r} is invalid: expected a list of strings"
+            )
         sequences: list[tuple[int, ...]] = []
         for word in words:
             if not isinstance(word, str) or not word.strip():
-                raise ValueError(f"BadWords.from_strings: word {word!r} is invalid: expected non-blank text")
+                raise ValueError(
+                    f"BadWords.from_strings: word {word!r} is invalid: expected non-blank text"
+                )
             bare = word.lstrip()
             for text in (bare, " " + bare):
                 ids = tuple(int(i) for i in tokenizer.encode(text, add_special_tokens=False))

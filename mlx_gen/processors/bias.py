@@ -56,7 +56,9 @@ class LogitBias:
     def __post_init__(self) -> None:
         vocab_size = check_vocab_size(self.vocab_size, "LogitBias")
         if not isinstance(self.bias, Mapping):
-            raise ValueError(f"LogitBias: bias={self.bias!r} is invalid: expected a {{id: bias}} mapping")
+            raise ValueError(
+                f"LogitBias: bias={self.bias!r} is invalid: expected a {{id: bias}} mapping"
+            )
         bias = {
             check_token_id(i, vocab_size, "LogitBias"): check_number(
                 b, f"bias[{i}]", "LogitBias", allow_inf=True
@@ -83,7 +85,11 @@ class LogitBias:
         if not self.bias:
             return logits
         if self._dense is not None:
-            dense = self._dense if self._dense.dtype == logits.dtype else self._dense.astype(logits.dtype)
+            dense = (
+                self._dense
+                if self._dense.dtype == logits.dtype
+                else self._dense.astype(logits.dtype)
+            )
             return logits + dense
         return logits.at[:, self._index].add(self._values.astype(logits.dtype))
 
@@ -164,7 +170,9 @@ def _check_sequence_bias(
     bias: Mapping[tuple[int, ...], float], vocab_size: int | None
 ) -> dict[tuple[int, ...], float]:
     if not isinstance(bias, Mapping):
-        raise ValueError(f"SequenceBias: bias={bias!r} is invalid: expected a {{(ids...): bias}} mapping")
+        raise ValueError(
+            f"SequenceBias: bias={bias!r} is invalid: expected a {{(ids...): bias}} mapping"
+        )
     checked: dict[tuple[int, ...], float] = {}
     for seq, value in bias.items():
         ids = token_sequence(seq, vocab_size, "SequenceBias")
@@ -176,4 +184,3 @@ def _check_sequence_bias(
             )
         checked[ids] = number
     return checked
-

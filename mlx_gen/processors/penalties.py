@@ -96,7 +96,9 @@ class PresencePenalty:
     penalty: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "penalty", check_number(self.penalty, "penalty", "PresencePenalty"))
+        object.__setattr__(
+            self, "penalty", check_number(self.penalty, "penalty", "PresencePenalty")
+        )
 
     def __call__(self, logits: mx.array, ctx: ProcessorContext) -> mx.array:
         if ctx.step == 0 or self.penalty == 0.0:
@@ -128,7 +130,9 @@ class FrequencyPenalty:
     penalty: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "penalty", check_number(self.penalty, "penalty", "FrequencyPenalty"))
+        object.__setattr__(
+            self, "penalty", check_number(self.penalty, "penalty", "FrequencyPenalty")
+        )
 
     def __call__(self, logits: mx.array, ctx: ProcessorContext) -> mx.array:
         if ctx.step == 0 or self.penalty == 0.0:

@@ -70,9 +70,10 @@ class BeginSuppressTokens:
     >>> import mlx.core as mx
     >>> from mlx_gen.processors import BeginSuppressTokens, ProcessorContext
     >>> ban = BeginSuppressTokens([2], steps=1)
-    >>> ban(mx.zeros((1, 3)), ProcessorContext(mx.array([5]), mx.array([], dtype=mx.int32), 0)).tolist()
+    >>> first = ProcessorContext(mx.array([5]), mx.array([], dtype=mx.int32), step=0)
+    >>> ban(mx.zeros((1, 3)), first).tolist()
     [[0.0, 0.0, -inf]]
-    >>> ban(mx.zeros((1, 3)), ProcessorContext(mx.array([5]), mx.array([1]), 1)).tolist()
+    >>> ban(mx.zeros((1, 3)), ProcessorContext(mx.array([5]), mx.array([1]), step=1)).tolist()
     [[0.0, 0.0, 0.0]]
     """
 

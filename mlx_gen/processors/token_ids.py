@@ -15,11 +15,13 @@ import mlx.core as mx
 
 
 def check_vocab_size(vocab_size: int | None, owner: str) -> int | None:
-    """Return ``vocab_size`` unchanged, or raise ``ValueError`` unless it is ``None`` or an int >= 1."""
+    """Return ``vocab_size``; raise ``ValueError`` unless it is ``None`` or an int >= 1."""
     if vocab_size is None:
         return None
     if not _is_int(vocab_size) or vocab_size < 1:
-        raise ValueError(f"{owner}: vocab_size={vocab_size!r} is invalid: expected an int >= 1 or None")
+        raise ValueError(
+            f"{owner}: vocab_size={vocab_size!r} is invalid: expected an int >= 1 or None"
+        )
     return int(vocab_size)
 
 
