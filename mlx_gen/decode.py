@@ -107,6 +107,8 @@ class _Stepper:
         plan = self.plan
         with mx.stream(_STREAM):
             logits = self.model.model(inputs[None], cache=self.cache.layers)[:, -1, :]  # (1, V)
+            if logits.dtype != mx.float32:  # sample and report in float32, as transformers does
+                logits = logits.astype(mx.float32)
             processed = logits
             if plan.processors:
                 ctx = ProcessorContext(self.prompt, generated, step)
