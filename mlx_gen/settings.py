@@ -96,7 +96,7 @@ class GenerationSettings:
     logprobs: int | None = None
     logprob_token_ids: Sequence[int] = ()
     logprobs_modes: Sequence[str] = ("raw",)
-    prefill_step_size: int = 512
+    prefill_step_size: int = 2048
 
     def __post_init__(self) -> None:
         checks = [
