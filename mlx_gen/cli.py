@@ -1,0 +1,230 @@
+"""The ``mlx-gen`` command line (also ``python -m mlx_gen.generate``).
+
+It parses the flags (:mod:`mlx_gen.cli_args`), calls the public API, and prints
+(:mod:`mlx_gen.cli_output`): generated text streams to stdout as it becomes final,
+the ``--logprobs`` table follows it after a blank line, ``--json`` replaces both with
+one JSON document, and ``--verbose`` diagnostics, the prefill progress line and
+``--stream-logprobs`` rows go to stderr.
+
+Exit status: 0 on success; 2 on bad input (one ``error: ...`` line on stderr, no
+traceback); 130 after Ctrl-C (what was printed stays; ``interrupted`` on stderr).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, TextIO
+
+import mlx_gen as mg
+from mlx_gen.cli_args import CliOptions, UsageError, parse_command_line
+from mlx_gen.cli_output import (
+    PrefillProgress,
+    call_lines,
+    defaults_lines,
+    generation_json,
+    logprob_line,
+    logprob_table,
+    logprob_tables,
+    score_json,
+    score_total,
+    stats_lines,
+)
+from mlx_gen.prompts import encode_prompt
+
+# Settings fields holding token ids, and the flag each comes from.
+ID_FLAGS = {
+    "logit_bias": "--logit-bias",
+    "suppress_tokens": "--suppress-tokens",
+    "begin_suppress_tokens": "--begin-suppress-tokens",
+    "eos_token_ids": "--eos-token-ids",
+    "extra_eos_token_ids": "--extra-eos-token-ids",
+    "logprob_token_ids": "--logprob-token-ids",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on ``argv`` (``None``: ``sys.argv[1:]``); return the exit status."""
+    try:
+        return _run(parse_command_line(argv))
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        sys.stderr.write("\ninterrupted\n")
+        return 130
+    except (ValueError, OSError) as e:
+        sys.stdout.flush()
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+def _run(options: CliOptions) -> int:
+    model = mg.load(options.model, dtype=options.dtype)
+    settings = settings_for_model(options, model)
+    prompt_ids = _prompt_ids(options, model)
+    if options.verbose:
+        _lines(sys.stderr, defaults_lines(model) + call_lines(model, settings))
+    if options.score is not None:
+        return _score(model, prompt_ids, options.score, settings, as_json=options.json)
+    return _generate(model, prompt_ids, settings, options)
+
+
+# --- what needs the loaded model ---
+
+
+def text_bias_ids(tokenizer: Any, text: str) -> list[int]:
+    """The ids ``--logit-bias-text TEXT:BIAS`` biases.
+
+    Every token of ``TEXT`` and of ``" " + TEXT`` (``TEXT``'s leading spaces removed
+    first), encoded without special tokens; tokens that decode to whitespace only (a
+    SentencePiece lone space marker) are skipped, since biasing them would bias every
+    word. Order kept, duplicates dropped.
+    """
+    bare = text.lstrip()
+    ids = [
+        int(i)
+        for variant in (bare, " " + bare)
+        for i in tokenizer.encode(variant, add_special_tokens=False)
+    ]
+    return [i for i in dict.fromkeys(ids) if tokenizer.decode([i]).strip()]
+
+
+def settings_for_model(options: CliOptions, model: mg.LoadedModel) -> mg.GenerationSettings:
+    """``options.settings`` checked against ``model``'s vocabulary, text biases added.
+
+    Raises:
+        UsageError: A token id outside the vocabulary (the flag is named), or a
+            ``--logit-bias-text`` that encodes to no token.
+    """
+    settings, vocab = options.settings, model.vocab_size
+    for field, flag in ID_FLAGS.items():
+        for i in getattr(settings, field) or ():
+            if i >= vocab:
+                raise UsageError(
+                    f"argument {flag}: token id {i} is outside the vocabulary "
+                    f"(valid ids: 0..{vocab - 1})"
+                )
+    if not options.logit_bias_text:
+        return settings
+    bias: dict[int, float] = {}
+    for text, value in options.logit_bias_text:
+        ids = text_bias_ids(model.tokenizer, text)
+        if not ids:
+            raise UsageError(f"argument --logit-bias-text: {text!r} encodes to no token")
+        bias.update(dict.fromkeys(ids, value))
+    bias.update(settings.logit_bias or {})  # An explicit --logit-bias ID wins.
+    return replace(settings, logit_bias=bias)
+
+
+def _read_prompt(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as e:
+        raise UsageError(f"argument --prompt-file: cannot read {path!r} ({e.strerror})") from None
+
+
+def _prompt_ids(options: CliOptions, model: mg.LoadedModel) -> list[int]:
+    text = (
+        options.prompt if options.prompt is not None else _read_prompt(options.prompt_file or "-")
+    )
+    if not options.chat:
+        return encode_prompt(model.tokenizer, text, add_special_tokens=options.add_special_tokens)
+    if not getattr(model.tokenizer, "chat_template", None):
+        raise UsageError(
+            "--chat needs a chat template, and this model's tokenizer has none "
+            "(drop --chat to send the prompt as plain text)"
+        )
+    system = [{"role": "system", "content": options.system}] if options.system else []
+    return encode_prompt(model.tokenizer, messages=[*system, {"role": "user", "content": text}])
+
+
+# --- the two commands ---
+
+
+def _generate(
+    model: mg.LoadedModel,
+    prompt_ids: list[int],
+    settings: mg.GenerationSettings,
+    options: CliOptions,
+) -> int:
+    decode = _decoder(model)
+    chunks: list[mg.GenerationChunk] = []
+    stream = mg.stream_generate(
+        model, prompt_ids, settings=settings, on_prefill=PrefillProgress(len(prompt_ids))
+    )
+    for chunk in stream:
+        chunks.append(chunk)
+        if not options.json:
+            _write(sys.stdout, chunk.text)
+        if options.stream_logprobs:
+            _write(sys.stderr, logprob_line(len(chunks) - 1, chunk.logprobs, decode) + "\n")
+    result = _result(chunks, decode)
+    if options.json:
+        _print_json(generation_json(result, decode, len(prompt_ids), settings.logprobs is not None))
+    else:
+        _write(sys.stdout, "\n")
+        if settings.logprobs is not None and not options.stream_logprobs:
+            tables = logprob_tables(result.logprobs, settings.logprobs_modes, decode)
+            _lines(sys.stdout, ["", tables])
+    if options.verbose:
+        _lines(sys.stderr, stats_lines(result.stats, result.finish_reason, result.matched, decode))
+    return 0
+
+
+def _score(
+    model: mg.LoadedModel,
+    prompt_ids: list[int],
+    text: str,
+    settings: mg.GenerationSettings,
+    *,
+    as_json: bool,
+) -> int:
+    decode = _decoder(model)
+    result = mg.score(
+        model, prompt_ids, text, top_n=settings.logprobs or 0, token_ids=settings.logprob_token_ids
+    )
+    if as_json:
+        _print_json(score_json(result, decode, len(prompt_ids)))
+    else:
+        _lines(sys.stdout, [logprob_table(result.logprobs, decode), "", score_total(result)])
+    return 0
+
+
+def _result(chunks: list[mg.GenerationChunk], decode: Any) -> mg.GenerationResult:
+    """The :class:`GenerationResult` of streamed chunks (as ``mg.generate`` builds it)."""
+    last = chunks[-1] if chunks else None
+    return mg.GenerationResult(
+        text="".join(c.text for c in chunks),
+        token_ids=[c.token for c in chunks],
+        tokens=[decode(c.token) for c in chunks],
+        logprobs=[c.logprobs for c in chunks],
+        finish_reason=(last.finish_reason or "length") if last else "length",
+        matched=last.matched if last else None,
+        stats=last.stats if last else None,
+    )
+
+
+def _decoder(model: mg.LoadedModel) -> Any:
+    """``decode(id) -> text`` of one token, cached (tables decode the same ids often)."""
+    return functools.lru_cache(maxsize=None)(lambda i: model.tokenizer.decode([i]))
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    """One JSON document on one line (``-inf`` already written as null)."""
+    _write(sys.stdout, json.dumps(doc, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def _write(stream: TextIO, text: str) -> None:
+    stream.write(text)
+    stream.flush()
+
+
+def _lines(stream: TextIO, lines: Sequence[str]) -> None:
+    _write(stream, "".join(line + "\n" for line in lines))

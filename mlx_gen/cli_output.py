@@ -1,0 +1,259 @@
+"""What the command line prints: logprob tables, the JSON document, defaults and stats.
+
+Pure formatting: every function turns the public API's values into text (or a
+JSON-ready dict) and prints nothing, except :class:`PrefillProgress`, which owns the
+one progress line on stderr.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from mlx_gen.generation import GenerationResult
+from mlx_gen.loader import LoadedModel
+from mlx_gen.logprobs import TokenLogprob
+from mlx_gen.scoring import ScoreResult
+from mlx_gen.settings import GenerationSettings
+from mlx_gen.stream import GenerationStats
+
+Decode = Callable[[int], str]
+MODE_TITLES = {
+    "raw": "raw logprobs (the model's distribution)",
+    "processed": "processed logprobs (the distribution sampled from)",
+}
+
+
+def show_token(text: str) -> str:
+    """A token's text made visible: spaces as ``␣``, control characters escaped.
+
+    >>> show_token(" Paris"), show_token("\\n"), show_token("")
+    ('␣Paris', '\\\\n', "''")
+    """
+    if not text:
+        return "''"
+    return repr(text)[1:-1].replace("\\'", "'").replace(" ", "␣")
+
+
+def show_prob(logprob: float) -> str:
+    """``exp(logprob)`` as a percentage, or in scientific notation below 0.01%."""
+    p = math.exp(logprob)
+    return f"{p:.2%}" if p >= 1e-4 else ("0" if p == 0 else f"{p:.1e}")
+
+
+def _cells(step: int, r: TokenLogprob, decode: Decode) -> list[str]:
+    """One table row: step, token, id, logprob, probability, rank, extra ids' logprobs."""
+    extra = [f"{v:.4f}" for v in (r.extra or {}).values()]
+    prob, token = show_prob(r.logprob), show_token(decode(r.token))
+    return [str(step), token, str(r.token), f"{r.logprob:.4f}", prob, str(r.rank), *extra]
+
+
+def logprob_table(reports: Sequence[TokenLogprob], decode: Decode) -> str:
+    """An aligned table: one row per token, then its top-N alternatives, highest first.
+
+    Columns: ``#`` (step), ``token`` (readable), ``id``, ``logprob`` (natural log),
+    ``prob``, ``rank`` (1 = most likely), ``lp[ID]`` per ``--logprob-token-ids`` id,
+    then ``top-N``: a token and its probability per alternative.
+    """
+    if not reports:
+        return "(no tokens)"
+    extra = [f"lp[{i}]" for i in (reports[0].extra or {})]
+    n_top = max(len(r.top) for r in reports)
+    header = ["#", "token", "id", "logprob", "prob", "rank", *extra]
+    header += ([f"top-{n_top}", ""] + ["", ""] * (n_top - 1)) if n_top else []
+    rows = [header]
+    for k, r in enumerate(reports):
+        top = [c for i, lp in r.top for c in (show_token(decode(i)), show_prob(lp))]
+        rows.append(_cells(k, r, decode) + top)
+    widths = [max(len(row[c]) for row in rows if c < len(row)) for c in range(len(header))]
+    first_top = len(header) - 2 * n_top
+    left = {1} | set(range(first_top, len(header), 2))  # token columns
+    lines = []
+    for row in rows:
+        cells = [
+            v.ljust(w) if c in left else v.rjust(w)
+            for c, (v, w) in enumerate(zip(row, widths, strict=False))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def logprob_line(step: int, reports: dict[str, TokenLogprob], decode: Decode) -> str:
+    """One live ``--stream-logprobs`` line, labelled; several modes side by side."""
+    first = next(iter(reports.values()))
+    parts = []
+    for mode, r in reports.items():
+        label = f"{mode}: " if len(reports) > 1 else ""
+        extra = "".join(f"  lp[{i}] {lp:.4f}" for i, lp in (r.extra or {}).items())
+        top = ", ".join(f"{show_token(decode(i))} {show_prob(lp)}" for i, lp in r.top)
+        parts.append(
+            f"{label}logprob {r.logprob:8.4f}  prob {show_prob(r.logprob):>7}  rank {r.rank:>3}"
+            + extra
+            + (f"  top: {top}" if top else "")
+        )
+    head = f"{step:>4}  {show_token(decode(first.token)):<12} id {first.token:>6}  "
+    return head + "  |  ".join(parts)
+
+
+def logprob_tables(
+    per_token: Sequence[dict[str, TokenLogprob]], modes: Sequence[str], decode: Decode
+) -> str:
+    """One titled :func:`logprob_table` per mode."""
+    return "\n\n".join(
+        f"{MODE_TITLES[m]}:\n" + logprob_table([t[m] for t in per_token], decode) for m in modes
+    )
+
+
+def score_total(result: ScoreResult) -> str:
+    """``total logprob: -3.2145 over 5 tokens (mean -0.6429, perplexity 1.90)``."""
+    n = len(result.token_ids)
+    mean = result.total / n
+    return (
+        f"total logprob: {result.total:.4f} over {n} tokens "
+        f"(mean {mean:.4f}, perplexity {math.exp(-mean):.2f})"
+    )
+
+
+# --- JSON (-inf is written as null: JSON has no infinity) ---
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def report_json(r: TokenLogprob, decode: Decode) -> dict[str, Any]:
+    """One :class:`TokenLogprob` as a JSON-ready dict (``prob`` added)."""
+    out: dict[str, Any] = {
+        "token": r.token,
+        "text": decode(r.token),
+        "logprob": _num(r.logprob),
+        "prob": math.exp(r.logprob),
+        "rank": r.rank,
+        "top": [{"id": i, "text": decode(i), "logprob": _num(lp)} for i, lp in r.top],
+    }
+    if r.extra is not None:
+        out["extra"] = [{"id": i, "logprob": _num(lp)} for i, lp in r.extra.items()]
+    return out
+
+
+def generation_json(
+    result: GenerationResult, decode: Decode, prompt_tokens: int, logprobs: bool
+) -> dict[str, Any]:
+    """The ``--json`` document of a generation (``logprobs`` null unless requested)."""
+    stats = result.stats
+    return {
+        "text": result.text,
+        "token_ids": result.token_ids,
+        "tokens": result.tokens,
+        "logprobs": [{m: report_json(r, decode) for m, r in t.items()} for t in result.logprobs]
+        if logprobs
+        else None,
+        "finish_reason": result.finish_reason,
+        "matched": result.matched,
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(result.token_ids)},
+        "timings": {
+            "ttft_s": stats.time_to_first_token if stats else None,
+            "prefill_tps": stats.prefill_tps if stats else None,
+            "decode_tps": stats.decode_tps if stats else None,
+        },
+        "peak_memory_gb": stats.peak_memory_gb if stats else None,
+    }
+
+
+def score_json(result: ScoreResult, decode: Decode, prompt_tokens: int) -> dict[str, Any]:
+    """The ``--score --json`` document."""
+    return {
+        "token_ids": result.token_ids,
+        "tokens": [decode(i) for i in result.token_ids],
+        "logprobs": [{"raw": report_json(r, decode)} for r in result.logprobs],
+        "total_logprob": result.total,
+        "usage": {"prompt_tokens": prompt_tokens, "continuation_tokens": len(result.token_ids)},
+    }
+
+
+# --- --verbose: resolved defaults and stats ---
+
+
+def defaults_lines(model: LoadedModel) -> list[str]:
+    """The model's resolved generation config (EOS ids with the files that named them)."""
+    gc = model.generation_config
+    eos = [
+        f"{i} {show_token(model.tokenizer.decode([i]))} from {'+'.join(gc.eos_sources.get(i, ()))}"
+        for i in gc.eos_token_ids
+    ]
+    lines = [
+        f"model: {model.source} (vocab {model.vocab_size})",
+        "generation config (resolved from the model's files; flags override):",
+        f"  eos_token_ids: {', '.join(eos) or 'none'}",
+    ]
+    skip = ("eos_token_ids", "eos_sources")
+    return lines + [f"  {k}: {v}" for k, v in vars(gc).items() if k not in skip]
+
+
+def call_lines(model: LoadedModel, settings: GenerationSettings) -> list[str]:
+    """What this call uses, each value marked ``(flag)`` or ``(model)``."""
+    gc = model.generation_config
+    sampling = settings.sampling(gc)
+    given = {
+        "temperature": settings.temperature,
+        "top_k": settings.top_k,
+        "top_p": settings.top_p,
+        "min_p": settings.min_p,
+    }
+    used = [
+        f"{k}={getattr(sampling, k)} ({'model' if v is None else 'flag'})" for k, v in given.items()
+    ]
+    eos_flags = settings.ignore_eos or settings.eos_token_ids is not None
+    eos_flags = eos_flags or bool(settings.extra_eos_token_ids)
+    return [
+        "this call:",
+        f"  {'greedy' if sampling.greedy else 'sampling'}: {', '.join(used)}",
+        f"  max_tokens={settings.resolved_max_tokens(gc)} "
+        f"({'flag' if settings.max_tokens is not None else 'model, else 256'})",
+        f"  stop ids={list(settings.eos_set(gc))} ({'flags' if eos_flags else 'model'}), "
+        f"stop strings={list(settings.stop)}",
+    ]
+
+
+def stats_lines(
+    stats: GenerationStats | None, finish: str, matched: int | str | None, decode: Decode
+) -> list[str]:
+    """``--verbose`` stats: speeds, time to first token, peak memory, finish reason."""
+    if isinstance(matched, int):
+        finish += f" (EOS id {matched} {show_token(decode(matched))})"
+    elif matched is not None:
+        finish += f" (matched {matched!r})"
+    if stats is None:
+        return [f"finish: {finish} (nothing generated)"]
+    return [
+        f"prompt: {stats.prompt_tokens} tokens, {stats.prefill_tps:.1f} tokens/s; "
+        f"time to first token {stats.time_to_first_token:.3f} s",
+        f"generation: {stats.generated_tokens} tokens, {stats.decode_tps:.1f} tokens/s; "
+        f"peak memory {stats.peak_memory_gb:.3f} GB",
+        f"finish: {finish}",
+    ]
+
+
+class PrefillProgress:
+    """``on_prefill`` callback: one ``\\r``-updated stderr line for prompts over ``threshold``.
+
+    Args:
+        total: Prompt tokens.
+        threshold: Show nothing for prompts of at most this many tokens.
+        stream: Where to write (default ``sys.stderr``).
+    """
+
+    def __init__(self, total: int, threshold: int = 256, stream: TextIO | None = None) -> None:
+        self.active = total > threshold
+        self.stream = stream or sys.stderr
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.active:
+            return
+        end = "\n" if done >= total else ""
+        self.stream.write(f"\rprefill: {done}/{total} tokens ({done / total:.0%}){end}")
+        self.stream.flush()
+        if done >= total:
+            self.active = False  # Report completion once.
