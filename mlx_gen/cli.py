@@ -165,7 +165,7 @@ def _generate(
             _write(sys.stdout, chunk.text)
         if options.stream_logprobs:
             _write(sys.stderr, logprob_line(len(chunks) - 1, chunk.logprobs, decode) + "\n")
-    result = _result(chunks, decode)
+    result = mg.GenerationResult.from_chunks(chunks, decode)
     if options.json:
         _print_json(generation_json(result, decode, len(prompt_ids), settings.logprobs is not None))
     else:
@@ -195,20 +195,6 @@ def _score(
     else:
         _lines(sys.stdout, [logprob_table(result.logprobs, decode), "", score_total(result)])
     return 0
-
-
-def _result(chunks: list[mg.GenerationChunk], decode: Any) -> mg.GenerationResult:
-    """The :class:`GenerationResult` of streamed chunks (as ``mg.generate`` builds it)."""
-    last = chunks[-1] if chunks else None
-    return mg.GenerationResult(
-        text="".join(c.text for c in chunks),
-        token_ids=[c.token for c in chunks],
-        tokens=[decode(c.token) for c in chunks],
-        logprobs=[c.logprobs for c in chunks],
-        finish_reason=(last.finish_reason or "length") if last else "length",
-        matched=last.matched if last else None,
-        stats=last.stats if last else None,
-    )
 
 
 def _decoder(model: mg.LoadedModel) -> Any:

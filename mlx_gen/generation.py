@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mlx_gen.decode import ProgressCallback
@@ -10,7 +11,7 @@ from mlx_gen.logprobs import TokenLogprob
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt
 from mlx_gen.settings import GenerationSettings
-from mlx_gen.stream import GenerationStats, stream_generate
+from mlx_gen.stream import GenerationChunk, GenerationStats, stream_generate
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,24 @@ class GenerationResult:
     matched: int | str | None
     stats: GenerationStats | None
 
+    @classmethod
+    def from_chunks(cls, chunks: Sequence[GenerationChunk],
+                    decode: Callable[[int], str]) -> GenerationResult:
+        """Assemble the result of streamed ``chunks``; ``decode(id)`` renders one token.
+
+        No chunks (``max_tokens=0``) gives an empty result with ``finish_reason="length"``.
+        """
+        last = chunks[-1] if chunks else None
+        return cls(
+            text="".join(c.text for c in chunks),
+            token_ids=[c.token for c in chunks],
+            tokens=[decode(c.token) for c in chunks],
+            logprobs=[c.logprobs for c in chunks],
+            finish_reason=(last.finish_reason or "length") if last else "length",
+            matched=last.matched if last else None,
+            stats=last.stats if last else None,
+        )
+
 
 def generate(model: LoadedModel, prompt: Prompt | None = None, *,
              messages: Messages | None = None,
@@ -54,14 +73,4 @@ def generate(model: LoadedModel, prompt: Prompt | None = None, *,
     chunks = list(stream_generate(model, prompt, messages=messages, settings=settings,
                                   prompt_cache=prompt_cache,
                                   add_special_tokens=add_special_tokens, on_prefill=on_prefill))
-    ids = [c.token for c in chunks]
-    last = chunks[-1] if chunks else None
-    return GenerationResult(
-        text="".join(c.text for c in chunks),
-        token_ids=ids,
-        tokens=[model.tokenizer.decode([i]) for i in ids],
-        logprobs=[c.logprobs for c in chunks],
-        finish_reason=last.finish_reason if last else "length",
-        matched=last.matched if last else None,
-        stats=last.stats if last else None,
-    )
+    return GenerationResult.from_chunks(chunks, lambda i: model.tokenizer.decode([i]))

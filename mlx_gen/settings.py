@@ -104,6 +104,8 @@ class GenerationSettings:
             ("begin_suppress_steps", self.begin_suppress_steps, lambda v: v >= 0, "an int >= 0"),
             ("logprobs", self.logprobs, lambda v: v is None or 0 <= v <= 1000, "None or 0..1000"),
             ("prefill_step_size", self.prefill_step_size, lambda v: v >= 1, "an int >= 1"),
+            ("seed", self.seed, lambda v: v is None or (isinstance(v, int) and 0 <= v < 2**64),
+             "None or an int in [0, 2**64)"),
             ("repetition_context_size", self.repetition_context_size,
              lambda v: v is None or v >= 1, "None or an int >= 1"),
         ]

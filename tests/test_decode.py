@@ -161,3 +161,18 @@ def test_invalid_ids_and_settings_are_named(tmp_path):
         S(logprobs_modes=("cooked",))
     with pytest.raises(ValueError, match="empty"):
         mg.generate(model, [], settings=S())
+
+
+def test_importing_the_cli_module_keeps_generate_callable(tmp_path):
+    import importlib
+
+    module = importlib.import_module("mlx_gen.generate")  # what `python -m` imports
+    model = scripted_model(tmp_path, script(3, [20, 21]))
+    assert mg.generate(model, PROMPT, settings=S(max_tokens=2)).token_ids == [20, 21]
+    assert module(model, PROMPT, settings=S(max_tokens=1)).token_ids == [20]
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5])
+def test_bad_seed_is_named(seed):
+    with pytest.raises(ValueError, match="seed="):
+        S(seed=seed)
