@@ -1,0 +1,40 @@
+"""The README stays true: its Python tour runs, and CI runs its install and test commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def test_ci_runs_the_readme_install_and_test_commands():
+    setup, tests = blocks("bash")[:2]
+    assert "python -m mlx_gen.generate" in setup and "python -m pytest" in tests
+    install = tests.split("&& python -m pytest")[0].split(". .venv/bin/activate && ")[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    for part in install.split(" && "):
+        assert part.strip().replace("pip install", "pip install -q") in ci
+    assert "python -m pytest" in ci
+    assert setup.split(" && python -m mlx_gen.generate")[0].replace("[cpu]", "[cpu,test]") in tests
+
+
+@pytest.mark.slow
+def test_python_tour_runs(capsys):
+    from mlx_gen.default_model import default_model_path
+
+    try:
+        default_model_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    exec(compile(blocks("python")[0], "README tour", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert "Paris" not in out[0] and out[0].endswith("stop")
+    assert float(out[-1]) < 0
