@@ -7,11 +7,15 @@ The API is layered:
 * :func:`generate_tokens` — token ids in, tokens out;
 * :func:`stream_generate` — text chunks as they become final;
 * :func:`generate` — one call, one :class:`GenerationResult`;
-* :func:`score` and :func:`next_token_distribution` — inspect probabilities.
+* :func:`score` and :func:`next_token_distribution` — inspect probabilities;
+* :func:`generate_batch` / :func:`stream_generate_batch` — many prompts decoded together,
+  one result per prompt; :func:`score_batch` — many (prompt, continuation) pairs.
 
 The command line lives in :mod:`mlx_gen.cli` (``python -m mlx_gen.generate``).
 """
 
+from mlx_gen.batch import BatchPrompt, generate_batch, stream_generate_batch
+from mlx_gen.batch_scoring import score_batch
 from mlx_gen.decode import GeneratedToken, generate_tokens
 from mlx_gen.generation import GenerationResult, generate
 from mlx_gen.generation_config import GenerationConfig
@@ -26,6 +30,7 @@ from mlx_gen.stopping import StoppingContext
 from mlx_gen.stream import GenerationChunk, GenerationStats, stream_generate
 
 __all__ = [
+    "BatchPrompt", "generate_batch", "score_batch", "stream_generate_batch",
     "Distribution", "GeneratedToken", "GenerationChunk", "GenerationConfig",
     "GenerationResult", "GenerationSettings", "GenerationStats", "LoadedModel",
     "LogitsProcessor", "ProcessorContext", "PromptCache", "SamplingParams", "ScoreResult",

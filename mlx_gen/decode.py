@@ -70,6 +70,8 @@ class DecodePlan:
         for i in [*eos, *settings.logprob_token_ids]:
             if not 0 <= i < vocab:
                 raise ValueError(f"token id {i} is outside the vocabulary (size {vocab})")
+        if settings.logprobs is not None and settings.logprobs > vocab:
+            raise ValueError(f"logprobs={settings.logprobs} is more than the vocabulary size ({vocab})")
         request = None
         if settings.logprobs is not None:
             request = LogprobRequest(settings.logprobs, tuple(settings.logprob_token_ids),

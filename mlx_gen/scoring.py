@@ -38,7 +38,8 @@ class ScoreResult:
     total: float
 
 
-def _ids(model: LoadedModel, value: Prompt, *, special: bool) -> list[int]:
+def encode_text_or_ids(model: LoadedModel, value: Prompt, *, special: bool) -> list[int]:
+    """Ids of ``value``: text is encoded (with special tokens when ``special``), ids kept."""
     if isinstance(value, str):
         return list(model.tokenizer.encode(value, add_special_tokens=special))
     return [int(i) for i in value]
@@ -59,8 +60,8 @@ def score(model: LoadedModel, prompt: Prompt, continuation: Prompt, *, top_n: in
     Raises:
         ValueError: An empty prompt or continuation.
     """
-    p_ids = _ids(model, prompt, special=True)
-    c_ids = _ids(model, continuation, special=False)
+    p_ids = encode_text_or_ids(model, prompt, special=True)
+    c_ids = encode_text_or_ids(model, continuation, special=False)
     if not p_ids or not c_ids:
         raise ValueError("score() needs a non-empty prompt and continuation")
     ids = p_ids + c_ids

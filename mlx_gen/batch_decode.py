@@ -1,0 +1,199 @@
+"""The batched decode loop: many prompts, one forward pass per step (bottom batch layer).
+
+Rows of different lengths share mlx-lm's batch KV caches (``BatchKVCache``): prompts
+are prefilled right-padded, then rolled to left padding (``finalize``) so every row's
+newest token sits in the same column. mlx-lm's attention masks the padding
+(``make_mask``) and RoPE takes each row's own offset, so positions stay relative to the
+row's first real token. After the forward pass everything is per row and mirrors
+:mod:`mlx_gen.decode` (see :mod:`mlx_gen.batch_step`): each row's processors, sampling
+filters, key chain and logprobs are its own.
+
+Step ``n + 1`` is queued with ``mx.async_eval`` before step ``n`` is read. A finished row
+leaves the batch (``filter``): a row that reaches ``max_tokens`` is dropped before a
+step past it is built; a row that hits EOS, or that the caller cancels (stop string,
+criterion), loses the look-ahead step already queued for it, as in
+:func:`~mlx_gen.decode.generate_tokens`. With ``batch_size``, waiting prompts take the
+freed places (continuous batching): they are prefilled and join the running batch.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.models.cache import make_prompt_cache
+
+from mlx_gen.batch_step import STREAM, QueuedStep, Row, build_step, read_step
+from mlx_gen.decode import DecodePlan, GeneratedToken
+from mlx_gen.loader import LoadedModel
+
+
+def make_batch_cache(model: nn.Module, size: int) -> list[Any]:
+    """Empty mlx-lm batch caches (one per layer) for ``size`` rows, as the model needs them."""
+    rows = [make_prompt_cache(model) for _ in range(size)]
+    return [rows[0][layer].merge([r[layer] for r in rows]) for layer in range(len(rows[0]))]
+
+
+def _prefill(model: LoadedModel, prompts: list[list[int]], step_size: int) -> list[Any]:
+    """Run every prompt but its last token through the model; return the batch caches.
+
+    Right-padded, as mlx-lm's batch prompt processing does, so that no query attends to
+    padding only; ``finalize`` then rolls each row to left padding.
+    """
+    cache = make_batch_cache(model.model, len(prompts))
+    bodies = [p[:-1] for p in prompts]
+    width = max(len(b) for b in bodies)
+    if width == 0:
+        return cache
+    padding = [width - len(b) for b in bodies]
+    tokens = mx.array(
+        [b + [0] * pad for b, pad in zip(bodies, padding, strict=True)], dtype=mx.int32
+    )
+    with mx.stream(STREAM):
+        for c in cache:
+            c.prepare(lengths=[len(b) for b in bodies], right_padding=padding)
+        for start in range(0, width, step_size):
+            model.model(tokens[:, start : start + step_size], cache=cache)  # (B, chunk)
+            mx.eval([c.state for c in cache])
+        for c in cache:
+            c.finalize()
+        mx.eval([c.state for c in cache])
+    return cache
+
+
+class BatchDecoder:
+    """Decode several prompts together; one :meth:`step` gives one token per active row.
+
+    Args:
+        model: A loaded model.
+        prompts: Token ids per prompt (each at least one id).
+        plans: One resolved :class:`DecodePlan` per prompt.
+        batch_size: Rows decoded at once; others wait for a free place (``None``: all).
+        prefill_step_size: Prompt tokens per forward pass while prefilling.
+
+    Raises:
+        ValueError: Mismatched lengths, an empty prompt (named by index), a bad size.
+
+    >>> # decoder = BatchDecoder(model, [[1, 2, 3], [1, 5]], [plan_a, plan_b])
+    >>> # for events in decoder:  # [(index, GeneratedToken), ...] per step
+    >>> #     ...                 # decoder.cancel(index) drops a row early
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        prompts: Sequence[Sequence[int]],
+        plans: Sequence[DecodePlan],
+        *,
+        batch_size: int | None = None,
+        prefill_step_size: int = 512,
+    ) -> None:
+        if len(prompts) != len(plans):
+            raise ValueError(
+                f"{len(prompts)} prompts but {len(plans)} plans; pass one plan per prompt"
+            )
+        for name, value in [("batch_size", batch_size), ("prefill_step_size", prefill_step_size)]:
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value!r} is invalid (expected an int >= 1)")
+        rows = [
+            Row(i, plan, [int(t) for t in ids])
+            for i, (ids, plan) in enumerate(zip(prompts, plans, strict=True))
+        ]
+        for row in rows:
+            if not row.prompt_ids:
+                raise ValueError(
+                    f"prompts[{row.index}] is empty: each prompt needs at least one token"
+                )
+        self.model, self.prefill_step_size = model, prefill_step_size
+        self.batch_size = batch_size or max(len(rows), 1)
+        self._rows = {r.index: r for r in rows}
+        self._waiting = deque(r for r in rows if r.plan.max_tokens > 0)
+        self._cache: list[Any] | None = None
+        self._queued: QueuedStep | None = None
+        self._steps = 0
+
+    @property
+    def done(self) -> bool:
+        """True when every row has finished (or was cancelled)."""
+        return self._queued is None and not self._waiting
+
+    def cancel(self, index: int) -> None:
+        """Stop row ``index``: it is never read again and leaves the batch at the next step."""
+        if index not in self._rows:
+            raise ValueError(f"index={index!r} is invalid (expected 0..{len(self._rows) - 1})")
+        row = self._rows[index]
+        row.done = True
+        if row in self._waiting:
+            self._waiting.remove(row)
+
+    def __iter__(self) -> Iterator[list[tuple[int, GeneratedToken]]]:
+        while not self.done:
+            yield self.step()
+
+    def step(self) -> list[tuple[int, GeneratedToken]]:
+        """Queue the next step, then read this one: ``[(index, token), ...]`` in batch order."""
+        if self._queued is None:
+            self._queued = self._advance(None)
+            if self._queued is None:
+                return []
+        current = self._queued
+        self._queued = self._advance(current)
+        self._steps += 1
+        if self._steps % 256 == 0:
+            mx.clear_cache()
+        return read_step(current)
+
+    def _advance(self, current: QueuedStep | None) -> QueuedStep | None:
+        """Drop finished rows, admit waiting ones, and queue the next step."""
+        with mx.stream(STREAM):
+            return self._advance_on_stream(current)
+
+    def _advance_on_stream(self, current: QueuedStep | None) -> QueuedStep | None:
+        rows: list[Row] = []
+        inputs = mx.zeros((0,), dtype=mx.int32)
+        if current is not None:
+            keep = [
+                i
+                for i, r in enumerate(current.rows)
+                if not r.done and r.step + 1 < r.plan.max_tokens
+            ]
+            rows = [current.rows[i] for i in keep]
+            inputs = self._keep(current, keep)
+        new = [
+            self._waiting.popleft()
+            for _ in range(min(self.batch_size - len(rows), len(self._waiting)))
+        ]
+        if new:
+            inputs = mx.concatenate([inputs, mx.array([r.prompt_ids[-1] for r in new], mx.int32)])
+            self._join(_prefill(self.model, [r.prompt_ids for r in new], self.prefill_step_size))
+        rows += new
+        if not rows:
+            self._cache = None
+            return None
+        return build_step(self.model, self._cache, inputs, rows)
+
+    def _keep(self, current: QueuedStep, keep: list[int]) -> mx.array:
+        """Filter the cache to ``keep``; advance those rows; return their next inputs."""
+        for i in keep:
+            row = current.rows[i]
+            row.step += 1
+            if row.plan.processors:
+                row.generated = mx.concatenate([row.generated, current.tokens[i : i + 1]])
+        if len(keep) == len(current.rows):
+            return current.tokens
+        if not keep:
+            self._cache = None
+            return mx.zeros((0,), dtype=mx.int32)
+        for c in self._cache:
+            c.filter(mx.array(keep))
+        return current.tokens[mx.array(keep)]
+
+    def _join(self, cache: list[Any]) -> None:
+        if self._cache is None:
+            self._cache = cache
+            return
+        for running, joining in zip(self._cache, cache, strict=True):
+            running.extend(joining)
