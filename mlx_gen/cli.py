@@ -33,6 +33,7 @@ from mlx_gen.cli_output import (
     score_total,
     stats_lines,
 )
+from mlx_gen.batch_io import read_prompt_file, settings_for_requests, write_jsonl_results
 from mlx_gen.prompts import encode_prompt
 
 # Settings fields holding token ids, and the flag each comes from.
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(options: CliOptions) -> int:
     model = mg.load(options.model, dtype=options.dtype)
     settings = settings_for_model(options, model)
+    if options.batch_size is not None:
+        return _batch(model, settings, options)
     prompt_ids = _prompt_ids(options, model)
     if options.verbose:
         _lines(sys.stderr, defaults_lines(model) + call_lines(model, settings))
@@ -175,6 +178,19 @@ def _generate(
             _lines(sys.stdout, ["", tables])
     if options.verbose:
         _lines(sys.stderr, stats_lines(result.stats, result.finish_reason, result.matched, decode))
+    return 0
+
+
+def _batch(model: mg.LoadedModel, settings: mg.GenerationSettings, options: CliOptions) -> int:
+    """``--batch-size``: every prompt of the file, ``batch_size`` at a time; JSONL out."""
+    requests = read_prompt_file(options.prompt_file or "-", chat=options.chat,
+                                system=options.system)
+    per_row = settings_for_requests(settings, requests)
+    results = mg.generate_batch(model, [r.prompt for r in requests], per_prompt_settings=per_row,
+                                batch_size=options.batch_size,
+                                add_special_tokens=options.add_special_tokens)
+    write_jsonl_results(options.output or "-", results, decode=_decoder(model),
+                        logprobs=[s.logprobs is not None for s in per_row])
     return 0
 
 

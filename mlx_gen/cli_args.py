@@ -52,6 +52,8 @@ class CliOptions:
         json: Print one JSON document instead of streaming text.
         stream_logprobs: Print each token's logprob row on stderr as it comes.
         verbose: Print the resolved defaults and the stats on stderr.
+        batch_size: Batch mode: prompts per batch (``prompt_file`` holds one per line).
+        output: Batch mode: the JSONL results file (``None``: stdout).
     """
 
     model: str | None
@@ -67,6 +69,8 @@ class CliOptions:
     json: bool
     stream_logprobs: bool
     verbose: bool
+    batch_size: int | None = None
+    output: str | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,6 +154,13 @@ def _add_model_and_input(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--system", metavar="TEXT", help="a system message (with --chat)")
     group.add_argument("--no-bos", action="store_true",
                        help="encode a plain prompt without special tokens (no BOS)")
+    group.add_argument("--batch-size", metavar="N", type=_ranged(int, lambda v: v >= 1, "an int >= 1"),
+                       help="batch mode: --prompt-file holds one prompt per line, or JSONL lines "
+                       "({\"prompt\": ..., or \"messages\": ..., plus any setting}); N prompts run "
+                       "together; one JSON result per line, in input order")
+    group.add_argument("--output", metavar="PATH",
+                       help="batch mode: write the JSONL results to PATH (default: stdout; an "
+                       "existing file is not overwritten)")
 
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
@@ -250,11 +261,15 @@ _REQUIRES = (  # (flag, needs, why)
     ("system", "chat", "a system message is part of a chat"),
     ("stream_logprobs", "logprobs", "it prints the --logprobs rows"),
     ("include_stop", "stop", "it keeps the matched --stop string"),
+    ("batch_size", "prompt_file", "batch mode reads its prompts from a file"),
+    ("output", "batch_size", "it receives the batch's JSONL results"),
 )
 _CONFLICTS = (  # (flag, other, why)
     ("no_bos", "chat", "the chat template decides the special tokens"),
     ("ignore_eos", "eos_token_ids", "--ignore-eos turns EOS stopping off"),
     ("ignore_eos", "extra_eos_token_ids", "--ignore-eos turns EOS stopping off"),
+    ("batch_size", "score", "batch mode generates"),
+    ("batch_size", "stream_logprobs", "batch mode writes whole results"),
 )
 
 
@@ -336,5 +351,5 @@ def parse_command_line(argv: Sequence[str] | None = None) -> CliOptions:
         chat=v["chat"], system=v["system"], add_special_tokens=not v["no_bos"],
         settings=_settings(v), logit_bias_text=tuple(v["logit_bias_text"] or ()),
         score=v["score"], json=v["json"], stream_logprobs=v["stream_logprobs"],
-        verbose=v["verbose"],
+        verbose=v["verbose"], batch_size=v["batch_size"], output=v["output"],
     )  # fmt: skip

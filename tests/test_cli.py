@@ -493,3 +493,31 @@ def test_embedded_model_answers_the_capital_question(capsys):
     question = "What is the capital of France? Answer in one sentence."
     assert main(["--chat", "--prompt", question, "--max-tokens", "20"]) == 0
     assert capsys.readouterr().out == "The capital of France is Paris.\n"
+
+
+def test_batch_mode_jsonl_in_input_order(tmp_path, capsys):
+    import mlx_gen as mg
+
+    folder = tmp_path / "m"
+    write_checkpoint(folder, llama_config())
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        '{"prompt": "the word", "max_tokens": 3}\n'
+        '{"prompt": "he", "max_tokens": 5, "logit_bias": {"77": "inf"}}\n'
+        '{"prompt": "in on", "max_tokens": 2}\n'
+    )
+    out = tmp_path / "out.jsonl"
+    code = main(["--model", str(folder), "--prompt-file", str(prompts), "--batch-size", "2",
+                 "--output", str(out), "--ignore-eos"])
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    assert [len(r["token_ids"]) for r in rows] == [3, 5, 2]
+    assert rows[1]["token_ids"] == [77] * 5
+    model = mg.load(folder)
+    alone = mg.generate(model, "the word", settings=mg.GenerationSettings(max_tokens=3,
+                                                                          ignore_eos=True))
+    assert rows[0]["token_ids"] == alone.token_ids
+    assert main(["--model", str(folder), "--prompt-file", str(prompts), "--batch-size", "2",
+                 "--output", str(out)]) == 2  # an existing file is not overwritten
+    assert main(["--model", str(folder), "--prompt", "x", "--batch-size", "2"]) == 2
