@@ -21,69 +21,15 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_gen.batch_decode import BatchDecoder
-from mlx_gen.decode import DecodePlan, GeneratedToken
+from mlx_gen.decode import DecodePlan
 from mlx_gen.generation import GenerationResult
 from mlx_gen.loader import LoadedModel
 from mlx_gen.prompts import Messages, encode_prompt
 from mlx_gen.settings import GenerationSettings
-from mlx_gen.stopping import StoppingContext, StopStrings
-from mlx_gen.stream import GenerationChunk, GenerationStats
+from mlx_gen.stream import GenerationChunk, TextAssembler
 
 #: One batch entry: text, token ids, or chat messages (``[{"role", "content"}, ...]``).
 BatchPrompt = str | Sequence[int] | Messages
-
-
-class _RowText:
-    """The text layer of one row (the same steps as :func:`~mlx_gen.stream.stream_generate`)."""
-
-    def __init__(
-        self, tokenizer: Any, settings: GenerationSettings, prompt_ids: list[int], start: float
-    ) -> None:
-        self.detokenizer = tokenizer.detokenizer  # a fresh copy per access
-        self.stops = StopStrings(settings.stop, include_stop_str=settings.include_stop_str)
-        self.criteria = tuple(settings.stopping_criteria)
-        self.prompt_ids, self.generated = prompt_ids, []
-        self.start, self.first = start, 0.0
-
-    def feed(self, out: GeneratedToken) -> GenerationChunk:
-        """Turn one generated token into a chunk; the chunk's ``finish_reason`` ends the row."""
-        self.first = self.first or time.perf_counter()
-        self.generated.append(out.token)
-        finish, matched = out.finish_reason, out.token if out.finish_reason == "stop" else None
-        if finish != "stop":  # An EOS token is never rendered.
-            self.detokenizer.add_token(out.token)
-        if finish is not None:
-            self.detokenizer.finalize()
-        text = self.stops.feed(self.detokenizer.last_segment)
-        if self.stops.matched is not None:
-            finish, matched = "stop_string", self.stops.matched
-        elif finish is None and self._criterion():
-            self.detokenizer.finalize()
-            text += self.stops.feed(self.detokenizer.last_segment)
-            finish = "stop_string" if self.stops.matched is not None else "criterion"
-            matched = self.stops.matched
-        if finish is None:
-            return GenerationChunk(text, out.token, out.logprobs)
-        text += self.stops.flush()
-        return GenerationChunk(text, out.token, out.logprobs, finish, matched, self._stats())
-
-    def _criterion(self) -> bool:
-        if not self.criteria:
-            return False
-        ctx = StoppingContext(self.prompt_ids, tuple(self.generated), self.detokenizer.text)
-        return any(criterion(ctx) for criterion in self.criteria)
-
-    def _stats(self) -> GenerationStats:
-        n, end = len(self.generated), time.perf_counter()
-        ttft, decode_time = self.first - self.start, end - self.first
-        return GenerationStats(
-            len(self.prompt_ids),
-            n,
-            ttft,
-            len(self.prompt_ids) / max(ttft, 1e-9),
-            (n - 1) / decode_time if n > 1 and decode_time > 0 else 0.0,
-            mx.get_peak_memory() / 1e9,
-        )
 
 
 @dataclass(frozen=True)
@@ -188,7 +134,7 @@ def _stream(
 ) -> Iterator[tuple[int, GenerationChunk]]:
     start = time.perf_counter()
     mx.reset_peak_memory()
-    texts = [_RowText(model.tokenizer, r.settings, r.ids, start) for r in requests]
+    texts = [TextAssembler(model.tokenizer, r.settings, r.ids, start) for r in requests]
     for events in decoder:
         for index, out in events:
             chunk = texts[index].feed(out)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import mlx.core as mx
 
-from mlx_gen.decode import ProgressCallback, generate_tokens
+from mlx_gen.decode import GeneratedToken, ProgressCallback, generate_tokens
 from mlx_gen.detokenizer import streaming_detokenizer
 from mlx_gen.loader import LoadedModel
 from mlx_gen.logprobs import TokenLogprob
@@ -66,11 +67,69 @@ class GenerationChunk:
     stats: GenerationStats | None = None
 
 
-def _stats(prompt_len: int, n: int, start: float, first: float, end: float) -> GenerationStats:
-    decode_time = end - first
-    return GenerationStats(prompt_len, n, first - start, prompt_len / max(first - start, 1e-9),
-                           (n - 1) / decode_time if n > 1 and decode_time > 0 else 0.0,
-                           mx.get_peak_memory() / 1e9)
+class TextAssembler:
+    """The text layer of one sequence: generated tokens in, :class:`GenerationChunk` out.
+
+    It renders tokens with a streaming detokenizer (the EOS token is never rendered),
+    applies stop strings with hold-back, checks custom criteria after every token, and
+    attaches :class:`GenerationStats` to the last chunk. Used by :func:`stream_generate`
+    and, once per row, by batched generation.
+
+    Args:
+        tokenizer: The model's tokenizer wrapper.
+        settings: The call's options (``stop``, ``include_stop_str``, ``stopping_criteria``).
+        prompt_ids: The prompt, for criteria and stats.
+        start: ``time.perf_counter()`` at the start of the call.
+    """
+
+    def __init__(
+        self, tokenizer: Any, settings: GenerationSettings, prompt_ids: list[int], start: float
+    ) -> None:
+        self.detokenizer = streaming_detokenizer(tokenizer)
+        self.stops = StopStrings(settings.stop, include_stop_str=settings.include_stop_str)
+        self.criteria = tuple(settings.stopping_criteria)
+        self.prompt_ids, self.generated = prompt_ids, []
+        self.start, self.first = start, 0.0
+
+    def feed(self, out: GeneratedToken) -> GenerationChunk:
+        """Turn one generated token into a chunk; the chunk's ``finish_reason`` ends the row."""
+        self.first = self.first or time.perf_counter()
+        self.generated.append(out.token)
+        finish, matched = out.finish_reason, out.token if out.finish_reason == "stop" else None
+        if finish != "stop":  # An EOS token is never rendered.
+            self.detokenizer.add_token(out.token)
+        if finish is not None:
+            self.detokenizer.finalize()
+        text = self.stops.feed(self.detokenizer.last_segment)
+        if self.stops.matched is not None:
+            finish, matched = "stop_string", self.stops.matched
+        elif finish is None and self._criterion():
+            self.detokenizer.finalize()
+            text += self.stops.feed(self.detokenizer.last_segment)
+            finish = "stop_string" if self.stops.matched is not None else "criterion"
+            matched = self.stops.matched
+        if finish is None:
+            return GenerationChunk(text, out.token, out.logprobs)
+        text += self.stops.flush()
+        return GenerationChunk(text, out.token, out.logprobs, finish, matched, self._stats())
+
+    def _criterion(self) -> bool:
+        if not self.criteria:
+            return False
+        ctx = StoppingContext(self.prompt_ids, tuple(self.generated), self.detokenizer.text)
+        return any(criterion(ctx) for criterion in self.criteria)
+
+    def _stats(self) -> GenerationStats:
+        n, end = len(self.generated), time.perf_counter()
+        ttft, decode_time = self.first - self.start, end - self.first
+        return GenerationStats(
+            len(self.prompt_ids),
+            n,
+            ttft,
+            len(self.prompt_ids) / max(ttft, 1e-9),
+            (n - 1) / decode_time if n > 1 and decode_time > 0 else 0.0,
+            mx.get_peak_memory() / 1e9,
+        )
 
 
 def stream_generate(model: LoadedModel, prompt: Prompt | None = None, *,
@@ -96,35 +155,13 @@ def stream_generate(model: LoadedModel, prompt: Prompt | None = None, *,
     settings = settings or GenerationSettings()
     prompt_ids = encode_prompt(model.tokenizer, prompt, messages=messages,
                                add_special_tokens=add_special_tokens)
-    detokenizer = streaming_detokenizer(model.tokenizer)
-    stops = StopStrings(settings.stop, include_stop_str=settings.include_stop_str)
-    generated: list[int] = []
-    start, first = time.perf_counter(), 0.0
+    text = TextAssembler(model.tokenizer, settings, prompt_ids, time.perf_counter())
     mx.reset_peak_memory()
     tokens = generate_tokens(model, prompt_ids, settings, prompt_cache=prompt_cache,
                              on_prefill=on_prefill)
     for out in tokens:
-        first = first or time.perf_counter()
-        generated.append(out.token)
-        finish, matched = out.finish_reason, out.token if out.finish_reason == "stop" else None
-        if finish != "stop":  # An EOS token is never rendered.
-            detokenizer.add_token(out.token)
-        if finish is not None:
-            detokenizer.finalize()
-        text = stops.feed(detokenizer.last_segment)
-        if stops.matched is not None:
-            finish, matched = "stop_string", stops.matched
-        elif finish is None and any(c(StoppingContext(prompt_ids, tuple(generated),
-                                                      detokenizer.text))
-                                    for c in settings.stopping_criteria):
-            detokenizer.finalize()
-            text += stops.feed(detokenizer.last_segment)
-            finish = "stop_string" if stops.matched is not None else "criterion"
-            matched = stops.matched
-        if finish is not None:
-            text += stops.flush()
-            stats = _stats(len(prompt_ids), len(generated), start, first, time.perf_counter())
-            yield GenerationChunk(text, out.token, out.logprobs, finish, matched, stats)
+        chunk = text.feed(out)
+        yield chunk
+        if chunk.finish_reason is not None:
             tokens.close()  # Discards the queued look-ahead step.
             return
-        yield GenerationChunk(text, out.token, out.logprobs)
