@@ -105,7 +105,7 @@ class _Stepper:
         self.key = mx.random.key(plan.seed)
 
     def __call__(self, inputs: mx.array, step: int,
-                 generated: mx.array) -> tuple[mx.array, dict[str, mx.array]]:
+                 generated: mx.array) -> tuple[mx.array, list[mx.array]]:
         plan = self.plan
         with mx.stream(_STREAM):
             logits = self.model.model(inputs[None], cache=self.cache.layers)[:, -1, :]  # (1, V)
@@ -121,11 +121,13 @@ class _Stepper:
             if not plan.sampling.greedy:
                 self.key, key = mx.random.split(self.key)
             token = sample(filtered, key, plan.sampling.greedy)
-            packed = {}
+            packed = []
             if plan.logprobs is not None:
+                # One (modes, V) computation for both modes: row i reports modes[i].
                 sources = {"raw": logits, "processed": filtered}
-                packed = {m: pack(log_softmax(sources[m]), token, plan.logprobs)
-                          for m in plan.logprobs.modes}
+                rows = mx.concatenate([sources[m] for m in plan.logprobs.modes])
+                tokens = mx.broadcast_to(token, (rows.shape[0],))
+                packed = [pack(log_softmax(rows), tokens, plan.logprobs)]
         return token, packed
 
 
@@ -167,7 +169,7 @@ def _decode(model: LoadedModel, plan: DecodePlan, prompt_ids: list[int], cache: 
     stepper = _Stepper(model, plan, mx.array(prompt_ids, dtype=mx.int32), cache)
     generated = mx.zeros((0,), dtype=mx.int32)
     token, packed = stepper(mx.array(prompt_ids[-1:], dtype=mx.int32), 0, generated)
-    mx.async_eval(token, *packed.values())
+    mx.async_eval(token, *packed)
     fed = [prompt_ids[-1]]
     for n in range(plan.max_tokens):
         if n + 1 < plan.max_tokens:
@@ -175,7 +177,7 @@ def _decode(model: LoadedModel, plan: DecodePlan, prompt_ids: list[int], cache: 
             if plan.processors:
                 generated = mx.concatenate([generated, token])
             next_token, next_packed = stepper(token, n + 1, generated)
-            mx.async_eval(next_token, *next_packed.values())
+            mx.async_eval(next_token, *next_packed)
         value = token.item()  # The one host read per token.
         if n == 0:
             cache.record(fed)
@@ -183,7 +185,10 @@ def _decode(model: LoadedModel, plan: DecodePlan, prompt_ids: list[int], cache: 
                 on_prefill(len(prompt_ids), len(prompt_ids))
         if n + 1 < plan.max_tokens:
             cache.record([value])
-        reports = {m: unpack(p.tolist()[0], value, plan.logprobs) for m, p in packed.items()}
+        reports = {}
+        if packed:  # one read for every mode's report
+            rows = packed[0].tolist()
+            reports = {m: unpack(r, value, plan.logprobs) for m, r in zip(plan.logprobs.modes, rows)}
         finish = "stop" if value in plan.eos_token_ids else (
             "length" if n + 1 == plan.max_tokens else None)
         yield GeneratedToken(value, n, reports, finish)
