@@ -77,3 +77,22 @@ def test_non_gguf_file(tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"0")
     with pytest.raises(ValueError, match="must be .gguf"):
         load(tmp_path / "weights.bin")
+
+
+@pytest.mark.parametrize("make_bad", ["missing", "no_config", "truncated", "bad_json"])
+def test_each_error_is_one_line_naming_the_path(tmp_path, make_bad):
+    folder = tmp_path / "m"
+    if make_bad != "missing":
+        write_checkpoint(folder, llama_config())
+    if make_bad == "no_config":
+        (folder / "config.json").unlink()
+    elif make_bad == "truncated":
+        (folder / "model.safetensors").write_bytes(b"\x00" * 10)
+    elif make_bad == "bad_json":
+        (folder / "config.json").write_text("[1, 2")
+    with pytest.raises((ValueError, FileNotFoundError)) as err:
+        load(folder)
+    message = str(err.value)
+    assert message.count("\n") == 0
+    assert str(folder) in message
+    assert err.value.__cause__ is None  # no chained traceback from inside MLX

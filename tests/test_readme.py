@@ -17,6 +17,7 @@ def blocks(lang: str) -> list[str]:
 
 def test_ci_runs_the_readme_install_and_test_commands():
     setup, tests = blocks("bash")[:2]
+    assert len(setup.strip().splitlines()) == len(tests.strip().splitlines()) == 1
     assert "python -m mlx_gen.generate" in setup and "python -m pytest" in tests
     install = tests.split("&& python -m pytest")[0].split(". .venv/bin/activate && ")[1]
     ci = (ROOT / ".ci" / "run").read_text()
