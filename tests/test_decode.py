@@ -135,20 +135,28 @@ def test_prompt_cache_reuse_keeps_whole_prompt_visible(tmp_path):
 
 
 def test_custom_processor_first_token_without_prompt_length(tmp_path):
-    """A "no digit first" processor works after any prompt, using ctx.step only."""
-    probe = scripted_model(tmp_path, script(9, [20]))
-    seven = probe.tokenizer.encode("7", add_special_tokens=False)[0]
-    model = scripted_model(tmp_path, script(9, [seven, 20, 21]))
-    digits = [i for i in range(model.vocab_size) if model.tokenizer.decode([i]).strip().isdigit()]
+    """A "no digit first" processor works after multi-turn chats of any length (ctx.step)."""
+    probe = scripted_model(tmp_path, script(3, [20]))
+    tok = probe.tokenizer
+    seven = tok.encode("7", add_special_tokens=False)[0]
+    digits = [i for i in range(probe.vocab_size) if tok.decode([i]).strip().isdigit()]
     assert seven in digits
 
     def no_digit_first(logits, ctx):
         return logits.at[:, mx.array(digits)].add(-mx.inf) if ctx.step == 0 else logits
 
-    prompt = [1, 2, 3, 4, 5, 6, 7, 8, 9]
-    assert mg.generate(model, prompt, settings=S(max_tokens=1)).token_ids == [seven]
-    out = mg.generate(model, prompt, settings=S(max_tokens=3, logits_processors=[no_digit_first]))
-    assert out.token_ids[0] not in digits and out.token_ids[1:] == [20, 21]
+    short = [{"role": "user", "content": "how many?"}]
+    long = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "one"},
+            {"role": "assistant", "content": "1"}, {"role": "user", "content": "and two more?"}]
+    for chat in (short, long):
+        n = len(tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=True))
+        model = scripted_model(tmp_path, script(n, [seven, seven, 21], length=n + 8))
+        plain = mg.generate(model, messages=chat, settings=S(max_tokens=3)).token_ids
+        assert plain == [seven, seven, 21]
+        out = mg.generate(model, messages=chat,
+                          settings=S(max_tokens=3, logits_processors=[no_digit_first]))
+        assert out.token_ids[0] not in digits
+        assert out.token_ids[1] == seven  # only the first generated position is affected
 
 
 def test_invalid_ids_and_settings_are_named(tmp_path):

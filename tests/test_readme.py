@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -39,3 +40,27 @@ def test_python_tour_runs(capsys):
     out = capsys.readouterr().out.splitlines()
     assert "Paris" not in out[0] and out[0].endswith("stop")
     assert float(out[-1]) < 0
+
+
+@pytest.mark.slow
+def test_cli_examples_run(capsys):
+    import shlex
+
+    from mlx_gen.cli import main
+    from mlx_gen.default_model import default_model_path
+
+    try:
+        default_model_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    commands = [c for c in blocks("bash")[2].replace("\\\n", " ").splitlines()
+                if c.startswith("mlx-gen ")]
+    assert len(commands) == 3
+    for command in commands:
+        assert main(shlex.split(command)[1:]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        assert out.strip()
+        if "--score" in command:
+            assert json.loads(out)["total_logprob"] < 0
+        if "--bad-words Paris" in command:
+            assert "Paris" not in out.split("\n\n")[0]
