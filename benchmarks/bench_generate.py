@@ -36,13 +36,28 @@ def environment() -> dict:
     """What the numbers depend on: backend, BLAS preload, versions, CPU."""
     import mlx_lm
 
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return {"device": str(mx.default_device()), "mlx": mx.__version__,
-            "mlx_lm": mlx_lm.__version__, "python": platform.python_version(), "cpu": cpu,
-            "cores": os.cpu_count(), "LD_PRELOAD": os.environ.get("LD_PRELOAD", ""),
-            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "")}
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    return {
+        "device": str(mx.default_device()),
+        "mlx": mx.__version__,
+        "mlx_lm": mlx_lm.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "LD_PRELOAD": os.environ.get("LD_PRELOAD", ""),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", ""),
+    }
 
 
 def model_folder(name: str, root: Path) -> tuple[str, str]:
@@ -61,16 +76,29 @@ def model_folder(name: str, root: Path) -> tuple[str, str]:
 
 
 def measure(engine: str, model: str, prompt_len: int, gen: int, scenario: str) -> dict:
-    cmd = [sys.executable, str(HERE / "worker.py"), "--engine", engine, "--model", model,
-           "--prompt-len", str(prompt_len), "--gen", str(gen), "--scenario", scenario]
+    cmd = [
+        sys.executable,
+        str(HERE / "worker.py"),
+        "--engine",
+        engine,
+        "--model",
+        model,
+        "--prompt-len",
+        str(prompt_len),
+        "--gen",
+        str(gen),
+        "--scenario",
+        scenario,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"worker failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_cell(sources: tuple[str, str], prompt_len: int, gen: int, scenario: str,
-             repeats: int) -> dict[str, list[dict]]:
+def run_cell(
+    sources: tuple[str, str], prompt_len: int, gen: int, scenario: str, repeats: int
+) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {e: [] for e in ENGINES}
     for r in range(repeats):
         order = ENGINES if r % 2 == 0 else ENGINES[::-1]
@@ -83,28 +111,44 @@ def run_cell(sources: tuple[str, str], prompt_len: int, gen: int, scenario: str,
 def summarize(runs: dict[str, list[dict]]) -> dict:
     out = {}
     for engine, rs in runs.items():
-        out[engine] = {m: {"median": statistics.median(r[m] for r in rs),
-                           "min": min(r[m] for r in rs)} for m in (*METRICS, "load_s")}
-    out["ratio"] = {m: out["mlx_gen"][m]["median"] / out["mlx_lm"][m]["median"]
-                    for m in (*METRICS, "load_s")}
+        out[engine] = {
+            m: {"median": statistics.median(r[m] for r in rs), "min": min(r[m] for r in rs)}
+            for m in (*METRICS, "load_s")
+        }
+    out["ratio"] = {
+        m: out["mlx_gen"][m]["median"] / out["mlx_lm"][m]["median"] for m in (*METRICS, "load_s")
+    }
     return out
 
 
+CELLS = (
+    ("prefill_tps", "{:.1f}"),
+    ("decode_tps", "{:.1f}"),
+    ("ttft_s", "{:.3f}"),
+    ("peak_gb", "{:.3f}"),
+)
+
+
+def _cell(summary: dict, metric: str, fmt: str) -> str:
+    """``gen / lm = ratio`` of one metric's medians."""
+    g, lm = summary["mlx_gen"][metric]["median"], summary["mlx_lm"][metric]["median"]
+    return f"{fmt.format(g)} / {fmt.format(lm)} = {summary['ratio'][metric]:.2f}x"
+
+
 def table(rows: list[dict]) -> str:
-    head = ("| model | scenario | prompt | prefill tok/s (gen / lm = ratio) | decode tok/s "
-            "(gen / lm = ratio) | TTFT s (gen / lm) | peak GB (gen / lm) |")
+    head = (
+        "| model | scenario | prompt | prefill tok/s (gen / lm = ratio) | decode tok/s "
+        "(gen / lm = ratio) | TTFT s (gen / lm) | peak GB (gen / lm) |"
+    )
     lines = [head, "|" + "---|" * 7]
     for row in rows:
         s = row["summary"]
-        g, lm, ratio = s["mlx_gen"], s["mlx_lm"], s["ratio"]
-
-        def cell(m: str, fmt: str = "{:.1f}") -> str:
-            return (f"{fmt.format(g[m]['median'])} / {fmt.format(lm[m]['median'])} = "
-                    f"{ratio[m]:.2f}x")
-
-        lines.append(f"| {row['model']} | {row['scenario']} | {row['prompt_len']} | "
-                     f"{cell('prefill_tps')} | {cell('decode_tps')} | "
-                     f"{cell('ttft_s', '{:.3f}')} | {cell('peak_gb', '{:.3f}')} |")
+        cells = [_cell(s, m, fmt) for m, fmt in CELLS]
+        lines.append(
+            f"| {row['model']} | {row['scenario']} | {row['prompt_len']} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -126,8 +170,15 @@ def main() -> None:
         for prompt_len in (int(p) for p in args.prompt_lens.split(",")):
             for scenario in args.scenarios.split(","):
                 runs = run_cell(sources, prompt_len, args.gen, scenario, args.repeats)
-                rows.append({"model": name, "scenario": scenario, "prompt_len": prompt_len,
-                             "runs": runs, "summary": summarize(runs)})
+                rows.append(
+                    {
+                        "model": name,
+                        "scenario": scenario,
+                        "prompt_len": prompt_len,
+                        "runs": runs,
+                        "summary": summarize(runs),
+                    }
+                )
                 print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")

@@ -37,9 +37,14 @@ def _mlx_gen(model_arg: str, scenario: str, prompt: list[int], gen: int):
     vocab = model.vocab_size
     extra: dict = {}
     if scenario == "controls":
-        extra = dict(logit_bias={i: 0.5 for i in range(1000, 1100)}, suppress_tokens=[5, 6, 7],
-                     begin_suppress_tokens=[8, 9], repetition_penalty=1.1, logprobs=5,
-                     logprobs_modes=("raw", "processed"))
+        extra = dict(
+            logit_bias={i: 0.5 for i in range(1000, 1100)},
+            suppress_tokens=[5, 6, 7],
+            begin_suppress_tokens=[8, 9],
+            repetition_penalty=1.1,
+            logprobs=5,
+            logprobs_modes=("raw", "processed"),
+        )
     elif scenario == "sampling":
         extra = dict(temperature=0.8, top_p=0.9, top_k=50, seed=0)
     settings = mg.GenerationSettings(max_tokens=gen, ignore_eos=True, **extra)
@@ -61,15 +66,19 @@ def _mlx_lm(model_arg: str, scenario: str, prompt: list[int], gen: int):
     load_s = time.perf_counter() - t
     sampler, processors = None, None
     if scenario == "controls":  # what mlx-lm offers of the same controls
-        processors = make_logits_processors(logit_bias={i: 0.5 for i in range(1000, 1100)},
-                                            repetition_penalty=1.1)
+        processors = make_logits_processors(
+            logit_bias={i: 0.5 for i in range(1000, 1100)}, repetition_penalty=1.1
+        )
     elif scenario == "sampling":
         sampler = make_sampler(temp=0.8, top_p=0.9, top_k=50)
 
     def run(n=gen, p=prompt):
-        return (r.token for r in mlx_lm.stream_generate(model, tokenizer, p, max_tokens=n,
-                                                         sampler=sampler,
-                                                         logits_processors=processors))
+        return (
+            r.token
+            for r in mlx_lm.stream_generate(
+                model, tokenizer, p, max_tokens=n, sampler=sampler, logits_processors=processors
+            )
+        )
 
     for _ in run(4, prompt[:8]):
         pass
@@ -95,12 +104,21 @@ def main() -> None:
         n += 1
         first = first or time.perf_counter()
     end = time.perf_counter()
-    print(json.dumps({
-        "engine": args.engine, "scenario": args.scenario, "prompt_len": args.prompt_len,
-        "generated": n, "load_s": load_s, "ttft_s": first - start,
-        "prefill_tps": args.prompt_len / (first - start),
-        "decode_tps": (n - 1) / (end - first), "peak_gb": mx.get_peak_memory() / 1e9,
-    }))
+    print(
+        json.dumps(
+            {
+                "engine": args.engine,
+                "scenario": args.scenario,
+                "prompt_len": args.prompt_len,
+                "generated": n,
+                "load_s": load_s,
+                "ttft_s": first - start,
+                "prefill_tps": args.prompt_len / (first - start),
+                "decode_tps": (n - 1) / (end - first),
+                "peak_gb": mx.get_peak_memory() / 1e9,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

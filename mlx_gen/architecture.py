@@ -86,7 +86,9 @@ def _check_shapes(model: nn.Module, weights: dict[str, mx.array], source: str) -
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     if missing:
-        raise ValueError(f"{source}: weights are missing tensor(s) {missing[:5]} (of {len(missing)})")
+        raise ValueError(
+            f"{source}: weights are missing tensor(s) {missing[:5]} (of {len(missing)})"
+        )
     if unexpected:
         raise ValueError(
             f"{source}: weights have tensor(s) the config does not use: {unexpected[:5]} "

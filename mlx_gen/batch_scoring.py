@@ -32,8 +32,10 @@ def _encode_pairs(
     for i, pair in enumerate(pairs):
         if isinstance(pair, str) or len(pair) != 2:
             raise ValueError(f"pairs[{i}]={pair!r} is invalid: expected (prompt, continuation)")
-        p_ids, c_ids = encode_text_or_ids(model, pair[0], special=True), encode_text_or_ids(
-            model, pair[1], special=False)
+        p_ids, c_ids = (
+            encode_text_or_ids(model, pair[0], special=True),
+            encode_text_or_ids(model, pair[1], special=False),
+        )
         if not p_ids or not c_ids:
             empty = "prompt" if not p_ids else "continuation"
             raise ValueError(f"pairs[{i}]: the {empty} is empty; score needs both non-empty")

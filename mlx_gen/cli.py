@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 import mlx_gen as mg
+from mlx_gen.batch_io import read_prompt_file, settings_for_requests, write_jsonl_results
 from mlx_gen.cli_args import CliOptions, UsageError, parse_command_line
 from mlx_gen.cli_output import (
     PrefillProgress,
@@ -33,7 +34,6 @@ from mlx_gen.cli_output import (
     score_total,
     stats_lines,
 )
-from mlx_gen.batch_io import read_prompt_file, settings_for_requests, write_jsonl_results
 from mlx_gen.prompts import encode_prompt
 
 # Settings fields holding token ids, and the flag each comes from.
@@ -183,14 +183,23 @@ def _generate(
 
 def _batch(model: mg.LoadedModel, settings: mg.GenerationSettings, options: CliOptions) -> int:
     """``--batch-size``: every prompt of the file, ``batch_size`` at a time; JSONL out."""
-    requests = read_prompt_file(options.prompt_file or "-", chat=options.chat,
-                                system=options.system)
+    requests = read_prompt_file(
+        options.prompt_file or "-", chat=options.chat, system=options.system
+    )
     per_row = settings_for_requests(settings, requests)
-    results = mg.generate_batch(model, [r.prompt for r in requests], per_prompt_settings=per_row,
-                                batch_size=options.batch_size,
-                                add_special_tokens=options.add_special_tokens)
-    write_jsonl_results(options.output or "-", results, decode=_decoder(model),
-                        logprobs=[s.logprobs is not None for s in per_row])
+    results = mg.generate_batch(
+        model,
+        [r.prompt for r in requests],
+        per_prompt_settings=per_row,
+        batch_size=options.batch_size,
+        add_special_tokens=options.add_special_tokens,
+    )
+    write_jsonl_results(
+        options.output or "-",
+        results,
+        decode=_decoder(model),
+        logprobs=[s.logprobs is not None for s in per_row],
+    )
     return 0
 
 

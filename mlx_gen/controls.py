@@ -42,8 +42,9 @@ def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _bad_words(settings: GenerationSettings, defaults: GenerationConfig, tokenizer: Any,
-               vocab_size: int) -> list[LogitsProcessor]:
+def _bad_words(
+    settings: GenerationSettings, defaults: GenerationConfig, tokenizer: Any, vocab_size: int
+) -> list[LogitsProcessor]:
     words = [w for w in settings.bad_words if isinstance(w, str)]
     sequences = [tuple(w) for w in settings.bad_words if not isinstance(w, str)]
     sequences += list(defaults.bad_words_ids)
@@ -55,9 +56,14 @@ def _bad_words(settings: GenerationSettings, defaults: GenerationConfig, tokeniz
     return out
 
 
-def build_processors(settings: GenerationSettings, defaults: GenerationConfig, *,
-                     tokenizer: Any, vocab_size: int,
-                     eos_token_ids: Sequence[int]) -> list[LogitsProcessor]:
+def build_processors(
+    settings: GenerationSettings,
+    defaults: GenerationConfig,
+    *,
+    tokenizer: Any,
+    vocab_size: int,
+    eos_token_ids: Sequence[int],
+) -> list[LogitsProcessor]:
     """The processors for one call, in the module's documented order.
 
     Args:
@@ -78,8 +84,9 @@ def build_processors(settings: GenerationSettings, defaults: GenerationConfig, *
         out.append(SuppressTokens(suppress, vocab_size=vocab_size))
     begin = _pick(settings.begin_suppress_tokens, defaults.begin_suppress_tokens)
     if begin and settings.begin_suppress_steps > 0:
-        out.append(BeginSuppressTokens(begin, steps=settings.begin_suppress_steps,
-                                       vocab_size=vocab_size))
+        out.append(
+            BeginSuppressTokens(begin, steps=settings.begin_suppress_steps, vocab_size=vocab_size)
+        )
     min_new = _pick(settings.min_new_tokens, defaults.min_new_tokens)
     if min_new and eos_token_ids:
         out.append(MinNewTokens(min_new, eos_token_ids, vocab_size=vocab_size))

@@ -74,23 +74,45 @@ class DecodePlan:
             if not 0 <= i < vocab:
                 raise ValueError(f"token id {i} is outside the vocabulary (size {vocab})")
         if settings.logprobs is not None and settings.logprobs > vocab:
-            raise ValueError(f"logprobs={settings.logprobs} is more than the vocabulary size ({vocab})")
+            raise ValueError(
+                f"logprobs={settings.logprobs} is more than the vocabulary size ({vocab})"
+            )
         request = None
         if settings.logprobs is not None:
-            request = LogprobRequest(settings.logprobs, tuple(settings.logprob_token_ids),
-                                     tuple(dict.fromkeys(settings.logprobs_modes)))
-        processors = build_processors(settings, defaults, tokenizer=model.tokenizer,
-                                      vocab_size=vocab, eos_token_ids=eos)
-        seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little")
-        return cls(tuple(processors), settings.sampling(defaults), frozenset(eos),
-                   settings.resolved_max_tokens(defaults), request, seed)
+            request = LogprobRequest(
+                settings.logprobs,
+                tuple(settings.logprob_token_ids),
+                tuple(dict.fromkeys(settings.logprobs_modes)),
+            )
+        processors = build_processors(
+            settings, defaults, tokenizer=model.tokenizer, vocab_size=vocab, eos_token_ids=eos
+        )
+        seed = (
+            settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little")
+        )
+        return cls(
+            tuple(processors),
+            settings.sampling(defaults),
+            frozenset(eos),
+            settings.resolved_max_tokens(defaults),
+            request,
+            seed,
+        )
 
 
-def prefill(model: LoadedModel, cache: PromptCache, ids: Sequence[int], *, step_size: int,
-            on_progress: ProgressCallback | None, done: int, total: int) -> None:
+def prefill(
+    model: LoadedModel,
+    cache: PromptCache,
+    ids: Sequence[int],
+    *,
+    step_size: int,
+    on_progress: ProgressCallback | None,
+    done: int,
+    total: int,
+) -> None:
     """Run ``ids`` through the model in chunks of ``step_size``, filling ``cache``."""
     for start in range(0, len(ids), step_size):
-        chunk = ids[start:start + step_size]
+        chunk = ids[start : start + step_size]
         with mx.stream(_STREAM):
             model.model(mx.array(chunk, dtype=mx.int32)[None], cache=cache.layers)
         mx.eval([c.state for c in cache.layers])
@@ -102,13 +124,15 @@ def prefill(model: LoadedModel, cache: PromptCache, ids: Sequence[int], *, step_
 class _Stepper:
     """Builds one lazy decode step; holds what every step shares."""
 
-    def __init__(self, model: LoadedModel, plan: DecodePlan, prompt: mx.array,
-                 cache: PromptCache) -> None:
+    def __init__(
+        self, model: LoadedModel, plan: DecodePlan, prompt: mx.array, cache: PromptCache
+    ) -> None:
         self.model, self.plan, self.prompt, self.cache = model, plan, prompt, cache
         self.key = mx.random.key(plan.seed)
 
-    def __call__(self, inputs: mx.array, step: int,
-                 generated: mx.array) -> tuple[mx.array, list[mx.array]]:
+    def __call__(
+        self, inputs: mx.array, step: int, generated: mx.array
+    ) -> tuple[mx.array, list[mx.array]]:
         plan = self.plan
         with mx.stream(_STREAM):
             logits = self.model.model(inputs[None], cache=self.cache.layers)[:, -1, :]  # (1, V)
@@ -135,10 +159,14 @@ class _Stepper:
         return token, packed
 
 
-def generate_tokens(model: LoadedModel, prompt_ids: Sequence[int],
-                    settings: GenerationSettings | None = None, *,
-                    prompt_cache: PromptCache | None = None,
-                    on_prefill: ProgressCallback | None = None) -> Iterator[GeneratedToken]:
+def generate_tokens(
+    model: LoadedModel,
+    prompt_ids: Sequence[int],
+    settings: GenerationSettings | None = None,
+    *,
+    prompt_cache: PromptCache | None = None,
+    on_prefill: ProgressCallback | None = None,
+) -> Iterator[GeneratedToken]:
     """Generate tokens after ``prompt_ids``.
 
     Args:
@@ -163,13 +191,25 @@ def generate_tokens(model: LoadedModel, prompt_ids: Sequence[int],
         return
     cache = prompt_cache or PromptCache(model.model)
     cached = cache.reuse_for(prompt_ids)
-    prefill(model, cache, prompt_ids[cached:-1], step_size=settings.prefill_step_size,
-            on_progress=on_prefill, done=cached, total=len(prompt_ids))
+    prefill(
+        model,
+        cache,
+        prompt_ids[cached:-1],
+        step_size=settings.prefill_step_size,
+        on_progress=on_prefill,
+        done=cached,
+        total=len(prompt_ids),
+    )
     yield from _decode(model, plan, prompt_ids, cache, on_prefill)
 
 
-def _decode(model: LoadedModel, plan: DecodePlan, prompt_ids: list[int], cache: PromptCache,
-            on_prefill: ProgressCallback | None) -> Iterator[GeneratedToken]:
+def _decode(
+    model: LoadedModel,
+    plan: DecodePlan,
+    prompt_ids: list[int],
+    cache: PromptCache,
+    on_prefill: ProgressCallback | None,
+) -> Iterator[GeneratedToken]:
     stepper = _Stepper(model, plan, mx.array(prompt_ids, dtype=mx.int32), cache)
     generated = mx.zeros((0,), dtype=mx.int32)
     token, packed = stepper(mx.array(prompt_ids[-1:], dtype=mx.int32), 0, generated)
@@ -192,9 +232,15 @@ def _decode(model: LoadedModel, plan: DecodePlan, prompt_ids: list[int], cache: 
         reports = {}
         if packed:  # one read for every mode's report
             rows = packed[0].tolist()
-            reports = {m: unpack(r, value, plan.logprobs) for m, r in zip(plan.logprobs.modes, rows)}
-        finish = "stop" if value in plan.eos_token_ids else (
-            "length" if n + 1 == plan.max_tokens else None)
+            reports = {
+                m: unpack(r, value, plan.logprobs)
+                for m, r in zip(plan.logprobs.modes, rows, strict=True)
+            }
+        finish = (
+            "stop"
+            if value in plan.eos_token_ids
+            else ("length" if n + 1 == plan.max_tokens else None)
+        )
         yield GeneratedToken(value, n, reports, finish)
         if finish is not None:
             return

@@ -37,8 +37,9 @@ class GenerationResult:
     stats: GenerationStats | None
 
     @classmethod
-    def from_chunks(cls, chunks: Sequence[GenerationChunk],
-                    decode: Callable[[int], str]) -> GenerationResult:
+    def from_chunks(
+        cls, chunks: Sequence[GenerationChunk], decode: Callable[[int], str]
+    ) -> GenerationResult:
         """Assemble the result of streamed ``chunks``; ``decode(id)`` renders one token.
 
         No chunks (``max_tokens=0``) gives an empty result with ``finish_reason="length"``.
@@ -55,12 +56,16 @@ class GenerationResult:
         )
 
 
-def generate(model: LoadedModel, prompt: Prompt | None = None, *,
-             messages: Messages | None = None,
-             settings: GenerationSettings | None = None,
-             prompt_cache: PromptCache | None = None,
-             add_special_tokens: bool = True,
-             on_prefill: ProgressCallback | None = None) -> GenerationResult:
+def generate(
+    model: LoadedModel,
+    prompt: Prompt | None = None,
+    *,
+    messages: Messages | None = None,
+    settings: GenerationSettings | None = None,
+    prompt_cache: PromptCache | None = None,
+    add_special_tokens: bool = True,
+    on_prefill: ProgressCallback | None = None,
+) -> GenerationResult:
     """Generate a complete answer. Same arguments as :func:`~mlx_gen.stream.stream_generate`.
 
     ``generate(...).text == "".join(c.text for c in stream_generate(...))`` for the same
@@ -70,7 +75,15 @@ def generate(model: LoadedModel, prompt: Prompt | None = None, *,
     >>> # generate(model, messages=[{"role": "user", "content": "Hi"}],
     >>> #          settings=GenerationSettings(max_tokens=20)).text
     """
-    chunks = list(stream_generate(model, prompt, messages=messages, settings=settings,
-                                  prompt_cache=prompt_cache,
-                                  add_special_tokens=add_special_tokens, on_prefill=on_prefill))
+    chunks = list(
+        stream_generate(
+            model,
+            prompt,
+            messages=messages,
+            settings=settings,
+            prompt_cache=prompt_cache,
+            add_special_tokens=add_special_tokens,
+            on_prefill=on_prefill,
+        )
+    )
     return GenerationResult.from_chunks(chunks, lambda i: model.tokenizer.decode([i]))

@@ -123,7 +123,9 @@ def _number(value: Any, *, where: str, key: str, low: float, high: float, kind: 
         ok_type = isinstance(value, int) and not isinstance(value, bool)
     if not ok_type or not (low <= value <= high):
         kind_name = "an int" if kind is int else "a number"
-        raise ValueError(f"{where}: {key}={value!r} is invalid (expected {kind_name} in [{low}, {high}])")
+        raise ValueError(
+            f"{where}: {key}={value!r} is invalid (expected {kind_name} in [{low}, {high}])"
+        )
     return kind(value)
 
 
@@ -151,7 +153,9 @@ def _settings(gen: Mapping[str, Any], *, where: str, vocab_size: int | None) -> 
         raise ValueError(f"{where}: top_p=0.0 is invalid (expected a number in (0, 1])")
     if gen.get("do_sample") is not None:
         if not isinstance(gen["do_sample"], bool):
-            raise ValueError(f"{where}: do_sample={gen['do_sample']!r} is invalid (expected true/false)")
+            raise ValueError(
+                f"{where}: do_sample={gen['do_sample']!r} is invalid (expected true/false)"
+            )
         out["do_sample"] = gen["do_sample"]
     for key in ("suppress_tokens", "begin_suppress_tokens"):
         if gen.get(key) is not None:
@@ -161,7 +165,9 @@ def _settings(gen: Mapping[str, Any], *, where: str, vocab_size: int | None) -> 
         if not isinstance(words, (list, tuple)) or not all(
             isinstance(w, (list, tuple)) and w for w in words
         ):
-            raise ValueError(f"{where}: bad_words_ids={words!r} is invalid (expected a list of id lists)")
+            raise ValueError(
+                f"{where}: bad_words_ids={words!r} is invalid (expected a list of id lists)"
+            )
         out["bad_words_ids"] = tuple(
             _ids(w, where=where, key="bad_words_ids", vocab_size=vocab_size) for w in words
         )
@@ -211,7 +217,10 @@ def resolve_generation_config(
         sources.setdefault(tokenizer_eos_token_id, []).append(TOKENIZER)
 
     def first_id(key: str, fallback: int | None) -> int | None:
-        for value, where in ((gen.get(key), generation_config_name), (config.get(key), config_name)):
+        for value, where in (
+            (gen.get(key), generation_config_name),
+            (config.get(key), config_name),
+        ):
             ids = _ids(value, where=where, key=key, vocab_size=vocab_size)
             if ids:
                 return ids[0]
@@ -243,12 +252,18 @@ def apply_overrides(
     values = _settings(overrides, where=where, vocab_size=vocab_size)
     for key in ("bos_token_id", "pad_token_id"):
         if key in overrides:
-            values[key] = None if overrides[key] is None else _id(
-                overrides[key], where=where, key=key, vocab_size=vocab_size
+            values[key] = (
+                None
+                if overrides[key] is None
+                else _id(overrides[key], where=where, key=key, vocab_size=vocab_size)
             )
     if "eos_token_ids" in overrides:
-        eos = _ids(list(overrides["eos_token_ids"]), where=where, key="eos_token_ids",
-                   vocab_size=vocab_size)
+        eos = _ids(
+            list(overrides["eos_token_ids"]),
+            where=where,
+            key="eos_token_ids",
+            vocab_size=vocab_size,
+        )
         values["eos_token_ids"] = tuple(dict.fromkeys(eos))
         values["eos_sources"] = {i: ("caller",) for i in values["eos_token_ids"]}
     return replace(base, **values)

@@ -64,6 +64,7 @@ BLOCK_TENSORS = {
 }
 _TENSOR_NAME = re.compile(r"(?:blk\.(\d+)\.)?(\w+)\.(weight|scales|biases|bias)")
 
+
 def _plain(value: Any) -> Any:
     """A metadata value as Python data (MLX gives numbers as arrays)."""
     if isinstance(value, mx.array):

@@ -63,7 +63,9 @@ def read_checkpoint(path: Path) -> Checkpoint:
     """Read a local folder or ``.gguf`` file into a :class:`Checkpoint`."""
     if path.is_file():
         if path.suffix.lower() != ".gguf":
-            raise ValueError(f"{path}: a model file must be .gguf; otherwise pass the model's folder")
+            raise ValueError(
+                f"{path}: a model file must be .gguf; otherwise pass the model's folder"
+            )
         return read_gguf(path)
     return read_folder(path)
 
@@ -113,5 +115,6 @@ def load(
     checkpoint = read_checkpoint(resolve_source(source, revision=revision))
     generation_config = resolve_checkpoint_config(checkpoint, generation_overrides)
     model = build_model(checkpoint, dtype=dtype)
-    return LoadedModel(model, checkpoint.tokenizer, checkpoint.config, generation_config,
-                       checkpoint.source)
+    return LoadedModel(
+        model, checkpoint.tokenizer, checkpoint.config, generation_config, checkpoint.source
+    )

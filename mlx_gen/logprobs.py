@@ -83,8 +83,11 @@ def pack(logprobs: mx.array, tokens: mx.array, request: LogprobRequest) -> mx.ar
     if n > 0:
         vocab = logprobs.shape[-1]
         n = min(n, vocab)
-        top_ids = mx.argpartition(-logprobs, n - 1, axis=-1)[:, :n] if n < vocab else \
-            mx.broadcast_to(mx.arange(vocab), logprobs.shape)
+        top_ids = (
+            mx.argpartition(-logprobs, n - 1, axis=-1)[:, :n]
+            if n < vocab
+            else mx.broadcast_to(mx.arange(vocab), logprobs.shape)
+        )
         top_vals = mx.take_along_axis(logprobs, top_ids, axis=-1)
         # Unordered here; unpack() sorts the n pairs on the host, where n is small.
         parts += [top_ids.astype(mx.float32), top_vals]
@@ -96,7 +99,9 @@ def pack(logprobs: mx.array, tokens: mx.array, request: LogprobRequest) -> mx.ar
 def unpack(row: Sequence[float], token: int, request: LogprobRequest) -> TokenLogprob:
     """Turn one row of :func:`pack` (read to the host) into a :class:`TokenLogprob`."""
     n = request.top_n
-    top_ids, top_vals = row[2:2 + n], row[2 + n:2 + 2 * n]
-    top = sorted(zip((int(i) for i in top_ids), top_vals), key=lambda p: (-p[1], p[0]))
-    extra = dict(zip(request.token_ids, row[2 + 2 * n:])) if request.token_ids else None
+    top_ids, top_vals = row[2 : 2 + n], row[2 + n : 2 + 2 * n]
+    top = sorted(zip((int(i) for i in top_ids), top_vals, strict=True), key=lambda p: (-p[1], p[0]))
+    extra = (
+        dict(zip(request.token_ids, row[2 + 2 * n :], strict=True)) if request.token_ids else None
+    )
     return TokenLogprob(token=token, logprob=row[0], rank=int(row[1]), top=tuple(top), extra=extra)

@@ -41,7 +41,7 @@ class PromptCache:
         the cache cannot be trimmed, it starts empty.
         """
         common = 0
-        for a, b in zip(self.token_ids, prompt_ids):
+        for a, b in zip(self.token_ids, prompt_ids, strict=False):  # longest common prefix
             if a != b:
                 break
             common += 1

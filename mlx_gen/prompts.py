@@ -9,9 +9,13 @@ Prompt = str | Sequence[int]
 Messages = Sequence[Mapping[str, Any]]
 
 
-def encode_prompt(tokenizer: Any, prompt: Prompt | None = None, *,
-                  messages: Messages | None = None,
-                  add_special_tokens: bool = True) -> list[int]:
+def encode_prompt(
+    tokenizer: Any,
+    prompt: Prompt | None = None,
+    *,
+    messages: Messages | None = None,
+    add_special_tokens: bool = True,
+) -> list[int]:
     """Token ids for a prompt.
 
     Args:
@@ -30,11 +34,14 @@ def encode_prompt(tokenizer: Any, prompt: Prompt | None = None, *,
         raise ValueError("pass exactly one of prompt= or messages=")
     if messages is not None:
         if not getattr(tokenizer, "chat_template", None) and not getattr(
-                tokenizer, "has_chat_template", False):
-            raise ValueError("messages= needs a chat template, and this tokenizer has none; "
-                             "pass prompt= instead")
-        ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
-                                            tokenize=True)
+            tokenizer, "has_chat_template", False
+        ):
+            raise ValueError(
+                "messages= needs a chat template, and this tokenizer has none; pass prompt= instead"
+            )
+        ids = tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True
+        )
     elif isinstance(prompt, str):
         ids = tokenizer.encode(prompt, add_special_tokens=add_special_tokens)
     else:

@@ -45,8 +45,15 @@ def encode_text_or_ids(model: LoadedModel, value: Prompt, *, special: bool) -> l
     return [int(i) for i in value]
 
 
-def score(model: LoadedModel, prompt: Prompt, continuation: Prompt, *, top_n: int = 0,
-          token_ids: Sequence[int] = (), chunk_size: int = 512) -> ScoreResult:
+def score(
+    model: LoadedModel,
+    prompt: Prompt,
+    continuation: Prompt,
+    *,
+    top_n: int = 0,
+    token_ids: Sequence[int] = (),
+    chunk_size: int = 512,
+) -> ScoreResult:
     """Score ``continuation`` after ``prompt`` with teacher forcing.
 
     Args:
@@ -64,21 +71,30 @@ def score(model: LoadedModel, prompt: Prompt, continuation: Prompt, *, top_n: in
     c_ids = encode_text_or_ids(model, continuation, special=False)
     if not p_ids or not c_ids:
         raise ValueError("score() needs a non-empty prompt and continuation")
+    if not 0 <= top_n <= model.vocab_size:
+        raise ValueError(f"top_n={top_n!r} is invalid (expected 0..{model.vocab_size})")
+    outside = [i for i in token_ids if not 0 <= i < model.vocab_size]
+    if outside:
+        raise ValueError(
+            f"token_ids {outside} are outside the vocabulary (size {model.vocab_size})"
+        )
     ids = p_ids + c_ids
     request = LogprobRequest(top_n, tuple(token_ids))
     cache, rows = PromptCache(model.model), []
     for start in range(0, len(ids) - 1, chunk_size):
-        chunk = ids[start:min(start + chunk_size, len(ids) - 1)]
+        chunk = ids[start : min(start + chunk_size, len(ids) - 1)]
         logits = model.model(mx.array(chunk, dtype=mx.int32)[None], cache=cache.layers)[0]
         # Position i predicts ids[i + 1]; keep rows that predict continuation tokens.
-        targets = ids[start + 1:start + 1 + len(chunk)]
+        targets = ids[start + 1 : start + 1 + len(chunk)]
         keep = [j for j in range(len(chunk)) if start + 1 + j >= len(p_ids)]
         if keep:
             sel = logits[mx.array(keep)]
             tgt = mx.array([targets[j] for j in keep], dtype=mx.int32)
             packed = pack(log_softmax(sel), tgt, request)
             mx.eval(packed)
-            rows += [unpack(r, t, request) for r, t in zip(packed.tolist(), tgt.tolist())]
+            rows += [
+                unpack(r, t, request) for r, t in zip(packed.tolist(), tgt.tolist(), strict=True)
+            ]
     return ScoreResult(c_ids, rows, sum(r.logprob for r in rows))
 
 
@@ -97,10 +113,15 @@ class Distribution:
     top: list[tuple[int, float]]
 
 
-def next_token_distribution(model: LoadedModel, prompt: Prompt | None = None, *,
-                            messages: Messages | None = None, mode: str = "raw",
-                            settings: GenerationSettings | None = None,
-                            top_n: int = 10) -> Distribution:
+def next_token_distribution(
+    model: LoadedModel,
+    prompt: Prompt | None = None,
+    *,
+    messages: Messages | None = None,
+    mode: str = "raw",
+    settings: GenerationSettings | None = None,
+    top_n: int = 10,
+) -> Distribution:
     """The full distribution of the token after ``prompt``.
 
     Args:
@@ -122,9 +143,13 @@ def next_token_distribution(model: LoadedModel, prompt: Prompt | None = None, *,
     logits = model.model(mx.array(ids, dtype=mx.int32)[None])[:, -1, :].astype(mx.float32)
     if mode == "processed":
         defaults = model.generation_config
-        for processor in build_processors(settings, defaults, tokenizer=model.tokenizer,
-                                          vocab_size=model.vocab_size,
-                                          eos_token_ids=settings.eos_set(defaults)):
+        for processor in build_processors(
+            settings,
+            defaults,
+            tokenizer=model.tokenizer,
+            vocab_size=model.vocab_size,
+            eos_token_ids=settings.eos_set(defaults),
+        ):
             logits = processor(logits, ProcessorContext(mx.array(ids), mx.zeros((0,), mx.int32), 0))
         logits = filter_logits(logits, settings.sampling(defaults))
     logprobs = log_softmax(logits)[0]

@@ -29,8 +29,9 @@ class SentencePieceTokenizer:
         ValueError: The file is not a SentencePiece model (the path is named).
     """
 
-    def __init__(self, model_file: Path, *, add_bos_token: bool = True,
-                 chat_template: str | None = None) -> None:
+    def __init__(
+        self, model_file: Path, *, add_bos_token: bool = True, chat_template: str | None = None
+    ) -> None:
         self.model_file = Path(model_file)
         self._sp = spm.SentencePieceProcessor()
         try:
@@ -67,7 +68,7 @@ class SentencePieceTokenizer:
         return {self._sp.IdToPiece(i): i for i in range(self.vocab_size)}
 
     def encode(self, text: str, add_special_tokens: bool = True, **_: Any) -> list[int]:
-        """Token ids of ``text``, with BOS first when ``add_special_tokens`` and the model adds it."""
+        """Token ids of ``text`` (BOS first when ``add_special_tokens`` and the model adds it)."""
         ids = list(self._sp.EncodeAsIds(text))
         if add_special_tokens and self.add_bos_token and self.bos_token_id is not None:
             ids = [self.bos_token_id, *ids]
@@ -90,8 +91,13 @@ class SentencePieceTokenizer:
             return self._sp.PieceToId(tokens)
         return [self._sp.PieceToId(t) for t in tokens]
 
-    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = True,
-                            add_generation_prompt: bool = False, **kwargs: Any) -> Any:
+    def apply_chat_template(
+        self,
+        messages: list[dict[str, str]],
+        tokenize: bool = True,
+        add_generation_prompt: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         """Render ``messages`` with the chat template (Jinja, as transformers does).
 
         Raises:
@@ -106,8 +112,10 @@ class SentencePieceTokenizer:
 
         env.globals["raise_exception"] = raise_exception
         text = env.from_string(self.chat_template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token or "", eos_token=self.eos_token or "",
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token or "",
+            eos_token=self.eos_token or "",
             **{k: v for k, v in kwargs.items() if k != "return_dict"},
         )
         return self.encode(text, add_special_tokens=False) if tokenize else text

@@ -104,18 +104,28 @@ class GenerationSettings:
             ("begin_suppress_steps", self.begin_suppress_steps, lambda v: v >= 0, "an int >= 0"),
             ("logprobs", self.logprobs, lambda v: v is None or 0 <= v <= 1000, "None or 0..1000"),
             ("prefill_step_size", self.prefill_step_size, lambda v: v >= 1, "an int >= 1"),
-            ("seed", self.seed, lambda v: v is None or (isinstance(v, int) and 0 <= v < 2**64),
-             "None or an int in [0, 2**64)"),
-            ("repetition_context_size", self.repetition_context_size,
-             lambda v: v is None or v >= 1, "None or an int >= 1"),
+            (
+                "seed",
+                self.seed,
+                lambda v: v is None or (isinstance(v, int) and 0 <= v < 2**64),
+                "None or an int in [0, 2**64)",
+            ),
+            (
+                "repetition_context_size",
+                self.repetition_context_size,
+                lambda v: v is None or v >= 1,
+                "None or an int >= 1",
+            ),
         ]
         for name, value, ok, valid in checks:
             if not ok(value):
                 raise ValueError(f"{name}={value!r} is invalid (expected {valid})")
         bad_modes = [m for m in self.logprobs_modes if m not in LOGPROB_MODES]
         if bad_modes or not self.logprobs_modes:
-            raise ValueError(f"logprobs_modes={tuple(self.logprobs_modes)!r} is invalid; valid "
-                             f"modes: {LOGPROB_MODES}")
+            raise ValueError(
+                f"logprobs_modes={tuple(self.logprobs_modes)!r} is invalid; valid "
+                f"modes: {LOGPROB_MODES}"
+            )
         if isinstance(self.stop, str):
             raise ValueError(f"stop={self.stop!r} must be a list of strings, not one string")
         if any(not s for s in self.stop):
@@ -138,7 +148,9 @@ class GenerationSettings:
         """``max_tokens``, else the model's ``max_new_tokens``, else 256."""
         if self.max_tokens is not None:
             return self.max_tokens
-        return defaults.max_new_tokens if defaults.max_new_tokens is not None else DEFAULT_MAX_TOKENS
+        return (
+            defaults.max_new_tokens if defaults.max_new_tokens is not None else DEFAULT_MAX_TOKENS
+        )
 
     def eos_set(self, defaults: GenerationConfig) -> tuple[int, ...]:
         """The ids that stop generation (empty when ``ignore_eos``)."""

@@ -21,16 +21,25 @@ HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.txt"
 
 def _looks_like_repo_id(source: str) -> bool:
     parts = source.split("/")
-    return len(parts) == 2 and all(parts) and not source.startswith((".", "~")) and \
-        not source.endswith(".gguf")
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not source.startswith((".", "~"))
+        and not source.endswith(".gguf")
+    )
 
 
 def _from_hub(repo_id: str, revision: str | None) -> Path:
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS,
-                                      local_files_only=True))
+        return Path(
+            snapshot_download(
+                repo_id, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=True
+            )
+        )
     except HFValidationError as e:
-        raise FileNotFoundError(f"{repo_id!r} is neither a local path nor a valid Hub repo id ({e})") from None
+        raise FileNotFoundError(
+            f"{repo_id!r} is neither a local path nor a valid Hub repo id ({e})"
+        ) from None
     except Exception:  # Not in the cache: any of several huggingface_hub errors.
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):

@@ -77,7 +77,7 @@ class StopStrings:
             self.matched, self._pending = stop, ""
             return text[: start + (len(stop) if self.include_stop_str else 0)]
         hold = self._longest_partial(text)
-        self._pending = text[len(text) - hold:] if hold else ""
+        self._pending = text[len(text) - hold :] if hold else ""
         return text[: len(text) - hold]
 
     def flush(self) -> str:

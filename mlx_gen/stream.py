@@ -132,12 +132,16 @@ class TextAssembler:
         )
 
 
-def stream_generate(model: LoadedModel, prompt: Prompt | None = None, *,
-                    messages: Messages | None = None,
-                    settings: GenerationSettings | None = None,
-                    prompt_cache: PromptCache | None = None,
-                    add_special_tokens: bool = True,
-                    on_prefill: ProgressCallback | None = None) -> Iterator[GenerationChunk]:
+def stream_generate(
+    model: LoadedModel,
+    prompt: Prompt | None = None,
+    *,
+    messages: Messages | None = None,
+    settings: GenerationSettings | None = None,
+    prompt_cache: PromptCache | None = None,
+    add_special_tokens: bool = True,
+    on_prefill: ProgressCallback | None = None,
+) -> Iterator[GenerationChunk]:
     """Generate, yielding text as it becomes final.
 
     Args:
@@ -153,12 +157,14 @@ def stream_generate(model: LoadedModel, prompt: Prompt | None = None, *,
         :class:`GenerationChunk`; ``"".join(c.text for c in chunks)`` is the output.
     """
     settings = settings or GenerationSettings()
-    prompt_ids = encode_prompt(model.tokenizer, prompt, messages=messages,
-                               add_special_tokens=add_special_tokens)
+    prompt_ids = encode_prompt(
+        model.tokenizer, prompt, messages=messages, add_special_tokens=add_special_tokens
+    )
     text = TextAssembler(model.tokenizer, settings, prompt_ids, time.perf_counter())
     mx.reset_peak_memory()
-    tokens = generate_tokens(model, prompt_ids, settings, prompt_cache=prompt_cache,
-                             on_prefill=on_prefill)
+    tokens = generate_tokens(
+        model, prompt_ids, settings, prompt_cache=prompt_cache, on_prefill=on_prefill
+    )
     for out in tokens:
         chunk = text.feed(out)
         yield chunk

@@ -27,7 +27,9 @@ def load_tokenizer(folder: Path) -> TokenizerWrapper:
         try:
             return load_hf_tokenizer(folder)
         except (OSError, ValueError) as e:
-            raise ValueError(f"{folder / 'tokenizer.json'}: cannot load the tokenizer ({e})") from None
+            raise ValueError(
+                f"{folder / 'tokenizer.json'}: cannot load the tokenizer ({e})"
+            ) from None
     if (folder / "tokenizer.model").exists():
         settings_path = folder / "tokenizer_config.json"
         settings = read_json(settings_path) if settings_path.exists() else {}

@@ -25,8 +25,19 @@ def write_tokenizer(folder: Path, *, eos: str = "<|im_end|>", bos: str | None = 
     for ch in sorted(byte_chars):
         vocab[ch] = len(vocab)
     merges = []
-    for a, b in [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("o", "n"),
-                 ("e", "r"), ("Ġ", "w"), ("Ġw", "o"), ("r", "d"), ("Ġwo", "rd")]:
+    for a, b in [
+        ("Ġ", "t"),
+        ("h", "e"),
+        ("Ġt", "he"),
+        ("i", "n"),
+        ("Ġ", "a"),
+        ("o", "n"),
+        ("e", "r"),
+        ("Ġ", "w"),
+        ("Ġw", "o"),
+        ("r", "d"),
+        ("Ġwo", "rd"),
+    ]:
         merges.append((a, b))
         vocab.setdefault(a + b, len(vocab))
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
@@ -34,18 +45,30 @@ def write_tokenizer(folder: Path, *, eos: str = "<|im_end|>", bos: str | None = 
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIALS)
     tok.save(str(folder / "tokenizer.json"))
-    settings = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos,
-                "bos_token": bos, "chat_template": CHATML}
+    settings = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": eos,
+        "bos_token": bos,
+        "chat_template": CHATML,
+    }
     (folder / "tokenizer_config.json").write_text(json.dumps(settings))
 
 
 def llama_config(**changes: Any) -> dict[str, Any]:
     """A 2-layer Llama with grouped-query attention (4 heads, 2 KV heads)."""
     config = {
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 32,
-        "num_hidden_layers": 2, "intermediate_size": 64, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "vocab_size": VOCAB_SIZE,
-        "rope_theta": 10000.0, "tie_word_embeddings": False, "max_position_embeddings": 256,
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "intermediate_size": 64,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5,
+        "vocab_size": VOCAB_SIZE,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 256,
     }
     config.update(changes)
     return config
@@ -67,10 +90,15 @@ def random_weights(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarra
         out["lm_head.weight"] = w(v, d)
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        for name, shape in [("self_attn.q_proj", (nq, d)), ("self_attn.k_proj", (nkv, d)),
-                            ("self_attn.v_proj", (nkv, d)), ("self_attn.o_proj", (d, nq)),
-                            ("mlp.gate_proj", (f, d)), ("mlp.up_proj", (f, d)),
-                            ("mlp.down_proj", (d, f))]:
+        for name, shape in [
+            ("self_attn.q_proj", (nq, d)),
+            ("self_attn.k_proj", (nkv, d)),
+            ("self_attn.v_proj", (nkv, d)),
+            ("self_attn.o_proj", (d, nq)),
+            ("mlp.gate_proj", (f, d)),
+            ("mlp.up_proj", (f, d)),
+            ("mlp.down_proj", (d, f)),
+        ]:
             out[p + name + ".weight"] = w(*shape)
         if bias:
             for name, n in [("q_proj", nq), ("k_proj", nkv), ("v_proj", nkv)]:
@@ -80,9 +108,14 @@ def random_weights(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarra
     return out
 
 
-def write_checkpoint(folder: Path, config: dict[str, Any], *, seed: int = 0,
-                     generation_config: dict[str, Any] | None = None,
-                     shards: int = 1) -> dict[str, np.ndarray]:
+def write_checkpoint(
+    folder: Path,
+    config: dict[str, Any],
+    *,
+    seed: int = 0,
+    generation_config: dict[str, Any] | None = None,
+    shards: int = 1,
+) -> dict[str, np.ndarray]:
     """Write config, weights (optionally sharded with an index), tokenizer; return the weights."""
     folder.mkdir(parents=True, exist_ok=True)
     weights = random_weights(config, seed)

@@ -15,8 +15,11 @@ STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories26
 def llama_dir(tmp_path: Path) -> Path:
     """A tiny untied Llama with GQA and a BPE tokenizer; EOS ids from both files."""
     folder = tmp_path / "llama"
-    write_checkpoint(folder, llama_config(eos_token_id=2),
-                     generation_config={"eos_token_id": [3, 2], "bos_token_id": 1})
+    write_checkpoint(
+        folder,
+        llama_config(eos_token_id=2),
+        generation_config={"eos_token_id": [3, 2], "bos_token_id": 1},
+    )
     return folder
 
 

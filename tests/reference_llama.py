@@ -17,7 +17,11 @@ def _inv_freq(config: dict[str, Any], head_dim: int) -> np.ndarray:
     inv = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     scaling = config.get("rope_scaling")
     if scaling and scaling.get("rope_type", scaling.get("type")) == "llama3":
-        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        factor, low, high = (
+            scaling["factor"],
+            scaling["low_freq_factor"],
+            scaling["high_freq_factor"],
+        )
         old = scaling["original_max_position_embeddings"]
         wavelen = 2 * math.pi / inv
         smooth = (old / wavelen - low) / (high - low)
@@ -57,7 +61,11 @@ def forward(weights: dict[str, np.ndarray], config: dict[str, Any], ids: list[in
             y = h @ W[p + f"self_attn.{name}.weight"].T + W.get(p + f"self_attn.{name}.bias", 0)
             return y.reshape(T, n_heads, hd).transpose(1, 0, 2)  # (heads, T, hd)
 
-        q, k, v = _rope(proj("q_proj", nh), inv), _rope(proj("k_proj", nkv), inv), proj("v_proj", nkv)
+        q, k, v = (
+            _rope(proj("q_proj", nh), inv),
+            _rope(proj("k_proj", nkv), inv),
+            proj("v_proj", nkv),
+        )
         k, v = np.repeat(k, nh // nkv, 0), np.repeat(v, nh // nkv, 0)
         scores = q @ k.transpose(0, 2, 1) / math.sqrt(hd) + mask
         probs = np.exp(scores - scores.max(-1, keepdims=True))

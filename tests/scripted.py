@@ -40,8 +40,9 @@ class ScriptedModel(nn.Module):
         return self.table[rows][None] + 0 * inputs[..., None].astype(mx.float32)
 
 
-def preferring(tokens: list[int], length: int = 64, vocab: int = VOCAB_SIZE,
-               seed: int = 0) -> np.ndarray:
+def preferring(
+    tokens: list[int], length: int = 64, vocab: int = VOCAB_SIZE, seed: int = 0
+) -> np.ndarray:
     """A table whose argmax at sequence position ``i`` is ``tokens[i]`` (random elsewhere)."""
     rng = np.random.default_rng(seed)
     table = rng.standard_normal((length, vocab)).astype(np.float32)
@@ -62,5 +63,4 @@ def scripted_model(tmp_path: Path, table: np.ndarray, **config: object) -> Loade
     write_tokenizer(folder)
     tokenizer = load_tokenizer(folder)
     gen = GenerationConfig(**config)  # type: ignore[arg-type]
-    return LoadedModel(ScriptedModel(table), tokenizer, {"vocab_size": table.shape[1]}, gen,
-                       folder)
+    return LoadedModel(ScriptedModel(table), tokenizer, {"vocab_size": table.shape[1]}, gen, folder)

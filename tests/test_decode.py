@@ -41,8 +41,13 @@ def test_eos_ids_in_prompt_are_never_checked(tmp_path):
 def test_eos_replace_extend_and_ignore(tmp_path):
     model = scripted_model(tmp_path, script(3, [20, 21, 22, 23]), eos_token_ids=(22,))
     assert mg.generate(model, PROMPT, settings=S(max_tokens=9)).token_ids == [20, 21, 22]
-    assert mg.generate(model, PROMPT, settings=S(max_tokens=9, eos_token_ids=[21])).token_ids == [20, 21]
-    assert mg.generate(model, PROMPT, settings=S(max_tokens=9, extra_eos_token_ids=[20])).token_ids == [20]
+    assert mg.generate(model, PROMPT, settings=S(max_tokens=9, eos_token_ids=[21])).token_ids == [
+        20,
+        21,
+    ]
+    assert mg.generate(
+        model, PROMPT, settings=S(max_tokens=9, extra_eos_token_ids=[20])
+    ).token_ids == [20]
     out = mg.generate(model, PROMPT, settings=S(max_tokens=4, ignore_eos=True))
     assert (out.token_ids, out.finish_reason) == ([20, 21, 22, 23], "length")
 
@@ -79,23 +84,31 @@ def test_bias_changes_greedy_and_sampled_output(tmp_path):
     banned = mg.generate(model, PROMPT, settings=S(max_tokens=4, logit_bias={21: -float("inf")}))
     assert 21 not in banned.token_ids and banned.token_ids[0] == 20
     for seed in range(5):
-        sampled = mg.generate(model, PROMPT, settings=S(max_tokens=4, temperature=1.5, seed=seed,
-                                                        logit_bias={77: float("inf")}))
+        sampled = mg.generate(
+            model,
+            PROMPT,
+            settings=S(max_tokens=4, temperature=1.5, seed=seed, logit_bias={77: float("inf")}),
+        )
         assert sampled.token_ids == [77] * 4
-        no20 = mg.generate(model, PROMPT, settings=S(max_tokens=8, temperature=5.0, seed=seed,
-                                                     logit_bias={20: -float("inf")}))
+        no20 = mg.generate(
+            model,
+            PROMPT,
+            settings=S(max_tokens=8, temperature=5.0, seed=seed, logit_bias={20: -float("inf")}),
+        )
         assert 20 not in no20.token_ids
 
 
 def test_generation_config_suppression_applies_without_caller(tmp_path):
-    model = scripted_model(tmp_path, script(3, [20, 20, 21, 21]), suppress_tokens=(21,),
-                           begin_suppress_tokens=(20,))
+    model = scripted_model(
+        tmp_path, script(3, [20, 20, 21, 21]), suppress_tokens=(21,), begin_suppress_tokens=(20,)
+    )
     out = mg.generate(model, PROMPT, settings=S(max_tokens=4)).token_ids
     assert out[0] != 20 and out[1] == 20 and 21 not in out
     wider = mg.generate(model, PROMPT, settings=S(max_tokens=4, begin_suppress_steps=2)).token_ids
     assert 20 not in wider[:2]
-    off = mg.generate(model, PROMPT, settings=S(max_tokens=4, suppress_tokens=(),
-                                                begin_suppress_tokens=())).token_ids
+    off = mg.generate(
+        model, PROMPT, settings=S(max_tokens=4, suppress_tokens=(), begin_suppress_tokens=())
+    ).token_ids
     assert off == [20, 20, 21, 21]
 
 
@@ -115,8 +128,9 @@ def test_same_seed_same_tokens_and_no_global_rng(tmp_path):
     first = mg.generate(model, PROMPT, settings=settings).token_ids
     mx.random.seed(999)  # global state must not matter
     assert mg.generate(model, PROMPT, settings=settings).token_ids == first
-    other = mg.generate(model, PROMPT, settings=S(max_tokens=20, temperature=1.0, seed=124,
-                                                  ignore_eos=True)).token_ids
+    other = mg.generate(
+        model, PROMPT, settings=S(max_tokens=20, temperature=1.0, seed=124, ignore_eos=True)
+    ).token_ids
     assert other != first
 
 
@@ -146,15 +160,20 @@ def test_custom_processor_first_token_without_prompt_length(tmp_path):
         return logits.at[:, mx.array(digits)].add(-mx.inf) if ctx.step == 0 else logits
 
     short = [{"role": "user", "content": "how many?"}]
-    long = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "one"},
-            {"role": "assistant", "content": "1"}, {"role": "user", "content": "and two more?"}]
+    long = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "1"},
+        {"role": "user", "content": "and two more?"},
+    ]
     for chat in (short, long):
         n = len(tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=True))
         model = scripted_model(tmp_path, script(n, [seven, seven, 21], length=n + 8))
         plain = mg.generate(model, messages=chat, settings=S(max_tokens=3)).token_ids
         assert plain == [seven, seven, 21]
-        out = mg.generate(model, messages=chat,
-                          settings=S(max_tokens=3, logits_processors=[no_digit_first]))
+        out = mg.generate(
+            model, messages=chat, settings=S(max_tokens=3, logits_processors=[no_digit_first])
+        )
         assert out.token_ids[0] not in digits
         assert out.token_ids[1] == seven  # only the first generated position is affected
 

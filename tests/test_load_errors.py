@@ -62,7 +62,9 @@ def test_malformed_generation_config_names_file_key_value(tmp_path):
 
 def test_eos_id_beyond_vocab_names_file(tmp_path):
     write_checkpoint(tmp_path / "m", llama_config(eos_token_id=[2, 320]))
-    with pytest.raises(ValueError, match=r"config.json: eos_token_id=320 is out of range \(valid ids: 0..319\)"):
+    with pytest.raises(
+        ValueError, match=r"config.json: eos_token_id=320 is out of range \(valid ids: 0..319\)"
+    ):
         load(tmp_path / "m")
 
 

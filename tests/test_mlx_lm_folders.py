@@ -16,8 +16,11 @@ from tests.checkpoints import llama_config, write_checkpoint
 @pytest.mark.parametrize("bits", [4, 8])
 def test_mlx_lm_quantized_folder_loads_with_same_logits(tmp_path, bits):
     src, dst = tmp_path / "hf", tmp_path / f"mlx-q{bits}"
-    write_checkpoint(src, llama_config(intermediate_size=128, hidden_size=64),
-                     generation_config={"eos_token_id": [2, 3]})
+    write_checkpoint(
+        src,
+        llama_config(intermediate_size=128, hidden_size=64),
+        generation_config={"eos_token_id": [2, 3]},
+    )
     mlx_lm_convert(str(src), str(dst), quantize=True, q_bits=bits, q_group_size=32)
     ours = mg.load(dst)
     theirs, _ = mlx_lm.load(str(dst))

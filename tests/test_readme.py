@@ -41,8 +41,10 @@ def test_cli_examples_run(capsys, default_model_file):
     import shlex
 
     from mlx_gen.cli import main
-    commands = [c for c in blocks("bash")[2].replace("\\\n", " ").splitlines()
-                if c.startswith("mlx-gen ")]
+
+    commands = [
+        c for c in blocks("bash")[2].replace("\\\n", " ").splitlines() if c.startswith("mlx-gen ")
+    ]
     assert len(commands) == 3
     for command in commands:
         assert main(shlex.split(command)[1:]) == 0, capsys.readouterr().err

@@ -37,8 +37,9 @@ def test_repo_id_resolves_from_cache_without_network(hub_cache):
     assert resolve_source("tiny-org/tiny-llama") == snapshot
     loaded = load("tiny-org/tiny-llama")
     out = loaded.model(mx.array([[1, 2, 3]]))[0]
-    np.testing.assert_allclose(np.array(out), forward(weights, llama_config(), [1, 2, 3]),
-                               atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        np.array(out), forward(weights, llama_config(), [1, 2, 3]), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_uncached_repo_offline_says_so_and_how_to_fix(hub_cache):

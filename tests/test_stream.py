@@ -23,14 +23,17 @@ def feed_all(stops, pieces, include=False):
 def test_stop_strings_independent_of_how_text_is_split(text, cuts):
     pieces, i = [], 0
     for c in cuts:
-        pieces.append(text[i:i + c])
+        pieces.append(text[i : i + c])
         i += c
     pieces.append(text[i:])
     whole = feed_all(["STOP", "aa"], [text])
     assert feed_all(["STOP", "aa"], pieces) == whole
-    first = min((text.find(s), s) for s in ["STOP", "aa"] if s in text) if \
-        any(s in text for s in ["STOP", "aa"]) else None
-    assert whole == ((text[:first[0]], first[1]) if first else (text, None))
+    first = (
+        min((text.find(s), s) for s in ["STOP", "aa"] if s in text)
+        if any(s in text for s in ["STOP", "aa"])
+        else None
+    )
+    assert whole == ((text[: first[0]], first[1]) if first else (text, None))
 
 
 def test_partial_stop_is_held_back_then_released():
@@ -54,8 +57,9 @@ def test_stop_string_matches_any_tokenization(tmp_path):
         model = scripted_model(tmp_path, script(3, ids))
         out = mg.generate(model, PROMPT, settings=S(max_tokens=40, stop=["STOP"]))
         assert (out.text, out.finish_reason, out.matched) == ("the word ", "stop_string", "STOP")
-        kept = mg.generate(model, PROMPT, settings=S(max_tokens=40, stop=["STOP"],
-                                                     include_stop_str=True))
+        kept = mg.generate(
+            model, PROMPT, settings=S(max_tokens=40, stop=["STOP"], include_stop_str=True)
+        )
         assert kept.text == "the word STOP"
 
 
