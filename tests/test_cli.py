@@ -507,19 +507,8 @@ def test_batch_mode_jsonl_in_input_order(tmp_path, capsys):
         '{"prompt": "in on", "max_tokens": 2}\n'
     )
     out = tmp_path / "out.jsonl"
-    code = main(
-        [
-            "--model",
-            str(folder),
-            "--prompt-file",
-            str(prompts),
-            "--batch-size",
-            "2",
-            "--output",
-            str(out),
-            "--ignore-eos",
-        ]
-    )
+    batch = ["--model", str(folder), "--prompt-file", str(prompts), "--batch-size", "2"]
+    code = main([*batch, "--output", str(out), "--ignore-eos"])
     assert code == 0, capsys.readouterr().err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1, 2]
@@ -530,19 +519,5 @@ def test_batch_mode_jsonl_in_input_order(tmp_path, capsys):
         model, "the word", settings=mg.GenerationSettings(max_tokens=3, ignore_eos=True)
     )
     assert rows[0]["token_ids"] == alone.token_ids
-    assert (
-        main(
-            [
-                "--model",
-                str(folder),
-                "--prompt-file",
-                str(prompts),
-                "--batch-size",
-                "2",
-                "--output",
-                str(out),
-            ]
-        )
-        == 2
-    )  # an existing file is not overwritten
+    assert main([*batch, "--output", str(out)]) == 2  # an existing file is not overwritten
     assert main(["--model", str(folder), "--prompt", "x", "--batch-size", "2"]) == 2
