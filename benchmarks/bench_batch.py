@@ -30,75 +30,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
-FULL = {
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "num_key_value_heads": 12,
-    "intermediate_size": 2048,
-    "vocab_size": 32000,
-}
-QUICK = {
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-    "intermediate_size": 128,
-    "vocab_size": 512,
-}
+from presets import PRESETS, write_preset  # noqa: E402
+
 ENGINES = ("mlx_gen", "mlx_lm")
-
-
-def write_model(folder: Path, arch: dict) -> None:
-    """Random float32 Llama weights (safetensors) plus a word-level tokenizer."""
-    import numpy as np
-    from safetensors.numpy import save_file
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    config = {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
-        "max_position_embeddings": 4096,
-        "eos_token_id": 2,
-        "bos_token_id": 1,
-        "tie_word_embeddings": True,
-        **arch,
-    }
-    d, f, v = arch["hidden_size"], arch["intermediate_size"], arch["vocab_size"]
-    kv = arch["num_key_value_heads"] * (d // arch["num_attention_heads"])
-    rng = np.random.default_rng(0)
-
-    def w(*shape: int) -> np.ndarray:
-        return rng.standard_normal(shape, dtype=np.float32) * 0.02
-
-    weights = {"model.embed_tokens.weight": w(v, d), "model.norm.weight": np.ones(d, np.float32)}
-    for i in range(arch["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        for name, shape in [
-            ("self_attn.q_proj", (d, d)),
-            ("self_attn.k_proj", (kv, d)),
-            ("self_attn.v_proj", (kv, d)),
-            ("self_attn.o_proj", (d, d)),
-            ("mlp.gate_proj", (f, d)),
-            ("mlp.up_proj", (f, d)),
-            ("mlp.down_proj", (d, f)),
-        ]:
-            weights[p + name + ".weight"] = w(*shape)
-        weights[p + "input_layernorm.weight"] = np.ones(d, np.float32)
-        weights[p + "post_attention_layernorm.weight"] = np.ones(d, np.float32)
-    save_file(weights, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(config, indent=1))
-    tok = Tokenizer(models.WordLevel(vocab={f"t{i}": i for i in range(v)}, unk_token="t0"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps(
-            {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "t2", "bos_token": "t1"}
-        )
-    )
 
 
 def prompts_for(batch: int, prompt_len: int, vocab: int) -> list[list[int]]:
@@ -314,15 +250,15 @@ def main() -> None:
     if args.out and args.out.exists() and not args.force:
         raise SystemExit(f"error: {args.out} exists; pass --force to replace it")
     sizes = [int(b) for b in args.batch_sizes.split(",")]
+    preset = "tiny" if args.quick else "110M"
     with tempfile.TemporaryDirectory() as tmp:
-        write_model(Path(tmp), QUICK if args.quick else FULL)
-        runs = sweep(args, sizes, Path(tmp))
+        runs = sweep(args, sizes, write_preset(preset, Path(tmp)))
     summary = summarize(runs, sizes)
     print(table(summary, sizes))
     if args.out:
         report = {
             "config": {
-                "arch": QUICK if args.quick else FULL,
+                "arch": PRESETS[preset],
                 "gen": args.gen,
                 "prompt_len": args.prompt_len,
                 "repeats": args.repeats,

@@ -14,6 +14,15 @@ from safetensors.numpy import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 PRESETS: dict[str, dict] = {
+    "tiny": {  # smoke tests of the benchmarks themselves
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "intermediate_size": 128,
+        "vocab_size": 512,
+        "tie_word_embeddings": True,
+    },
     "15M": {
         "hidden_size": 288,
         "num_hidden_layers": 6,
