@@ -140,9 +140,11 @@ def next_token_distribution(
         raise ValueError(f"mode={mode!r} is invalid; valid: 'raw', 'processed'")
     settings = settings or GenerationSettings()
     ids = encode_prompt(model.tokenizer, prompt, messages=messages)
-    logits = model.model(mx.array(ids, dtype=mx.int32)[None])[:, -1, :].astype(mx.float32)
+    prompt_ids = mx.array(ids, dtype=mx.int32)
+    logits = model.model(prompt_ids[None])[:, -1, :].astype(mx.float32)
     if mode == "processed":
         defaults = model.generation_config
+        ctx = ProcessorContext(prompt_ids, mx.zeros((0,), mx.int32), 0)  # the first position
         for processor in build_processors(
             settings,
             defaults,
@@ -150,7 +152,7 @@ def next_token_distribution(
             vocab_size=model.vocab_size,
             eos_token_ids=settings.eos_set(defaults),
         ):
-            logits = processor(logits, ProcessorContext(mx.array(ids), mx.zeros((0,), mx.int32), 0))
+            logits = processor(logits, ctx)
         logits = filter_logits(logits, settings.sampling(defaults))
     logprobs = log_softmax(logits)[0]
     probs = mx.exp(logprobs)
