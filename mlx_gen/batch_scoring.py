@@ -16,7 +16,7 @@ import mlx.core as mx
 
 from mlx_gen.batch_decode import make_batch_cache
 from mlx_gen.loader import LoadedModel
-from mlx_gen.logprobs import LogprobRequest, TokenLogprob, log_softmax, pack, unpack
+from mlx_gen.logprobs import LogprobRequest, TokenLogprob, pack, unpack
 from mlx_gen.prompts import Prompt
 from mlx_gen.scoring import ScoreResult, encode_text_or_ids
 
@@ -83,7 +83,7 @@ def _score_group(
             continue
         flat = logits.reshape(-1, logits.shape[-1])[mx.array(rows)]  # (R, V)
         target = mx.array(targets, dtype=mx.int32)
-        packed = pack(log_softmax(flat), target, request)
+        packed = pack(flat, target, request)
         mx.eval(packed, [c.state for c in cache])
         for owner, row, t in zip(owners, packed.tolist(), targets, strict=True):
             reports[owner].append(unpack(row, t, request))

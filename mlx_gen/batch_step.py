@@ -21,7 +21,7 @@ import mlx.core as mx
 
 from mlx_gen.decode import DecodePlan, GeneratedToken
 from mlx_gen.loader import LoadedModel
-from mlx_gen.logprobs import log_softmax, pack, unpack
+from mlx_gen.logprobs import pack, unpack
 from mlx_gen.processors.context import ProcessorContext
 from mlx_gen.sampling import filter_logits, sample
 
@@ -102,8 +102,7 @@ def _pack(
         request = row.plan.logprobs
         modes = request.modes if request is not None else ()
         row_parts = [
-            pack(log_softmax(sources[m][i : i + 1]), tokens[i : i + 1], request).reshape(-1)
-            for m in modes
+            pack(sources[m][i : i + 1], tokens[i : i + 1], request).reshape(-1) for m in modes
         ]
         parts += row_parts
         widths.append([p.shape[0] for p in row_parts])

@@ -24,7 +24,7 @@ import mlx.core as mx
 
 from mlx_gen.controls import build_processors
 from mlx_gen.loader import LoadedModel
-from mlx_gen.logprobs import LogprobRequest, TokenLogprob, log_softmax, pack, unpack
+from mlx_gen.logprobs import LogprobRequest, TokenLogprob, pack, unpack
 from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams, filter_logits, sample
@@ -155,7 +155,7 @@ class _Stepper:
                 sources = {"raw": logits, "processed": filtered}
                 rows = mx.concatenate([sources[m] for m in plan.logprobs.modes])
                 tokens = mx.broadcast_to(token, (rows.shape[0],))
-                packed = [pack(log_softmax(rows), tokens, plan.logprobs)]
+                packed = [pack(rows, tokens, plan.logprobs)]
         return token, packed
 
 

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from mlx_gen.logsumexp import logsumexp
+from mlx_gen.top_n import block_maxima, top_n_ids
+
 
 @dataclass(frozen=True)
 class TokenLogprob:
@@ -58,17 +61,12 @@ class LogprobRequest:
     modes: tuple[str, ...] = ("raw",)
 
 
-def log_softmax(logits: mx.array) -> mx.array:
-    """``logits - logsumexp(logits)`` over the last axis, in float32."""
-    logits = logits.astype(mx.float32)
-    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-
-
-def pack(logprobs: mx.array, tokens: mx.array, request: LogprobRequest) -> mx.array:
-    """Lazily gather the report for each row into one float32 array.
+def pack(logits: mx.array, tokens: mx.array, request: LogprobRequest) -> mx.array:
+    """Lazily normalise each row and gather its report into one float32 array.
 
     Args:
-        logprobs: ``(B, V)`` log-probabilities.
+        logits: ``(B, V)`` logits of the distribution to report (any shift: the
+            report is of ``log_softmax(logits)``).
         tokens: ``(B,)`` chosen ids.
         request: What to include.
 
@@ -76,23 +74,22 @@ def pack(logprobs: mx.array, tokens: mx.array, request: LogprobRequest) -> mx.ar
         ``(B, 2 + 2 * top_n + len(token_ids))``: chosen logprob, rank, top ids, top
         logprobs, extra logprobs. Ids are exact in float32 below 2**24.
     """
-    chosen = mx.take_along_axis(logprobs, tokens[:, None], axis=-1)  # (B, 1)
-    rank = 1 + mx.sum(logprobs > chosen, axis=-1, keepdims=True)
-    parts = [chosen, rank.astype(mx.float32)]
-    n = request.top_n
+    logits = logits.astype(mx.float32)
+    n = min(request.top_n, logits.shape[-1])
+    blocks = block_maxima(logits) if n > 0 else None
+    row_max = mx.max(blocks[1], axis=-1, keepdims=True) if blocks is not None else None
+    # Only the normaliser is computed over the whole row; reported entries are
+    # gathered first and shifted after (log_softmax is logits - logsumexp).
+    norm = logsumexp(logits, row_max)  # (B, 1)
+    chosen = mx.take_along_axis(logits, tokens[:, None], axis=-1)  # (B, 1)
+    rank = 1 + mx.sum(logits > chosen, axis=-1, keepdims=True)
+    parts = [chosen - norm, rank.astype(mx.float32)]
     if n > 0:
-        vocab = logprobs.shape[-1]
-        n = min(n, vocab)
-        top_ids = (
-            mx.argpartition(-logprobs, n - 1, axis=-1)[:, :n]
-            if n < vocab
-            else mx.broadcast_to(mx.arange(vocab), logprobs.shape)
-        )
-        top_vals = mx.take_along_axis(logprobs, top_ids, axis=-1)
+        top_ids = top_n_ids(logits, n, blocks)
         # Unordered here; unpack() sorts the n pairs on the host, where n is small.
-        parts += [top_ids.astype(mx.float32), top_vals]
+        parts += [top_ids.astype(mx.float32), mx.take_along_axis(logits, top_ids, axis=-1) - norm]
     if request.token_ids:
-        parts.append(logprobs[:, mx.array(request.token_ids)])
+        parts.append(logits[:, mx.array(request.token_ids)] - norm)
     return mx.concatenate(parts, axis=-1)
 
 

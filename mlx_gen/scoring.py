@@ -15,7 +15,8 @@ import mlx.core as mx
 
 from mlx_gen.controls import build_processors
 from mlx_gen.loader import LoadedModel
-from mlx_gen.logprobs import LogprobRequest, TokenLogprob, log_softmax, pack, unpack
+from mlx_gen.logprobs import LogprobRequest, TokenLogprob, pack, unpack
+from mlx_gen.logsumexp import log_softmax
 from mlx_gen.processors.context import ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt
@@ -90,7 +91,7 @@ def score(
         if keep:
             sel = logits[mx.array(keep)]
             tgt = mx.array([targets[j] for j in keep], dtype=mx.int32)
-            packed = pack(log_softmax(sel), tgt, request)
+            packed = pack(sel, tgt, request)
             mx.eval(packed)
             rows += [
                 unpack(r, t, request) for r, t in zip(packed.tolist(), tgt.tolist(), strict=True)
