@@ -79,9 +79,21 @@ def test_chosen_token_outside_top_n_reports_its_rank(tmp_path):
     assert [i for i, _ in raw.top] == [319, 318]
 
 
-def test_logprobs_off_by_default(tmp_path):
-    model = scripted_model(tmp_path, script(3, [20]))
-    assert mg.generate(model, PROMPT, settings=S(max_tokens=1)).logprobs == [{}]
+def test_logprobs_off_by_default_and_then_never_computed(tmp_path, llama_dir, monkeypatch):
+    model = scripted_model(tmp_path, script(3, [20, 21, 22]))
+
+    def no_pack(*args, **kwargs):
+        raise AssertionError("a logprob report was built although none was requested")
+
+    monkeypatch.setattr("mlx_gen.decode.pack", no_pack)
+    monkeypatch.setattr("mlx_gen.batch_step.pack", no_pack)
+    out = mg.generate(model, PROMPT, settings=S(max_tokens=3))
+    assert out.token_ids == [20, 21, 22] and out.logprobs == [{}, {}, {}]
+    llama = mg.load(llama_dir)
+    batch = mg.generate_batch(
+        llama, [PROMPT, PROMPT[:2]], settings=S(max_tokens=2, min_new_tokens=2)
+    )
+    assert [r.logprobs for r in batch] == [[{}, {}], [{}, {}]]
 
 
 def test_score_equals_greedy_raw_logprobs(tmp_path):
