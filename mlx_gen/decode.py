@@ -32,7 +32,8 @@ from mlx_gen.settings import GenerationSettings
 
 _STREAM = mx.new_stream(mx.default_device())
 # Logprob reports are read only after the token, so they run on a stream of their own and
-# can overlap the next step's forward pass (15M model, CPU: 17.4 vs 18.4 ms per token).
+# can overlap the next step's forward pass. On the 2-core CPU the gain is within noise
+# (15M, all controls: 12.23 vs 12.34 ms per token on the main stream); see BENCHMARKS.md.
 _LOGPROB_STREAM = mx.new_stream(mx.default_device())
 ProgressCallback = Callable[[int, int], None]
 
