@@ -50,7 +50,7 @@ def prompts_for(batch: int, prompt_len: int, vocab: int) -> list[list[int]]:
 
 def _mlx_gen_runner(model_dir: str, batch: int | None):
     import mlx_gen as mg
-    from mlx_gen.batch import generate_batch
+    from mlx_gen.batch.generation import generate_batch
 
     model = mg.load(model_dir)
 

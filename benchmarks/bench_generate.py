@@ -66,7 +66,7 @@ def model_folder(name: str, root: Path) -> tuple[str, str]:
         folder = str(write_preset(name, root))
         return folder, folder
     if name == "smollm2":  # mlx-lm cannot read GGUF: it gets the same weights converted.
-        from mlx_gen.convert import convert
+        from mlx_gen.convert.main import convert
 
         folder = root / "smollm2-q4"
         if not folder.exists():

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import mlx_gen as mg
-from mlx_gen.convert import convert
+from mlx_gen.convert.main import convert
 
 QUESTION = "What is the capital of France? Answer in one sentence."
 

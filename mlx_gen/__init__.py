@@ -11,16 +11,16 @@ The API is layered:
 * :func:`generate_batch` / :func:`stream_generate_batch` — many prompts decoded together,
   one result per prompt; :func:`score_batch` — many (prompt, continuation) pairs.
 
-The command line lives in :mod:`mlx_gen.cli` (``python -m mlx_gen.generate``).
+The command line lives in :mod:`mlx_gen.cli.main` (``python -m mlx_gen.generate``).
 """
 
-from mlx_gen.batch import BatchPrompt, generate_batch, stream_generate_batch
-from mlx_gen.batch_scoring import score_batch
+from mlx_gen.batch.generation import BatchPrompt, generate_batch, stream_generate_batch
+from mlx_gen.batch.scoring import score_batch
 from mlx_gen.decode import GeneratedToken, generate_tokens
 from mlx_gen.generation import GenerationResult, generate
-from mlx_gen.generation_config import GenerationConfig
-from mlx_gen.loader import LoadedModel, load
-from mlx_gen.logprobs import TokenLogprob
+from mlx_gen.loading.generation_config import GenerationConfig
+from mlx_gen.loading.loader import LoadedModel, load
+from mlx_gen.logprobs.report import TokenLogprob
 from mlx_gen.processors.context import LogitsProcessor, ProcessorContext, from_mlx_lm
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mlx_gen.generation_config import GenerationConfig
+from mlx_gen.loading.generation_config import GenerationConfig
 from mlx_gen.processors import (
     AllowedTokenIds,
     BadWords,

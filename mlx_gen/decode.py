@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 
 from mlx_gen.controls import build_processors
-from mlx_gen.loader import LoadedModel
-from mlx_gen.logprobs import LogprobRequest, TokenLogprob, pack, unpack
+from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
 from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams, filter_logits, sample

@@ -1,4 +1,4 @@
-"""``python -m mlx_gen.generate``: the command line of :mod:`mlx_gen.cli`.
+"""``python -m mlx_gen.generate``: the command line of :mod:`mlx_gen.cli.main`.
 
 ``mlx_gen`` never imports this module. If something does (``import mlx_gen.generate``),
 Python rebinds the package attribute ``mlx_gen.generate`` from the function to this
@@ -9,7 +9,7 @@ module; the module is therefore made callable as that function, so
 import sys
 import types
 
-from mlx_gen.cli import main
+from mlx_gen.cli.main import main
 from mlx_gen.generation import generate as _generate
 
 

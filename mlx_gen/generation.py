@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mlx_gen.decode import ProgressCallback
-from mlx_gen.loader import LoadedModel
-from mlx_gen.logprobs import TokenLogprob
+from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.logprobs.report import TokenLogprob
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt
 from mlx_gen.settings import GenerationSettings

@@ -2,7 +2,7 @@
 
 ``score`` runs prompt + continuation through the model once (chunked, with a KV
 cache) and reports each continuation token's ``raw`` logprob (see
-:mod:`mlx_gen.logprobs`). Greedy generation's raw logprobs equal ``score`` of the same
+:mod:`mlx_gen.logprobs.report`). Greedy generation's raw logprobs equal ``score`` of the same
 tokens.
 """
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 from mlx_gen.controls import build_processors
-from mlx_gen.loader import LoadedModel
-from mlx_gen.logprobs import LogprobRequest, TokenLogprob, pack, unpack
-from mlx_gen.logsumexp import log_softmax
+from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.logprobs.logsumexp import log_softmax
+from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
 from mlx_gen.processors.context import ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt

@@ -1,7 +1,7 @@
 """Per-call generation options, and their resolution against a model's defaults.
 
 :class:`GenerationSettings` is what a caller (or the CLI) fills in. A field left at
-``None`` takes the model's :class:`~mlx_gen.generation_config.GenerationConfig`
+``None`` takes the model's :class:`~mlx_gen.loading.generation_config.GenerationConfig`
 value; an explicit value (including ``()`` or ``0``) wins. Validation happens here,
 once per call, never per token.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from mlx_gen.generation_config import GenerationConfig
+from mlx_gen.loading.generation_config import GenerationConfig
 from mlx_gen.processors.context import LogitsProcessor
 from mlx_gen.sampling import SamplingParams
 from mlx_gen.stopping import StoppingContext

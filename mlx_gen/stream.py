@@ -15,8 +15,8 @@ import mlx.core as mx
 
 from mlx_gen.decode import GeneratedToken, ProgressCallback, generate_tokens
 from mlx_gen.detokenizer import streaming_detokenizer
-from mlx_gen.loader import LoadedModel
-from mlx_gen.logprobs import TokenLogprob
+from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.logprobs.report import TokenLogprob
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt
 from mlx_gen.settings import GenerationSettings

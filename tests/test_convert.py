@@ -20,12 +20,12 @@ from mlx.utils import tree_flatten
 from mlx_lm.models.cache import make_prompt_cache
 from safetensors.numpy import save_file
 
-import mlx_gen.convert as convert_module
-from mlx_gen.convert import convert, format_size, main
-from mlx_gen.default_model import default_model_path
-from mlx_gen.generation_config import GenerationConfig
-from mlx_gen.loader import LoadedModel, load, read_checkpoint, resolve_checkpoint_config
-from mlx_gen.sentencepiece_tokenizer import SentencePieceTokenizer
+import mlx_gen.convert.main as convert_module
+from mlx_gen.convert.main import convert, format_size, main
+from mlx_gen.loading.default_model import default_model_path
+from mlx_gen.loading.generation_config import GenerationConfig
+from mlx_gen.loading.loader import LoadedModel, load, read_checkpoint, resolve_checkpoint_config
+from mlx_gen.loading.sentencepiece_tokenizer import SentencePieceTokenizer
 from tests.checkpoints import CHATML, llama_config, write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

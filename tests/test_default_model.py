@@ -8,9 +8,9 @@ import mlx.core as mx
 import pytest
 from mlx_lm.models.cache import make_prompt_cache
 
-from mlx_gen import default_model
-from mlx_gen.default_model import default_model_path
-from mlx_gen.loader import LoadedModel, load
+from mlx_gen.loading import default_model
+from mlx_gen.loading.default_model import default_model_path
+from mlx_gen.loading.loader import LoadedModel, load
 
 EOS = 2  # <|im_end|>
 QUESTION = "What is the capital of France? Answer in one sentence."

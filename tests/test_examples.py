@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mlx_gen.default_model import default_model_path
+from mlx_gen.loading.default_model import default_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 

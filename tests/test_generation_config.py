@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlx_gen.generation_config import (
+from mlx_gen.loading.generation_config import (
     GenerationConfig,
     apply_overrides,
     resolve_generation_config,

@@ -17,8 +17,8 @@ import pytest
 import sentencepiece as spm
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from mlx_gen.gguf import gguf_generation_config, read_gguf
-from mlx_gen.loader import load
+from mlx_gen.loading.gguf.reader import gguf_generation_config, read_gguf
+from mlx_gen.loading.loader import load
 from tests.checkpoints import CHATML, SPECIALS, llama_config, random_weights
 from tests.gguf_writer import Tensor, float_tensor, permute_for_gguf, quantize, write_gguf
 from tests.reference_llama import forward

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mlx_gen.loader import load
+from mlx_gen.loading.loader import load
 from tests.checkpoints import llama_config, write_checkpoint
 
 

@@ -7,7 +7,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from mlx_gen.loader import load
+from mlx_gen.loading.loader import load
 from tests.checkpoints import llama_config, write_checkpoint
 from tests.reference_llama import forward
 

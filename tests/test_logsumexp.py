@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlx_gen.logsumexp import _exp_nonpositive, log_softmax, logsumexp
-from mlx_gen.top_n import BLOCK, top_n_ids
+from mlx_gen.logprobs.logsumexp import _exp_nonpositive, log_softmax, logsumexp
+from mlx_gen.logprobs.top_n import BLOCK, top_n_ids
 
 
 def np_logsumexp(x):

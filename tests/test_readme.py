@@ -40,7 +40,7 @@ def test_python_tour_runs(capsys, default_model_file):
 def test_cli_examples_run(capsys, default_model_file):
     import shlex
 
-    from mlx_gen.cli import main
+    from mlx_gen.cli.main import main
 
     commands = [
         c for c in blocks("bash")[2].replace("\\\n", " ").splitlines() if c.startswith("mlx-gen ")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import sentencepiece
 
-from mlx_gen.loader import load
-from mlx_gen.sources import resolve_source
+from mlx_gen.loading.loader import load
+from mlx_gen.loading.sources import resolve_source
 from tests.checkpoints import llama_config, write_checkpoint
 from tests.reference_llama import forward
 

@@ -5,7 +5,7 @@ are prefilled right-padded, then rolled to left padding (``finalize``) so every 
 newest token sits in the same column. mlx-lm's attention masks the padding
 (``make_mask``) and RoPE takes each row's own offset, so positions stay relative to the
 row's first real token. After the forward pass everything is per row and mirrors
-:mod:`mlx_gen.decode` (see :mod:`mlx_gen.batch_step`): each row's processors, sampling
+:mod:`mlx_gen.decode` (see :mod:`mlx_gen.batch.step`): each row's processors, sampling
 filters, key chain and logprobs are its own.
 
 Step ``n + 1`` is queued with ``mx.async_eval`` before step ``n`` is read. A finished row
@@ -26,9 +26,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.cache import make_prompt_cache
 
-from mlx_gen.batch_step import STREAM, QueuedStep, Row, build_step, read_step
+from mlx_gen.batch.step import STREAM, QueuedStep, Row, build_step, read_step
 from mlx_gen.decode import DecodePlan, GeneratedToken
-from mlx_gen.loader import LoadedModel
+from mlx_gen.loading.loader import LoadedModel
 
 
 def make_batch_cache(model: nn.Module, size: int) -> list[Any]:

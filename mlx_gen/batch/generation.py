@@ -3,7 +3,7 @@
 :func:`stream_generate_batch` and :func:`generate_batch` are the batched forms of
 :func:`~mlx_gen.stream.stream_generate` and :func:`~mlx_gen.generation.generate`: the
 same text layer (streaming detokenizer, stop strings with hold-back, custom criteria,
-stats) runs once per row on top of :class:`~mlx_gen.batch_decode.BatchDecoder`.
+stats) runs once per row on top of :class:`~mlx_gen.batch.decode.BatchDecoder`.
 
 Equivalence: each row's tokens, logprobs (to float rounding), text and finish reason
 are those of ``generate(model, prompts[i], settings=<row settings>)``. Rows that share
@@ -20,10 +20,10 @@ from typing import Any
 
 import mlx.core as mx
 
-from mlx_gen.batch_decode import BatchDecoder
+from mlx_gen.batch.decode import BatchDecoder
 from mlx_gen.decode import DecodePlan
 from mlx_gen.generation import GenerationResult
-from mlx_gen.loader import LoadedModel
+from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.prompts import Messages, encode_prompt
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.stream import GenerationChunk, TextAssembler

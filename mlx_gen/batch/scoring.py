@@ -1,7 +1,7 @@
 """Teacher-forced scoring of many (prompt, continuation) pairs, batched.
 
 :func:`score_batch` gives, per pair, what :func:`~mlx_gen.scoring.score` gives: each
-continuation token's ``raw`` logprob (see :mod:`mlx_gen.logprobs`), its rank, the
+continuation token's ``raw`` logprob (see :mod:`mlx_gen.logprobs.report`), its rank, the
 top-``n`` alternatives and the chosen ids' logprobs. Pairs of similar length are run
 together: each group is right-padded (padding after a sequence never changes its
 causal attention, and positions start at 0 for every row as they do alone) and run
@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import mlx.core as mx
 
-from mlx_gen.batch_decode import make_batch_cache
-from mlx_gen.loader import LoadedModel
-from mlx_gen.logprobs import LogprobRequest, TokenLogprob, pack, unpack
+from mlx_gen.batch.decode import make_batch_cache
+from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
 from mlx_gen.prompts import Prompt
 from mlx_gen.scoring import ScoreResult, encode_text_or_ids
 

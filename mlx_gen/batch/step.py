@@ -7,7 +7,7 @@ After the batched forward pass everything is per row and mirrors :mod:`mlx_gen.d
 * sampling filters and the draw use the row's :class:`SamplingParams` and its own key
   chain (``mx.random.key(seed)``, split once per sampled step), so a seeded row draws
   what it draws alone; an all-greedy batch takes one batched argmax;
-* logprobs (same modes and report as :mod:`mlx_gen.logprobs`) are packed per row and
+* logprobs (same modes and report as :mod:`mlx_gen.logprobs.report`) are packed per row and
   concatenated, so reading a step costs one read of the ``(B,)`` ids plus one read of
   the packs, only when some row asked for logprobs.
 """
@@ -20,8 +20,8 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_gen.decode import DecodePlan, GeneratedToken
-from mlx_gen.loader import LoadedModel
-from mlx_gen.logprobs import pack, unpack
+from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.logprobs.report import pack, unpack
 from mlx_gen.processors.context import ProcessorContext
 from mlx_gen.sampling import filter_logits, sample
 

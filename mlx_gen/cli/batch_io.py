@@ -11,7 +11,7 @@ Prompt file formats (chosen by the first non-blank line, or a ``.jsonl`` suffix)
   "stop": ["."], "logit_bias": {"42": -100}}``. ``logit_bias`` keys may be strings
   (JSON object keys); ``sequence_bias`` is a list of ``[[ids...], bias]`` pairs.
 
-Each result line is the ``--json`` document of :func:`mlx_gen.cli_output.generation_json`
+Each result line is the ``--json`` document of :func:`mlx_gen.cli.output.generation_json`
 with ``"index"`` (the prompt's position) added.
 """
 
@@ -25,8 +25,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mlx_gen.batch import BatchPrompt
-from mlx_gen.cli_output import generation_json
+from mlx_gen.batch.generation import BatchPrompt
+from mlx_gen.cli.output import generation_json
 from mlx_gen.generation import GenerationResult
 from mlx_gen.settings import GenerationSettings
 
@@ -144,7 +144,7 @@ def write_jsonl_results(
 
     Args:
         path: The output file, or ``"-"``.
-        results: :func:`~mlx_gen.batch.generate_batch`'s results.
+        results: :func:`~mlx_gen.batch.generation.generate_batch`'s results.
         decode: Token id to text (for logprob rows), e.g. ``lambda i: tok.decode([i])``.
         logprobs: Include logprobs, for all rows or per row.
         overwrite: Replace an existing file.

@@ -1,7 +1,7 @@
 """The ``mlx-gen`` command line (also ``python -m mlx_gen.generate``).
 
-It parses the flags (:mod:`mlx_gen.cli_args`), calls the public API, and prints
-(:mod:`mlx_gen.cli_output`): generated text streams to stdout as it becomes final,
+It parses the flags (:mod:`mlx_gen.cli.options`), calls the public API, and prints
+(:mod:`mlx_gen.cli.output`): generated text streams to stdout as it becomes final,
 the ``--logprobs`` table follows it after a blank line, ``--json`` replaces both with
 one JSON document, and ``--verbose`` diagnostics, the prefill progress line and
 ``--stream-logprobs`` rows go to stderr.
@@ -20,9 +20,9 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 import mlx_gen as mg
-from mlx_gen.batch_io import read_prompt_file, settings_for_requests, write_jsonl_results
-from mlx_gen.cli_args import CliOptions, UsageError, parse_command_line
-from mlx_gen.cli_output import (
+from mlx_gen.cli.batch_io import read_prompt_file, settings_for_requests, write_jsonl_results
+from mlx_gen.cli.options import CliOptions, UsageError, parse_command_line
+from mlx_gen.cli.output import (
     PrefillProgress,
     call_lines,
     defaults_lines,

@@ -5,7 +5,7 @@ the flags against each other and returns a frozen :class:`CliOptions` holding a
 :class:`~mlx_gen.settings.GenerationSettings`. Every bad value raises
 :class:`UsageError` (a ``ValueError``) whose message names the flag, the value and what
 is valid. What needs the loaded model (vocabulary size, tokenizer) is finished in
-:mod:`mlx_gen.cli`.
+:mod:`mlx_gen.cli.main`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlx_gen.cli_parser import LOGPROB_MODES, UsageError, build_parser
+from mlx_gen.cli.parser import LOGPROB_MODES, UsageError, build_parser
 from mlx_gen.settings import GenerationSettings
 
 # Flags that only change generation: --score rejects them rather than silently ignore them.

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from mlx_gen.generation import GenerationResult
-from mlx_gen.loader import LoadedModel
-from mlx_gen.logprobs import TokenLogprob
+from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.logprobs.report import TokenLogprob
 from mlx_gen.scoring import ScoreResult
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.stream import GenerationStats

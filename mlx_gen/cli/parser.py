@@ -2,7 +2,7 @@
 
 Each value type raises ``argparse.ArgumentTypeError`` naming the value and what is
 valid, and the parser turns every error into :class:`UsageError` instead of exiting.
-:mod:`mlx_gen.cli_args` turns the parsed values into typed options.
+:mod:`mlx_gen.cli.options` turns the parsed values into typed options.
 """
 
 from __future__ import annotations

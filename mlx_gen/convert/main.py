@@ -7,9 +7,9 @@ The folder has what ``mlx_gen.load`` and ``mlx_lm.load`` read: sharded safetenso
 with ``model.safetensors.index.json``, ``config.json`` (sorted keys), the tokenizer
 files and chat template, and a ``generation_config.json`` holding the source's
 *resolved* settings, so loading the folder gives back an equal
-:class:`~mlx_gen.generation_config.GenerationConfig` (same EOS ids in the same order).
+:class:`~mlx_gen.loading.generation_config.GenerationConfig` (same EOS ids in the same order).
 Precision rules (what happens to an already-quantized source) are in
-:mod:`mlx_gen.quantize`; the safe-write rules are in :mod:`mlx_gen.model_writer`.
+:mod:`mlx_gen.convert.quantize`; the safe-write rules are in :mod:`mlx_gen.convert.writer`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from mlx_gen.architecture import DTYPES, build_model
-from mlx_gen.loader import read_checkpoint, resolve_checkpoint_config
-from mlx_gen.model_writer import (
+from mlx_gen.convert.quantize import (
+    DEFAULT_Q_BITS,
+    DEFAULT_Q_GROUP_SIZE,
+    QUANT_BITS,
+    QUANT_GROUP_SIZES,
+    check_quantization,
+    set_precision,
+)
+from mlx_gen.convert.writer import (
     MAX_SHARD_BYTES,
     ShardProgress,
     check_destination,
@@ -33,15 +39,9 @@ from mlx_gen.model_writer import (
     write_tokenizer,
     write_weights,
 )
-from mlx_gen.quantize import (
-    DEFAULT_Q_BITS,
-    DEFAULT_Q_GROUP_SIZE,
-    QUANT_BITS,
-    QUANT_GROUP_SIZES,
-    check_quantization,
-    set_precision,
-)
-from mlx_gen.sources import resolve_source
+from mlx_gen.loading.architecture import DTYPES, build_model
+from mlx_gen.loading.loader import read_checkpoint, resolve_checkpoint_config
+from mlx_gen.loading.sources import resolve_source
 
 
 def format_size(nbytes: int) -> str:

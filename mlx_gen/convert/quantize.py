@@ -26,7 +26,7 @@ from mlx.utils import tree_map
 from mlx_lm.models.switch_layers import QuantizedSwitchLinear
 from mlx_lm.utils import dequantize_model, quantize_model
 
-from mlx_gen.architecture import DTYPES
+from mlx_gen.loading.architecture import DTYPES
 
 QUANT_BITS = (4, 8)
 QUANT_GROUP_SIZES = (32, 64, 128)
@@ -87,7 +87,7 @@ def set_precision(
     """Dequantize, cast and quantize ``model`` in place, following the module rules.
 
     Args:
-        model: A model built by :func:`mlx_gen.architecture.build_model`.
+        model: A model built by :func:`mlx_gen.loading.architecture.build_model`.
         config: Its architecture config (not modified).
         dtype: ``"float16"``, ``"bfloat16"``, ``"float32"`` or ``None`` (keep).
         quantize: Quantize the linear and embedding layers.

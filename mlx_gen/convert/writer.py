@@ -22,9 +22,9 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
-from mlx_gen.checkpoint import config_text
-from mlx_gen.generation_config import GENERATION_CONFIG_JSON
-from mlx_gen.sentencepiece_tokenizer import SentencePieceTokenizer
+from mlx_gen.loading.checkpoint import config_text
+from mlx_gen.loading.generation_config import GENERATION_CONFIG_JSON
+from mlx_gen.loading.sentencepiece_tokenizer import SentencePieceTokenizer
 
 # mlx-lm's shard limit (``MAX_FILE_SIZE_GB``); a larger tensor gets a shard of its own.
 MAX_SHARD_BYTES = 5 << 30
@@ -172,7 +172,7 @@ def write_tokenizer(folder: Path, tokenizer: TokenizerWrapper) -> None:
 
     A Hugging Face tokenizer saves itself. The SentencePiece-only tokenizer copies its
     ``tokenizer.model``, and its settings go to ``tokenizer_config.json``, which
-    :func:`mlx_gen.tokenizer.load_tokenizer` reads back.
+    :func:`mlx_gen.loading.tokenizer.load_tokenizer` reads back.
     """
     inner = tokenizer._tokenizer  # The wrapped tokenizer; mlx-lm exposes no public accessor.
     inner.save_pretrained(str(folder))

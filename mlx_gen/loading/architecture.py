@@ -1,4 +1,4 @@
-"""Build an mlx-lm model from a :class:`~mlx_gen.checkpoint.Checkpoint`.
+"""Build an mlx-lm model from a :class:`~mlx_gen.loading.checkpoint.Checkpoint`.
 
 mlx-lm owns the architectures (``mlx_lm.models.<model_type>``); this module picks the
 class, quantizes the layers the weights say are quantized, checks every tensor's
@@ -18,7 +18,7 @@ import mlx_lm.models
 from mlx.utils import tree_flatten
 from mlx_lm.utils import MODEL_REMAPPING, infer_quant_config
 
-from mlx_gen.checkpoint import Checkpoint
+from mlx_gen.loading.checkpoint import Checkpoint
 
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 

@@ -3,7 +3,7 @@
 Every source (a Hugging Face folder, an MLX-converted folder, a GGUF file) is read
 into one :class:`Checkpoint`: the architecture config in ``config.json`` form, the
 weights under mlx-lm's parameter names, the tokenizer, and the raw generation
-settings. :mod:`mlx_gen.architecture` turns it into a model.
+settings. :mod:`mlx_gen.loading.architecture` turns it into a model.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
-from mlx_gen.generation_config import GENERATION_CONFIG_JSON, read_json
-from mlx_gen.tokenizer import load_tokenizer
+from mlx_gen.loading.generation_config import GENERATION_CONFIG_JSON, read_json
+from mlx_gen.loading.tokenizer import load_tokenizer
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """``load()``: one call from a source to a model ready to generate.
 
 The result holds the mlx-lm model, the tokenizer, the architecture config and the
-resolved :class:`~mlx_gen.generation_config.GenerationConfig`.
+resolved :class:`~mlx_gen.loading.generation_config.GenerationConfig`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from typing import Any
 import mlx.nn as nn
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
-from mlx_gen.architecture import build_model
-from mlx_gen.checkpoint import Checkpoint, read_folder
-from mlx_gen.generation_config import (
+from mlx_gen.loading.architecture import build_model
+from mlx_gen.loading.checkpoint import Checkpoint, read_folder
+from mlx_gen.loading.generation_config import (
     CONFIG_JSON,
     GENERATION_CONFIG_JSON,
     GenerationConfig,
     resolve_generation_config,
 )
-from mlx_gen.gguf import read_gguf
-from mlx_gen.sources import resolve_source
+from mlx_gen.loading.gguf.reader import read_gguf
+from mlx_gen.loading.sources import resolve_source
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HFValidationError
 
-from mlx_gen.default_model import default_model_path
+from mlx_gen.loading.default_model import default_model_path
 
 # Files a checkpoint needs; weights in other formats (.bin, .pt) are never fetched.
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.txt"]

@@ -1,7 +1,7 @@
 """Load a checkpoint folder's tokenizer into mlx-lm's ``TokenizerWrapper``.
 
 ``tokenizer.json`` (a fast tokenizer) is preferred; a folder with only a SentencePiece
-``tokenizer.model`` gets :class:`~mlx_gen.sentencepiece_tokenizer.SentencePieceTokenizer`.
+``tokenizer.model`` gets :class:`~mlx_gen.loading.sentencepiece_tokenizer.SentencePieceTokenizer`.
 The wrapper adds mlx-lm's streaming detokenizer and chat-template handling.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 from mlx_lm.tokenizer_utils import NaiveStreamingDetokenizer, TokenizerWrapper
 from mlx_lm.tokenizer_utils import load as load_hf_tokenizer
 
-from mlx_gen.generation_config import read_json
-from mlx_gen.sentencepiece_tokenizer import SentencePieceTokenizer
+from mlx_gen.loading.generation_config import read_json
+from mlx_gen.loading.sentencepiece_tokenizer import SentencePieceTokenizer
 
 
 def load_tokenizer(folder: Path) -> TokenizerWrapper:

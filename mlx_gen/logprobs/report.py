@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from mlx_gen.logsumexp import logsumexp
-from mlx_gen.top_n import block_maxima, top_n_ids
+from mlx_gen.logprobs.logsumexp import logsumexp
+from mlx_gen.logprobs.top_n import block_maxima, top_n_ids
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ filters of ``mlx_gen.sampling`` (temperature, top-k, top-p, min-p):
 3. ``SequenceBias``: the caller's soft preferences over sequences.
 4. ``LogitBias`` last, so a caller's explicit ``{id: -inf}`` or ``{id: +inf}`` wins
    over everything above: a ``+inf`` bias forces its token even if a rule banned it.
+
+Processors import only mlx (no other mlx_gen package), so every layer above may use them.
 """
 
 from mlx_gen.processors.allowed import AllowedTokenIds

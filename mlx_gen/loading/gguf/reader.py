@@ -1,11 +1,11 @@
-"""Read a llama.cpp GGUF file into a :class:`~mlx_gen.checkpoint.Checkpoint`.
+"""Read a llama.cpp GGUF file into a :class:`~mlx_gen.loading.checkpoint.Checkpoint`.
 
 ``mx.load`` parses the file: Q4_0/Q4_1/Q8_0 tensors arrive in MLX's quantized layout
 (``weight``/``scales``/``biases``, group size 32), F16/F32 as plain arrays, plus the
 metadata. This module checks what ``mx.load`` cannot (tensor types it would silently
 dequantize, the architecture), turns the metadata into a ``config.json`` dictionary,
 and renames tensors to mlx-lm's names with one table. The tokenizer is built from the
-metadata by :mod:`mlx_gen.gguf_tokenizer`.
+metadata by :mod:`mlx_gen.loading.gguf.tokenizer`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from mlx_gen.checkpoint import Checkpoint
-from mlx_gen.generation_config import CONFIG_JSON, GENERATION_CONFIG_JSON
-from mlx_gen.gguf_header import check_tensor_types, tensor_types
-from mlx_gen.gguf_tokenizer import read_gguf_tokenizer
+from mlx_gen.loading.checkpoint import Checkpoint
+from mlx_gen.loading.generation_config import CONFIG_JSON, GENERATION_CONFIG_JSON
+from mlx_gen.loading.gguf.header import check_tensor_types, tensor_types
+from mlx_gen.loading.gguf.tokenizer import read_gguf_tokenizer
 
 # GGUF architecture -> (mlx-lm model_type, rope_traditional). llama.cpp's converter
 # permutes Llama's q/k rows into interleaved RoPE pairs, so mlx-lm's "traditional" RoPE

@@ -1,0 +1,6 @@
+"""The command line (``python -m mlx_gen.generate``, ``mlx-gen``): a surface on the public API.
+
+``parser`` defines the flags, ``options`` turns them into typed settings, ``main`` runs
+them, ``output`` prints text, tables and JSON, ``batch_io`` reads prompt files and writes
+JSONL. May import every package except ``server``.
+"""
