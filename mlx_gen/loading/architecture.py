@@ -19,6 +19,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.utils import MODEL_REMAPPING, infer_quant_config
 
 from mlx_gen.loading.checkpoint import Checkpoint
+from mlx_gen.loading.config_validation import check_config
 
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
@@ -131,10 +132,11 @@ def build_model(checkpoint: Checkpoint, *, dtype: str | None = None) -> nn.Modul
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is invalid; valid: {', '.join(DTYPES)}")
     config = checkpoint.config
+    check_config(config, checkpoint.weights, source=checkpoint.files.get("config.json", source))
     model_class, args_class = model_classes(config, source=source)
     try:
         model = model_class(args_class.from_dict(config))
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError, IndexError) as e:
         raise ValueError(f"{source}: config.json does not describe a valid model ({e})") from None
     weights = checkpoint.weights
     if hasattr(model, "sanitize"):

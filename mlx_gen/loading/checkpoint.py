@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import mlx.core as mx
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
+from mlx_gen.loading.config_validation import check_config
 from mlx_gen.loading.generation_config import GENERATION_CONFIG_JSON, read_json
 from mlx_gen.loading.tokenizer import load_tokenizer
 
@@ -56,13 +57,38 @@ def _load_safetensors(path: Path) -> dict[str, mx.array]:
         ) from None
 
 
+def _shard_name(name: Any, *, index: Path) -> str:
+    """A shard file named by ``weight_map``: a relative ``.safetensors`` path inside the folder.
+
+    Raises:
+        ValueError: Not a string, not ``.safetensors``, absolute, or escaping the folder
+            with ``..`` (weights are read from the model folder only).
+    """
+    if not isinstance(name, str) or not name.endswith(".safetensors"):
+        raise ValueError(
+            f"{index}: weight_map value {name!r} is invalid (expected a .safetensors file name)"
+        )
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if PurePosixPath(name).is_absolute() or Path(name).is_absolute() or ".." in parts:
+        raise ValueError(
+            f"{index}: weight_map value {name!r} points outside the model folder; shard paths "
+            "must be relative and inside it"
+        )
+    return name
+
+
 def _weight_files(folder: Path) -> list[Path]:
     """The safetensors files of a folder, from the index when there is one."""
     index = folder / "model.safetensors.index.json"
     if index.exists():
         weight_map = read_json(index).get("weight_map", {})
-        names = sorted(set(weight_map.values()))
-        missing = [n for n in names if not (folder / n).exists()]
+        if not isinstance(weight_map, dict):
+            raise ValueError(
+                f"{index}: weight_map is a {type(weight_map).__name__} (expected an object "
+                "mapping tensor names to shard file names)"
+            )
+        names = sorted({_shard_name(n, index=index) for n in weight_map.values()})
+        missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise FileNotFoundError(f"{index} lists shard(s) that are missing: {missing}")
         return [folder / n for n in names]
@@ -87,7 +113,8 @@ def read_folder(folder: Path) -> Checkpoint:
 
     Raises:
         FileNotFoundError: ``config.json``, the weights or the tokenizer are missing.
-        ValueError: A file is malformed; the message names it.
+        ValueError: A file is malformed, a config value is invalid or not backed by the
+            weights, or the index names a shard outside the folder; the message names it.
     """
     config_path = folder / "config.json"
     if not config_path.exists():
@@ -101,6 +128,8 @@ def read_folder(folder: Path) -> Checkpoint:
     weights: dict[str, mx.array] = {}
     for path in _weight_files(folder):
         weights.update(_load_safetensors(path))
+    # Before the tokenizer: transformers parses config.json too, and crashes on bad values.
+    check_config(config, weights, source=str(config_path))
     return Checkpoint(
         config=config,
         weights=weights,

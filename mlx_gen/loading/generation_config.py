@@ -16,6 +16,7 @@ Precedence (documented in README "Semantics"):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -121,8 +122,8 @@ def _number(value: Any, *, where: str, key: str, low: float, high: float, kind: 
     ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:
         ok_type = isinstance(value, int) and not isinstance(value, bool)
-    if not ok_type or not (low <= value <= high):
-        kind_name = "an int" if kind is int else "a number"
+    if not ok_type or not (low <= value <= high) or (kind is float and not math.isfinite(value)):
+        kind_name = "an int" if kind is int else "a finite number"
         raise ValueError(
             f"{where}: {key}={value!r} is invalid (expected {kind_name} in [{low}, {high}])"
         )
@@ -142,6 +143,13 @@ _SCALARS: dict[str, tuple[type, float, float]] = {
     "no_repeat_ngram_size": (int, 0, _INF),
 }
 
+# Ends of the ranges above that sampling refuses: (key, value, the valid range).
+_EXCLUDED = (
+    ("top_p", 0.0, "(0, 1]"),
+    ("min_p", 1.0, "[0, 1)"),
+    ("repetition_penalty", 0.0, "(0, inf)"),
+)
+
 
 def _settings(gen: Mapping[str, Any], *, where: str, vocab_size: int | None) -> dict[str, Any]:
     """Validate the non-EOS keys of a ``generation_config.json`` dictionary."""
@@ -149,8 +157,11 @@ def _settings(gen: Mapping[str, Any], *, where: str, vocab_size: int | None) -> 
     for key, (kind, low, high) in _SCALARS.items():
         if gen.get(key) is not None:
             out[key] = _number(gen[key], where=where, key=key, low=low, high=high, kind=kind)
-    if out.get("top_p") == 0.0:
-        raise ValueError(f"{where}: top_p=0.0 is invalid (expected a number in (0, 1])")
+    for key, bad, valid in _EXCLUDED:
+        if out.get(key) == bad:
+            raise ValueError(
+                f"{where}: {key}={gen[key]!r} is invalid (expected a number in {valid})"
+            )
     if gen.get("do_sample") is not None:
         if not isinstance(gen["do_sample"], bool):
             raise ValueError(

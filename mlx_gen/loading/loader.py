@@ -25,6 +25,7 @@ from mlx_gen.loading.generation_config import (
 )
 from mlx_gen.loading.gguf.reader import read_gguf
 from mlx_gen.loading.sources import resolve_source
+from mlx_gen.loading.tokenizer import CheckedTokenizer
 
 
 @dataclass
@@ -60,13 +61,21 @@ def vocab_size(config: Mapping[str, Any]) -> int:
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
-    """Read a local folder or ``.gguf`` file into a :class:`Checkpoint`."""
+    """Read a local folder or ``.gguf`` file into a :class:`Checkpoint`.
+
+    Its tokenizer is a :class:`~mlx_gen.loading.tokenizer.CheckedTokenizer`: chat
+    templates render in a sandbox, and a failing one is a ``ValueError`` naming its file.
+    """
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ValueError(
                 f"{path}: a model file must be .gguf; otherwise pass the model's folder"
             )
-        return read_gguf(path)
+        checkpoint = read_gguf(path)
+        if not isinstance(checkpoint.tokenizer, CheckedTokenizer):
+            source = f"{path} (tokenizer.chat_template)"
+            checkpoint.tokenizer = CheckedTokenizer.wrap(checkpoint.tokenizer, source)
+        return checkpoint
     return read_folder(path)
 
 

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import sentencepiece as spm
+
+from mlx_gen.loading.chat_template import render_chat_template
 
 
 class SentencePieceTokenizer:
@@ -23,14 +24,22 @@ class SentencePieceTokenizer:
     Args:
         model_file: Path to ``tokenizer.model``.
         add_bos_token: Put the BOS id before encoded text when ``add_special_tokens``.
-        chat_template: A Jinja chat template (from ``tokenizer_config.json``), or ``None``.
+        chat_template: A Jinja chat template (from ``tokenizer_config.json``), or ``None``;
+            it is rendered in a sandbox (:mod:`mlx_gen.loading.chat_template`).
+        template_source: The file the template came from, named in errors (default: the
+            folder's ``tokenizer_config.json``).
 
     Raises:
         ValueError: The file is not a SentencePiece model (the path is named).
     """
 
     def __init__(
-        self, model_file: Path, *, add_bos_token: bool = True, chat_template: str | None = None
+        self,
+        model_file: Path,
+        *,
+        add_bos_token: bool = True,
+        chat_template: str | None = None,
+        template_source: str | None = None,
     ) -> None:
         self.model_file = Path(model_file)
         self._sp = spm.SentencePieceProcessor()
@@ -40,6 +49,9 @@ class SentencePieceTokenizer:
             raise ValueError(f"{model_file}: not a valid SentencePiece model ({e})") from None
         self.add_bos_token = add_bos_token
         self.chat_template = chat_template
+        self.template_source = template_source or str(
+            self.model_file.parent / "tokenizer_config.json"
+        )
         self.bos_token_id = self._optional(self._sp.bos_id())
         self.eos_token_id = self._optional(self._sp.eos_id())
         self.pad_token_id = self._optional(self._sp.pad_id())
@@ -98,25 +110,23 @@ class SentencePieceTokenizer:
         add_generation_prompt: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """Render ``messages`` with the chat template (Jinja, as transformers does).
+        """Render ``messages`` with the chat template, in a sandbox (as transformers does).
 
         Raises:
-            ValueError: The checkpoint has no chat template.
+            ValueError: The checkpoint has no chat template, or the template is blocked,
+                does not parse or raises (its file is named).
         """
         if self.chat_template is None:
             raise ValueError(f"{self.model_file.parent}: the tokenizer has no chat_template")
-        env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-
-        def raise_exception(message: str) -> None:
-            raise ValueError(message)
-
-        env.globals["raise_exception"] = raise_exception
-        text = env.from_string(self.chat_template).render(
-            messages=messages,
+        variables = {k: v for k, v in kwargs.items() if k != "return_dict"}
+        variables.setdefault("bos_token", self.bos_token or "")
+        variables.setdefault("eos_token", self.eos_token or "")
+        text = render_chat_template(
+            self.chat_template,
+            messages,
+            source=self.template_source,
             add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token or "",
-            eos_token=self.eos_token or "",
-            **{k: v for k, v in kwargs.items() if k != "return_dict"},
+            variables=variables,
         )
         return self.encode(text, add_special_tokens=False) if tokenize else text
 

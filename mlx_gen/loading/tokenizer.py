@@ -1,44 +1,151 @@
-"""Load a checkpoint folder's tokenizer into mlx-lm's ``TokenizerWrapper``.
+"""Load a checkpoint folder's tokenizer into mlx-lm's ``TokenizerWrapper``, running no code.
 
 ``tokenizer.json`` (a fast tokenizer) is preferred; a folder with only a SentencePiece
 ``tokenizer.model`` gets :class:`~mlx_gen.loading.sentencepiece_tokenizer.SentencePieceTokenizer`.
 The wrapper adds mlx-lm's streaming detokenizer and chat-template handling.
+
+A model folder never runs code: transformers is called with ``trust_remote_code=False``
+(so it never asks "Do you wish to run the custom code?" on stdin), a folder whose
+``tokenizer_config.json`` needs custom tokenizer code (``auto_map`` with a class
+transformers does not have) is refused, ``chat_template_type``/``tool_parser_type`` must
+name one of mlx-lm's own modules, and chat templates render in a sandbox
+(:mod:`mlx_gen.loading.chat_template`).
 """
 
 from __future__ import annotations
 
+import pkgutil
 from pathlib import Path
+from typing import Any
 
+import jinja2
+import mlx_lm.chat_templates
+import mlx_lm.tool_parsers
 from mlx_lm.tokenizer_utils import NaiveStreamingDetokenizer, TokenizerWrapper
 from mlx_lm.tokenizer_utils import load as load_hf_tokenizer
+from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
+from mlx_gen.loading.chat_template import (
+    CHAT_TEMPLATE_JINJA,
+    TOKENIZER_CONFIG_JSON,
+    select_template,
+    template_error,
+    template_file,
+)
 from mlx_gen.loading.generation_config import read_json
 from mlx_gen.loading.sentencepiece_tokenizer import SentencePieceTokenizer
 
 
-def load_tokenizer(folder: Path) -> TokenizerWrapper:
+class CheckedTokenizer(TokenizerWrapper):
+    """mlx-lm's ``TokenizerWrapper`` whose chat-template errors name the template's file.
+
+    transformers renders in a Jinja sandbox already, but a blocked or broken template
+    surfaces as ``jinja2.SecurityError``/``TemplateSyntaxError``; here it is one
+    ``ValueError`` naming :attr:`template_source`.
+    """
+
+    _template_source: str
+
+    @classmethod
+    def wrap(cls, tokenizer: TokenizerWrapper, template_source: str) -> CheckedTokenizer:
+        """``tokenizer`` (built by mlx-lm) as a ``CheckedTokenizer``; it shares its state."""
+        checked = cls.__new__(cls)
+        checked.__dict__.update(tokenizer.__dict__)
+        checked._template_source = template_source
+        return checked
+
+    @property
+    def template_source(self) -> str:
+        """The file (or GGUF key) the chat template came from."""
+        return self._template_source
+
+    def apply_chat_template(self, *args: Any, tokenize: bool = True, **kwargs: Any) -> Any:
+        """As ``TokenizerWrapper.apply_chat_template``; template errors are ``ValueError``."""
+        try:
+            return super().apply_chat_template(*args, tokenize=tokenize, **kwargs)
+        except jinja2.TemplateError as e:
+            raise template_error(e, self._template_source) from None
+
+
+def _module_names(package: Any) -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__))
+
+
+def _known_tokenizer_class(name: Any) -> bool:
+    if not isinstance(name, str) or not name:
+        return False
+    return any(tokenizer_class_from_name(n) is not None for n in (name, name + "Fast"))
+
+
+def check_tokenizer_config(settings: dict[str, Any], *, source: Path) -> None:
+    """Refuse a ``tokenizer_config.json`` that would run code or import a missing module.
+
+    Raises:
+        ValueError: ``auto_map`` names custom tokenizer code and ``tokenizer_class`` is not
+            a transformers class; ``chat_template_type``/``tool_parser_type`` is not one of
+            mlx-lm's modules (the valid ones are listed).
+    """
+    auto_map = settings.get("auto_map")
+    custom = auto_map.get("AutoTokenizer") if isinstance(auto_map, dict) else auto_map
+    if custom and not _known_tokenizer_class(settings.get("tokenizer_class")):
+        raise ValueError(
+            f"{source}: auto_map.AutoTokenizer={custom!r} with tokenizer_class="
+            f"{settings.get('tokenizer_class')!r} needs the folder's own Python code, and "
+            "mlx_gen never runs code from a model folder; remove auto_map and set "
+            'tokenizer_class to a transformers class (e.g. "PreTrainedTokenizerFast") to use '
+            "tokenizer.json as it is"
+        )
+    for key, package in (
+        ("chat_template_type", mlx_lm.chat_templates),
+        ("tool_parser_type", mlx_lm.tool_parsers),
+    ):
+        value, valid = settings.get(key), _module_names(package)
+        if value is not None and value not in valid:
+            raise ValueError(f"{source}: {key}={value!r} is invalid (valid: {', '.join(valid)})")
+
+
+def _sentencepiece(folder: Path, settings: dict[str, Any]) -> TokenizerWrapper:
+    source = template_file(folder)
+    if source.name == CHAT_TEMPLATE_JINJA:
+        template = source.read_text(encoding="utf-8")
+    else:
+        template = select_template(settings.get("chat_template"), source=str(source))
+    spm_tokenizer = SentencePieceTokenizer(
+        folder / "tokenizer.model",
+        add_bos_token=settings.get("add_bos_token", True),
+        chat_template=template,
+        template_source=str(source),
+    )
+    return TokenizerWrapper(spm_tokenizer, NaiveStreamingDetokenizer)
+
+
+def load_tokenizer(folder: Path) -> CheckedTokenizer:
     """Return the tokenizer of a checkpoint folder.
 
     Raises:
         FileNotFoundError: Neither ``tokenizer.json`` nor ``tokenizer.model`` is present.
-        ValueError: A tokenizer file cannot be parsed (the file is named).
+        ValueError: A tokenizer file cannot be parsed, or asks to run code (the file and
+            key are named).
     """
+    settings_path = folder / TOKENIZER_CONFIG_JSON
+    settings = read_json(settings_path) if settings_path.exists() else {}
+    check_tokenizer_config(settings, source=settings_path)
     if (folder / "tokenizer.json").exists():
         try:
-            return load_hf_tokenizer(folder)
-        except (OSError, ValueError) as e:
+            tokenizer = load_hf_tokenizer(
+                folder, tokenizer_config_extra={"trust_remote_code": False}
+            )
+        except Exception as e:  # tokenizers raises a bare Exception for a malformed file.
+            message = " ".join(str(e).split())
             raise ValueError(
-                f"{folder / 'tokenizer.json'}: cannot load the tokenizer ({e})"
+                f"{folder / 'tokenizer.json'}: cannot load the tokenizer "
+                f"({type(e).__name__}: {message})"
             ) from None
-    if (folder / "tokenizer.model").exists():
-        settings_path = folder / "tokenizer_config.json"
-        settings = read_json(settings_path) if settings_path.exists() else {}
-        spm_tokenizer = SentencePieceTokenizer(
-            folder / "tokenizer.model",
-            add_bos_token=settings.get("add_bos_token", True),
-            chat_template=settings.get("chat_template"),
+    elif (folder / "tokenizer.model").exists():
+        tokenizer = _sentencepiece(folder, settings)
+    else:
+        raise FileNotFoundError(
+            f"{folder}: no tokenizer found (expected tokenizer.json or a SentencePiece "
+            "tokenizer.model)"
         )
-        return TokenizerWrapper(spm_tokenizer, NaiveStreamingDetokenizer)
-    raise FileNotFoundError(
-        f"{folder}: no tokenizer found (expected tokenizer.json or a SentencePiece tokenizer.model)"
-    )
+    return CheckedTokenizer.wrap(tokenizer, str(template_file(folder)))
