@@ -349,12 +349,13 @@ def test_failure_mid_write_leaves_no_output_and_no_temp_folder(src, tmp_path, mo
 
 def test_force_replaces_only_after_the_new_folder_is_complete(src, tmp_path, monkeypatch):
     dst = tmp_path / "dst"
-    dst.mkdir()
+    write_checkpoint(dst, llama_config())  # --force replaces only a model folder
     (dst / "keep.txt").write_text("old")
+    before = sorted(p.name for p in dst.iterdir())
     monkeypatch.setattr(convert_module, "write_weights", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         convert(src, dst, force=True)
-    assert [p.name for p in dst.iterdir()] == ["keep.txt"] and siblings(dst) == ["dst", "src"]
+    assert sorted(p.name for p in dst.iterdir()) == before and siblings(dst) == ["dst", "src"]
     monkeypatch.undo()
     convert(src, dst, force=True)
     assert not (dst / "keep.txt").exists() and (dst / "config.json").exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,15 +119,18 @@ def convert(
 
     Raises:
         FileNotFoundError: ``src`` or one of its files is missing.
-        ValueError: A bad option value, an existing ``dst`` without ``force``, an
-            unsupported ``model_type`` or a corrupt source file (each named).
+        ValueError: A bad option value, an existing ``dst`` without ``force`` (or, with
+            it, a ``dst`` that is not a model folder, or the current directory), an
+            unsupported ``model_type``, a bad config value or a corrupt source file
+            (each named).
+        OSError: Writing failed (e.g. a full disk); ``dst`` is as it was.
     """
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is invalid; valid: {', '.join(DTYPES)}")
     if quantize:
         check_quantization(q_bits, q_group_size)
     source = resolve_source(src)
-    dst = Path(dst).expanduser()
+    dst = Path(os.path.abspath(Path(dst).expanduser()))  # "." and ".." get a real name.
     check_destination(dst, force=force, source=source)
     checkpoint = read_checkpoint(source)
     settings = {
@@ -146,13 +150,20 @@ def convert(
     )
     tokenizer = checkpoint.tokenizer
     del checkpoint  # Its tensors are the model's; let them go shard by shard.
-    with staging_folder(dst, force=force) as tmp:
-        output_bytes, shards = write_weights(
-            tmp, model, max_shard_bytes=max_shard_bytes, progress=progress
-        )
-        write_config(tmp, config)
-        write_tokenizer(tmp, tokenizer)
-        write_generation_config(tmp, settings)
+    existed = dst.is_dir() and any(dst.iterdir())
+    try:
+        with staging_folder(dst, force=force) as tmp:
+            output_bytes, shards = write_weights(
+                tmp, model, max_shard_bytes=max_shard_bytes, progress=progress
+            )
+            write_config(tmp, config)
+            write_tokenizer(tmp, tokenizer)
+            write_generation_config(tmp, settings)
+    except OSError as e:  # A full disk, a read-only folder: say what was kept.
+        kept = "the existing folder is unchanged" if existed else "nothing was written"
+        error = OSError(f"writing {dst} failed ({e.strerror or e}); {kept}")
+        error.errno = e.errno
+        raise error from None
     precision = f"{q_bits}-bit" if quantize else dtype or "as stored"
     return ConvertReport(dst, source, source_bytes, output_bytes, shards, precision)
 
@@ -214,8 +225,18 @@ def _print_progress(index: int, count: int, name: str, nbytes: int) -> None:
     print(f"wrote {name} ({index}/{count}, {format_size(nbytes)})", file=sys.stderr, flush=True)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM: unwind like Ctrl-C, so that the staging folder is removed."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 on bad input)."""
+    """Command-line entry point; returns the exit status.
+
+    0 on success; 2 on bad input or a failed write (one ``error:`` line on stderr, the
+    output as it was); 130 after Ctrl-C and 143 after SIGTERM (the partial output is
+    removed, no traceback).
+    """
     parser = _parser()
     try:  # argparse exits on bad arguments (and --help); return its status instead.
         args = parser.parse_args(argv)
@@ -223,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--q-bits/--q-group-size need -q (--quantize)")
     except SystemExit as e:
         return 0 if e.code is None else e.code if isinstance(e.code, int) else 2
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         report = convert(
             args.hf_path,
@@ -234,10 +256,15 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
             progress=_print_progress,
         )
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except (ValueError, OSError) as e:
         message = " ".join(str(e).split())
         print(f"error: {message}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"{report.summary()}; saved to {report.path}", file=sys.stderr)
     return 0
 

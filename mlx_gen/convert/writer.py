@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator, Mapping
@@ -35,24 +36,53 @@ INDEX_JSON = "model.safetensors.index.json"
 ShardProgress = Callable[[int, int, str, int], None]
 
 
+def looks_like_model_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a model: a ``config.json`` and safetensors weights."""
+    return (folder / "config.json").is_file() and (
+        (folder / INDEX_JSON).is_file() or any(folder.glob("*.safetensors"))
+    )
+
+
+def _listing(folder: Path, limit: int = 8) -> str:
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    more = f", ... ({len(entries)} entries)" if len(entries) > limit else ""
+    return ", ".join(entries[:limit]) + more
+
+
 def check_destination(dst: Path, *, force: bool, source: Path) -> None:
     """Raise ``ValueError`` if writing a model folder at ``dst`` is not allowed.
 
-    A missing path or an empty folder is fine; an existing non-empty folder needs
-    ``force``; a file, or a folder holding the source, is never replaced.
+    A missing path or an empty folder is fine. An existing non-empty folder needs
+    ``force``, and even then is replaced only if it looks like a model folder
+    (``config.json`` and ``*.safetensors``): anything else is the user's files, and the
+    message lists them. A file, the current directory or one above it, and a folder
+    holding the source are never replaced.
     """
+    real_dst, real_src = dst.resolve(), source.resolve()
+    if real_dst == Path.cwd().resolve() or real_dst in Path.cwd().resolve().parents:
+        raise ValueError(
+            f"output {str(dst)!r} is the current directory or contains it; choose a new path "
+            "(e.g. a subfolder)"
+        )
     if dst.exists() and not dst.is_dir():
         raise ValueError(f"output {str(dst)!r} is a file; the output must be a folder path")
-    if dst.is_dir() and any(dst.iterdir()) and not force:
-        raise ValueError(
-            f"output folder {str(dst)!r} exists and is not empty; pass --force (force=True) to "
-            "replace it, or choose a new path"
-        )
-    real_dst, real_src = dst.resolve(), source.resolve()
     if real_src == real_dst or real_dst in real_src.parents:
         raise ValueError(
             f"output folder {str(dst)!r} holds the source {str(source)!r}; replacing it would "
             "delete the source, choose another path"
+        )
+    if not dst.is_dir() or not any(dst.iterdir()):
+        return
+    if not force:
+        raise ValueError(
+            f"output folder {str(dst)!r} exists and is not empty; pass --force (force=True) to "
+            "replace it, or choose a new path"
+        )
+    if not looks_like_model_folder(dst):
+        raise ValueError(
+            f"output folder {str(dst)!r} does not look like a model folder (no config.json with "
+            f"*.safetensors weights), so --force will not replace it; it holds: {_listing(dst)}; "
+            "choose a new path"
         )
 
 
@@ -60,11 +90,14 @@ def check_destination(dst: Path, *, force: bool, source: Path) -> None:
 def staging_folder(dst: Path, *, force: bool) -> Iterator[Path]:
     """Yield a temporary folder next to ``dst``; on success it becomes ``dst``.
 
-    On an exception (including ``KeyboardInterrupt``) the temporary folder is removed
-    and ``dst`` is untouched. With ``force`` an existing ``dst`` is moved aside, the
-    new folder renamed in, and only then the old one deleted.
+    On an exception (including ``KeyboardInterrupt``, and ``SystemExit`` raised by a
+    signal handler) the temporary folder is removed and ``dst`` is untouched. With
+    ``force`` an existing ``dst`` is moved aside, the new folder renamed in, and only
+    then the old one deleted. Staging folders that a killed run left beside ``dst`` are
+    removed first (:func:`remove_stale_staging`).
     """
     dst.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(dst)
     tmp = _sibling(dst, "tmp")
     try:
         yield tmp
@@ -74,10 +107,53 @@ def staging_folder(dst: Path, *, force: bool) -> Iterator[Path]:
         raise
 
 
+def _staging_pattern(dst: Path) -> re.Pattern[str]:
+    """Names of :func:`_sibling` folders for ``dst``: ``.NAME.mlx-gen-PID-HEX.(tmp|old)``."""
+    return re.compile(rf"\.{re.escape(dst.name)}\.mlx-gen-(\d+)-[0-9a-f]{{8}}\.(tmp|old)")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Alive, someone else's.
+        return True
+    return True
+
+
+def remove_stale_staging(dst: Path) -> list[Path]:
+    """Remove the staging folders of ``dst`` whose converting process no longer runs.
+
+    Only folders named as :func:`_sibling` names them (``.NAME.mlx-gen-PID-HEX.tmp``
+    or ``.old``) are touched, and only when process ``PID`` is gone (a run killed with
+    SIGKILL, or a crash). An ``.old`` folder still holding the previous ``dst`` while
+    ``dst`` is missing (killed mid-swap) is moved back to ``dst`` first.
+
+    Returns:
+        The folders removed.
+    """
+    pattern, removed = _staging_pattern(dst), []
+    for path in sorted(dst.parent.iterdir()):
+        match = pattern.fullmatch(path.name)
+        if not match or not path.is_dir() or _running(int(match.group(1))):
+            continue
+        if match.group(2) == "old" and (path / dst.name).is_dir() and not dst.exists():
+            os.replace(path / dst.name, dst)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def _sibling(dst: Path, kind: str) -> Path:
-    """A new hidden folder beside ``dst``; unlike ``mkdtemp`` (mode 0700) it honours the umask."""
+    """A new hidden folder beside ``dst``; unlike ``mkdtemp`` (mode 0700) it honours the umask.
+
+    Its name carries this process's id, so that a later run can tell a folder left by
+    a killed run from one still being written (:func:`remove_stale_staging`).
+    """
     while True:
-        path = dst.parent / f".{dst.name}.{secrets.token_hex(4)}.{kind}"
+        name = f".{dst.name}.mlx-gen-{os.getpid()}-{secrets.token_hex(4)}.{kind}"
+        path = dst.parent / name
         try:
             path.mkdir()
             return path
@@ -146,7 +222,10 @@ def write_weights(
             if len(shards) == 1
             else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         )
-        mx.save_safetensors(str(folder / name), shard, metadata={"format": "mlx"})
+        try:
+            mx.save_safetensors(str(folder / name), shard, metadata={"format": "mlx"})
+        except RuntimeError as e:  # MLX reports a failed write (e.g. a full disk) this way.
+            raise OSError(f"cannot write {folder / name} ({e})") from None
         weight_map.update(dict.fromkeys(shard, name))
         if progress is not None:
             progress(i + 1, len(shards), name, sum(v.nbytes for v in shard.values()))
