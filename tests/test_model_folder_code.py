@@ -20,6 +20,7 @@ import mlx_gen as mg
 from mlx_gen.convert.main import convert
 from mlx_gen.loading.chat_template import render_chat_template
 from tests.conftest import STORIES
+from tests.test_gguf import byte_level_metadata, tiny_config, write_model
 
 REPO = Path(__file__).resolve().parents[1]
 CHAT = [{"role": "user", "content": "Once"}]
@@ -217,3 +218,14 @@ def test_template_and_tool_parser_types_must_be_mlx_lm_modules(tmp_path, key, va
     with pytest.raises(ValueError) as err:
         mg.load(model)
     assert f"tokenizer_config.json: {key}={value!r} is invalid (valid: " in str(err.value)
+
+
+def test_gguf_chat_template_is_sandboxed_and_named(tmp_path):
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.gguf"
+    metadata = {**byte_level_metadata(), "tokenizer.chat_template": evil_template(marker)}
+    write_model(path, tiny_config(), tokenizer=metadata)
+    with pytest.raises(ValueError) as err:
+        mg.generate(mg.load(path), messages=CHAT, settings=mg.GenerationSettings(max_tokens=2))
+    assert str(err.value).startswith(f"{path} (tokenizer.chat_template): the chat template was")
+    assert "blocked by the sandbox" in str(err.value) and not marker.exists()
