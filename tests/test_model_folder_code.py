@@ -116,6 +116,9 @@ def test_template_survives_conversion_and_stays_sandboxed(tmp_path):
         ("{{ raise_exception('roles must alternate') }}", "chat template failed: roles must alt"),
         ("{{ messages.__class__.__mro__ }}", "the chat template was blocked by the sandbox"),
         ("{{ messages.append(1) }}", "the chat template was blocked by the sandbox"),
+        ("{{ 1 / 0 }}", "the chat template failed (ZeroDivisionError: division by zero)"),
+        ("{{ range(10**9) | length }}", "failed (OverflowError: Range too big."),
+        ("{{ 'a' + 1 }}", "the chat template failed (TypeError: "),
     ],
 )
 @pytest.mark.parametrize("sentencepiece_only", [False, True])

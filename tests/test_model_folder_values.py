@@ -46,6 +46,37 @@ def test_config_values_are_checked_against_the_weights(model, key, value, valid)
     assert str(err.value).startswith(expected)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("rope_theta", "x", "rope_theta='x' is invalid (expected a finite number)"),
+        ("rms_norm_eps", "x", "rms_norm_eps='x' is invalid (expected a finite number)"),
+        (
+            "tie_word_embeddings",
+            "yes",
+            "tie_word_embeddings='yes' is invalid (expected true/false)",
+        ),
+        ("rope_scaling", "x", "rope_scaling='x' is invalid (expected an object)"),
+        ("model_type", 5, "config.json has no model_type (got 5)"),
+    ],
+)
+def test_config_types_follow_mlx_lm_model_args(tmp_path, key, value, expected):
+    # SentencePiece only: transformers never reads this config.json, so mlx_gen's check speaks.
+    model = copy_stories(tmp_path / "m", sentencepiece_only=True)
+    edit_json(model / "config.json", **{key: value})
+    with pytest.raises(ValueError) as err:
+        mg.load(model)
+    assert expected in str(err.value) and str(model) in str(err.value)
+
+
+def test_config_transformers_rejects_is_named_as_config_json(model):
+    edit_json(model / "config.json", rms_norm_eps="x")
+    with pytest.raises(ValueError) as err:
+        mg.load(model)
+    assert str(err.value).startswith(f"{model / 'config.json'}: transformers cannot read it (")
+    assert "rms_norm_eps" in str(err.value)
+
+
 def test_a_million_layers_is_refused_at_once_by_the_cli(model):
     edit_json(model / "config.json", num_hidden_layers=1_000_000)
     done = run_cli("--model", str(model), "--prompt", "Once", "--max-tokens", "3")

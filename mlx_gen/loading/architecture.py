@@ -19,7 +19,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.utils import MODEL_REMAPPING, infer_quant_config
 
 from mlx_gen.loading.checkpoint import Checkpoint
-from mlx_gen.loading.config_validation import check_config
+from mlx_gen.loading.config_validation import check_config, check_types
 
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
@@ -134,6 +134,7 @@ def build_model(checkpoint: Checkpoint, *, dtype: str | None = None) -> nn.Modul
     config = checkpoint.config
     check_config(config, checkpoint.weights, source=checkpoint.files.get("config.json", source))
     model_class, args_class = model_classes(config, source=source)
+    check_types(config, args_class, source=checkpoint.files.get("config.json", source))
     try:
         model = model_class(args_class.from_dict(config))
     except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError, IndexError) as e:

@@ -54,16 +54,21 @@ def select_template(value: Any, *, source: str) -> str | None:
     )
 
 
-def template_error(error: jinja2.TemplateError, source: str) -> ValueError:
-    """One ``ValueError`` for a chat template that failed, naming ``source``."""
+def template_error(error: Exception, source: str) -> ValueError:
+    """One ``ValueError`` for a chat template that failed, naming ``source``.
+
+    Besides Jinja's own errors, a template can raise what its expressions raise
+    (``{{ 1 / 0 }}``, ``{{ 'a' * 10**12 }}``): all are the template's fault.
+    """
     if isinstance(error, jinja2.exceptions.SecurityError):
-        what = (
-            f"was blocked by the sandbox ({str(error).rstrip('.')}); model files may not run code"
-        )
+        reason = str(error).rstrip(".")
+        what = f"was blocked by the sandbox ({reason}); model files may not run code"
     elif isinstance(error, jinja2.TemplateSyntaxError):
         what = f"does not parse (line {error.lineno}: {error.message})"
-    else:
+    elif isinstance(error, jinja2.TemplateError):
         what = f"failed: {error}"
+    else:
+        what = f"failed ({type(error).__name__}: {error})"
     return ValueError(f"{source}: the chat template {what}")
 
 
@@ -109,7 +114,8 @@ def render_chat_template(
         variables: Further template variables (``bos_token``, ``tools``, ...).
 
     Raises:
-        ValueError: The template is blocked, does not parse or raises (``source`` named).
+        ValueError: The template is blocked, does not parse or raises anything
+            (``source`` named).
 
     >>> render_chat_template("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}",
     ...                      [{"role": "user", "content": "hi"}], source="t")
@@ -121,5 +127,5 @@ def render_chat_template(
             add_generation_prompt=add_generation_prompt,
             **dict(variables or {}),
         )
-    except jinja2.TemplateError as e:
+    except Exception as e:  # Only the template runs here: whatever it raises is its fault.
         raise template_error(e, source) from None

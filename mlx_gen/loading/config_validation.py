@@ -10,8 +10,11 @@ tensor, and the config cannot describe more layers than the weights hold.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,3 +99,59 @@ def check_config(config: Mapping[str, Any], weights: Mapping[str, Any], *, sourc
         _positive_int(part, "num_hidden_layers", max(len(layers), 1), why, where)
         _positive_int(part, "max_position_embeddings", MAX_POSITIONS, "", where)
     _check_quantization(config, source)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON ``value`` fits a ``ModelArgs`` annotation (containers: outer type only)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is bool:  # JSON 0/1 works as a flag in Python; accept it.
+        return isinstance(value, bool) or value in (0, 1)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is type(None):
+        return value is None
+    if origin is not None and isinstance(origin, type) and issubclass(origin, (dict, list, tuple)):
+        return isinstance(value, dict if issubclass(origin, dict) else (list, tuple))
+    return True  # Any, or an annotation this check does not know: mlx-lm decides.
+
+
+def _hint_name(hint: Any) -> str:
+    names = {bool: "true/false", int: "an int", float: "a finite number", str: "a string"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return " or ".join(_hint_name(a) for a in args)
+    origin = typing.get_origin(hint) or hint
+    if isinstance(origin, type) and issubclass(origin, dict):
+        return "an object"
+    if isinstance(origin, type) and issubclass(origin, (list, tuple)):
+        return "a list"
+    return names.get(hint, str(hint))
+
+
+def check_types(config: Mapping[str, Any], args_class: type, *, source: str) -> None:
+    """Refuse a config value whose JSON type does not fit mlx-lm's ``ModelArgs`` field.
+
+    ``null`` is always let through (mlx-lm treats most as "use the default").
+
+    Raises:
+        ValueError: ``rope_theta: "x"``, ``rms_norm_eps: []``, ... (key, value and the
+            expected type named).
+    """
+    if not dataclasses.is_dataclass(args_class):
+        return
+    hints = typing.get_type_hints(args_class)
+    for f in dataclasses.fields(args_class):
+        value = config.get(f.name)
+        if value is not None and f.name in hints and not _matches(value, hints[f.name]):
+            raise ValueError(
+                f"{source}: {f.name}={value!r} is invalid (expected {_hint_name(hints[f.name])})"
+            )

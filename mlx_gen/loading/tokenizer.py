@@ -23,6 +23,7 @@ import mlx_lm.chat_templates
 import mlx_lm.tool_parsers
 from mlx_lm.tokenizer_utils import NaiveStreamingDetokenizer, TokenizerWrapper
 from mlx_lm.tokenizer_utils import load as load_hf_tokenizer
+from transformers import AutoConfig
 from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
 from mlx_gen.loading.chat_template import (
@@ -60,10 +61,14 @@ class CheckedTokenizer(TokenizerWrapper):
         return self._template_source
 
     def apply_chat_template(self, *args: Any, tokenize: bool = True, **kwargs: Any) -> Any:
-        """As ``TokenizerWrapper.apply_chat_template``; template errors are ``ValueError``."""
+        """As ``TokenizerWrapper.apply_chat_template``; what the template raises (a Jinja
+        error, or its expressions' ``ArithmeticError``/``MemoryError``/``LookupError``/
+        ``TypeError``) is one ``ValueError`` naming the template's file."""
         try:
             return super().apply_chat_template(*args, tokenize=tokenize, **kwargs)
-        except jinja2.TemplateError as e:
+        except ValueError:  # Already clear: a bad argument, or a template error named here.
+            raise
+        except (jinja2.TemplateError, ArithmeticError, MemoryError, LookupError, TypeError) as e:
             raise template_error(e, self._template_source) from None
 
 
@@ -104,6 +109,24 @@ def check_tokenizer_config(settings: dict[str, Any], *, source: Path) -> None:
             raise ValueError(f"{source}: {key}={value!r} is invalid (valid: {', '.join(valid)})")
 
 
+def _check_transformers_config(folder: Path) -> None:
+    """Let transformers parse ``config.json`` as its tokenizer loader will, naming the file.
+
+    ``AutoTokenizer`` reads ``config.json`` too and falls back to a plain config on a
+    ``ValueError``/``OSError``; anything else it raises (a value of the wrong type) is
+    the config's fault, not the tokenizer's.
+    """
+    try:
+        AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except (ValueError, OSError):
+        pass
+    except Exception as e:  # huggingface_hub's strict-dataclass errors, KeyError, ...
+        message = " ".join(str(e).split())
+        raise ValueError(
+            f"{folder / 'config.json'}: transformers cannot read it ({type(e).__name__}: {message})"
+        ) from None
+
+
 def _sentencepiece(folder: Path, settings: dict[str, Any]) -> TokenizerWrapper:
     source = template_file(folder)
     if source.name == CHAT_TEMPLATE_JINJA:
@@ -131,6 +154,7 @@ def load_tokenizer(folder: Path) -> CheckedTokenizer:
     settings = read_json(settings_path) if settings_path.exists() else {}
     check_tokenizer_config(settings, source=settings_path)
     if (folder / "tokenizer.json").exists():
+        _check_transformers_config(folder)
         try:
             tokenizer = load_hf_tokenizer(
                 folder, tokenizer_config_extra={"trust_remote_code": False}
