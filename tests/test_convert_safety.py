@@ -166,18 +166,19 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(src, tmp_path):
     assert siblings(tmp_path / "dst") == ["src"]
 
 
-def test_sigterm_while_writing_removes_the_staging_folder(src, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_while_writing_removes_the_staging_folder(src, tmp_path, sig):
     dst = tmp_path / "dst"
     proc = start(["--hf-path", str(src), "--mlx-path", str(dst)], script=SLOW_WRITE)
     try:
         assert proc.stdout.readline() == "WRITING\n"
         staging = [n for n in siblings(dst) if n.startswith(".dst.mlx-gen-")]
         assert len(staging) == 1 and (tmp_path / staging[0] / "model.safetensors").exists()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err
+    assert proc.returncode == 128 + sig and "Traceback" not in err
     assert siblings(dst) == ["src"]
 
 

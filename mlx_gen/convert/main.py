@@ -18,6 +18,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -226,7 +227,7 @@ def _print_progress(index: int, count: int, name: str, nbytes: int) -> None:
 
 
 def _terminated(signum: int, frame: object) -> None:
-    """SIGTERM: unwind like Ctrl-C, so that the staging folder is removed."""
+    """SIGTERM/SIGHUP: unwind like Ctrl-C, so that the staging folder is removed."""
     raise SystemExit(128 + signum)
 
 
@@ -234,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status.
 
     0 on success; 2 on bad input or a failed write (one ``error:`` line on stderr, the
-    output as it was); 130 after Ctrl-C and 143 after SIGTERM (the partial output is
-    removed, no traceback).
+    output as it was); 130 after Ctrl-C, 143 after SIGTERM and 129 after SIGHUP (the
+    partial output is removed, no traceback).
     """
     parser = _parser()
     try:  # argparse exits on bad arguments (and --help); return its status instead.
@@ -244,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--q-bits/--q-group-size need -q (--quantize)")
     except SystemExit as e:
         return 0 if e.code is None else e.code if isinstance(e.code, int) else 2
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    # SIGTERM (and SIGHUP: the terminal closed) unwind like Ctrl-C: no partial folder stays.
+    stops = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _terminated) for sig in stops if in_main_thread}
     try:
         report = convert(
             args.hf_path,
@@ -264,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"{report.summary()}; saved to {report.path}", file=sys.stderr)
     return 0
 
