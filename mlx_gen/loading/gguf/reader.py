@@ -133,6 +133,39 @@ def gguf_config(
     return config
 
 
+def _rows(weights: dict[str, mx.array], module: str) -> int | None:
+    """Rows (output features) of ``module``'s weight, packed or not; ``None`` if absent."""
+    w = weights.get(f"{module}.weight")
+    return None if w is None or w.ndim != 2 else w.shape[0]
+
+
+def check_config(config: dict[str, Any], weights: dict[str, mx.array], path: Path) -> None:
+    """Check the metadata's sizes against the tensors before a model is built from them,
+    so a corrupt number (``block_count`` = 2**31) is an error, not a huge allocation.
+
+    Raises:
+        ValueError: A size disagrees with the tensors (both are named).
+    """
+    blocks = {int(k.split(".")[2]) for k in weights if k.startswith("model.layers.")}
+    checks = [("num_hidden_layers", config["num_hidden_layers"], len(blocks))]
+    if max(blocks, default=-1) + 1 != len(blocks):
+        checks.append(("num_hidden_layers", config["num_hidden_layers"], max(blocks) + 1))
+    if (vocab := _rows(weights, "model.embed_tokens")) is not None:
+        checks.append(("vocab_size", config["vocab_size"], vocab))
+    if (q := _rows(weights, "model.layers.0.self_attn.q_proj")) is not None:
+        heads = config["num_attention_heads"] * config["head_dim"]
+        checks.append(("num_attention_heads * head_dim", heads, q))
+    for name, value, found in checks:
+        if value != found:
+            raise ValueError(
+                f"{path}: GGUF metadata gives {name} = {value}, but the tensors imply {found}; "
+                "the file is corrupt"
+            )
+    for name in ("hidden_size", "intermediate_size", "num_attention_heads", "head_dim"):
+        if not isinstance(config[name], int) or not 0 < config[name] <= 1 << 20:
+            raise ValueError(f"{path}: GGUF metadata gives {name} = {config[name]!r}")
+
+
 def mlx_name(name: str, spec: Architecture, path: Path) -> tuple[str, str] | None:
     """``blk.0.attn_q.weight`` -> (``model.layers.0.self_attn.q_proj``, ``weight``);
     ``None`` for a name the architecture does not know."""
@@ -236,6 +269,7 @@ def read_gguf(path: Path, *, precision: str = "exact") -> Checkpoint:
     _check_names(header.tensors, spec, path)
     weights, layers, rope_freqs = read_weights(path, header.tensors, spec, precision)
     config = gguf_config(metadata, weights, layers, path)
+    check_config(config, weights, path)
     if rope_freqs is not None:
         config["rope_scaling"] = llama3_rope_scaling(rope_freqs, config, path)
     described = f"{path} (GGUF metadata)"
