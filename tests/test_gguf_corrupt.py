@@ -57,7 +57,8 @@ def test_a_corrupt_block_count_is_caught_before_building(tmp_path):
     at = data.index(key) + len(key)
     data[at : at + 4] = struct.pack("<I", 1 << 30)
     path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"num_hidden_layers = 1073741824, but the tensors imply 2"):
+    message = r"num_hidden_layers = 1073741824, but the tensors imply 2"
+    with pytest.raises(ValueError, match=message):
         read_gguf(path)
 
 
@@ -75,7 +76,7 @@ def fuzz_source(tmp_path_factory):
 
 
 def _outcome(path) -> str:
-    """"ok" after a load and forward pass, or "error" for a ValueError naming the file;
+    """ "ok" after a load and forward pass, or "error" for a ValueError naming the file;
     anything else fails the test."""
     try:
         loaded = load(path)
