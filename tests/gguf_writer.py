@@ -22,7 +22,16 @@ BLOCK = 32  # Elements per Q8_0/Q4_0/Q4_1 block.
 # GGUF metadata value types.
 UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64 = 4, 5, 6, 7, 8, 9, 10
 # ggml tensor types.
-GGML_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 8, "Q4_K": 12, "BF16": 30}
+GGML_TYPES = {
+    "F32": 0,
+    "F16": 1,
+    "Q4_0": 2,
+    "Q4_1": 3,
+    "Q8_0": 8,
+    "Q4_K": 12,
+    "IQ2_XXS": 16,
+    "BF16": 30,
+}
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,9 @@ def test_quantized_linears_match_dequantized_reference(tmp_path, kind):
     weights = write_model(path, config, linear=kind)  # Untied: lm_head is `kind` too.
     loaded = load(path)
     bits = 8 if kind == "Q8_0" else 4
-    assert loaded.config["quantization"] == {"group_size": 32, "bits": bits}
+    quantization = loaded.config["quantization"]
+    assert {k: quantization[k] for k in ("group_size", "bits")} == {"group_size": 32, "bits": bits}
+    assert quantization["lm_head"] == {"group_size": 32, "bits": bits}
     layer = loaded.model.model.layers[1]
     for module in [layer.self_attn.q_proj, layer.mlp.down_proj, loaded.model.lm_head]:
         assert isinstance(module, nn.QuantizedLinear)
@@ -199,12 +201,14 @@ def test_bits_differ_per_layer(tmp_path):
     config, path = tiny_config(tie_word_embeddings=True), tmp_path / "q.gguf"
     weights = write_model(path, config, linear="Q4_1", embed="Q8_0")
     loaded = load(path)
-    assert loaded.config["quantization"] == {"group_size": 32, "bits": 4}
+    quantization = loaded.config["quantization"]
+    assert (quantization["group_size"], quantization["bits"]) == (32, 4)
+    assert quantization["model.embed_tokens"] == {"group_size": 32, "bits": 8}
     assert loaded.model.model.layers[0].mlp.up_proj.bits == 4
     assert isinstance(loaded.model.model.embed_tokens, nn.QuantizedEmbedding)
     assert loaded.model.model.embed_tokens.bits == 8
-    # MLX dequantizes embedding rows to float16 (the scales' dtype), hence the tolerance.
-    assert np.abs(logits_of(loaded.model, IDS) - forward(weights, config, IDS)).max() < 3e-2
+    # Exact precision: float32 scales, so the embedding rows are exact too.
+    assert np.abs(logits_of(loaded.model, IDS) - forward(weights, config, IDS)).max() < 1e-4
 
 
 def test_config_generation_config_and_files(tmp_path):
@@ -225,9 +229,9 @@ def test_config_generation_config_and_files(tmp_path):
         "vocab_size": len(byte_level_bpe()[1]),
         "tie_word_embeddings": False,
         "rope_traditional": True,
-        "quantization": {"group_size": 32, "bits": 4},
     }
     assert {k: config[k] for k in expected} == expected
+    assert (config["quantization"]["group_size"], config["quantization"]["bits"]) == (32, 4)
     assert checkpoint.generation_config == {"eos_token_id": 2, "bos_token_id": 1, "pad_token_id": 0}
     assert checkpoint.files["config.json"] == f"{path} (GGUF metadata)"
     assert checkpoint.weights["model.layers.0.self_attn.q_proj.weight"].dtype == mx.uint32
@@ -359,27 +363,31 @@ def test_unsupported_architecture_lists_supported(tmp_path):
     path = tmp_path / "m.gguf"
     write_model(path, tiny_config(arch="gemma"))
     with pytest.raises(
-        ValueError, match="'gemma' is not supported; supported GGUF architectures: llama, qwen2"
+        ValueError,
+        match="'gemma' is not supported; supported GGUF architectures: llama, qwen2, qwen3, ",
     ):
         load(path)
 
 
 def test_unknown_tensor_name_is_named(tmp_path):
     path = tmp_path / "m.gguf"
-    extra = {"rope_freqs.weight": float_tensor(np.ones(8, np.float32))}
+    extra = {"blk.0.mystery.weight": float_tensor(np.ones(8, np.float32))}
     write_model(path, tiny_config(), extra=extra)
-    with pytest.raises(ValueError, match=r"unsupported tensor name\(s\) \['rope_freqs.weight'\]"):
+    with pytest.raises(
+        ValueError, match=r"unsupported tensor name\(s\) \['blk.0.mystery.weight'\]"
+    ):
         load(path)
 
 
 def test_unsupported_tensor_type_names_tensor_and_type(tmp_path):
     path = tmp_path / "m.gguf"
-    k_quant = Tensor("Q4_K", (4, 256), bytes(144 * 4))  # MLX would dequantize it silently.
-    write_model(path, tiny_config(), extra={"blk.0.extra.weight": k_quant})
+    i_quant = Tensor("IQ2_XXS", (4, 256), bytes(66 * 4))
+    write_model(path, tiny_config(), extra={"blk.0.attn_q.weight": i_quant})
     with pytest.raises(
         ValueError,
-        match=r"tensor blk.0.extra.weight has type Q4_K.*"
-        r"supported: F32, F16, Q4_0, Q4_1, Q8_0",
+        match=r"tensor blk.0.attn_q.weight has type IQ2_XXS.*"
+        r"supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
+        "IQ4_NL, IQ4_XS",
     ):
         read_gguf(path)
 

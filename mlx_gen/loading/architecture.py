@@ -20,6 +20,7 @@ from mlx_lm.utils import MODEL_REMAPPING, infer_quant_config
 
 from mlx_gen.loading.checkpoint import Checkpoint
 from mlx_gen.loading.config_validation import check_config, check_types
+from mlx_gen.loading.subblock import replace_subblock_layers
 
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
@@ -64,8 +65,12 @@ def _quantize(model: nn.Module, config: dict[str, Any], weights: dict[str, mx.ar
     whose layers differ (GGUF: 4-bit linears, 8-bit embedding) loads as it is.
     """
     quantization = config["quantization"]
+    # Group 16 (GGUF Q6_K/Q2_K) has no MLX kernel: those layers compute in two passes.
+    subblock = replace_subblock_layers(model, quantization)
 
     def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
+        if path in subblock:
+            return False
         if isinstance(quantization.get(path), (dict, bool)):
             return quantization[path]
         if not hasattr(module, "to_quantized") or f"{path}.scales" not in weights:

@@ -17,6 +17,7 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from mlx_gen.loading.architecture import build_model
 from mlx_gen.loading.checkpoint import Checkpoint, read_folder
+from mlx_gen.loading.dequantize import dequantize_layers
 from mlx_gen.loading.generation_config import (
     CONFIG_JSON,
     GENERATION_CONFIG_JSON,
@@ -26,6 +27,8 @@ from mlx_gen.loading.generation_config import (
 from mlx_gen.loading.gguf.reader import read_gguf
 from mlx_gen.loading.sources import resolve_source
 from mlx_gen.loading.tokenizer import CheckedTokenizer
+
+QUANTIZATION_KEYS = ("quantization", "quantization_config")
 
 
 @dataclass
@@ -60,18 +63,20 @@ def vocab_size(config: Mapping[str, Any]) -> int:
     return size
 
 
-def read_checkpoint(path: Path) -> Checkpoint:
+def read_checkpoint(path: Path, *, gguf_precision: str = "exact") -> Checkpoint:
     """Read a local folder or ``.gguf`` file into a :class:`Checkpoint`.
 
-    Its tokenizer is a :class:`~mlx_gen.loading.tokenizer.CheckedTokenizer`: chat
-    templates render in a sandbox, and a failing one is a ``ValueError`` naming its file.
+    ``gguf_precision`` (``"exact"``/``"compact"``) applies to GGUF files only; see
+    :func:`~mlx_gen.loading.gguf.reader.read_gguf`. Its tokenizer is a
+    :class:`~mlx_gen.loading.tokenizer.CheckedTokenizer`: chat templates render in a
+    sandbox, and a failing one is a ``ValueError`` naming its file.
     """
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ValueError(
                 f"{path}: a model file must be .gguf; otherwise pass the model's folder"
             )
-        checkpoint = read_gguf(path)
+        checkpoint = read_gguf(path, precision=gguf_precision)
         if not isinstance(checkpoint.tokenizer, CheckedTokenizer):
             source = f"{path} (tokenizer.chat_template)"
             checkpoint.tokenizer = CheckedTokenizer.wrap(checkpoint.tokenizer, source)
@@ -102,6 +107,8 @@ def load(
     dtype: str | None = None,
     revision: str | None = None,
     generation_overrides: Mapping[str, Any] | None = None,
+    gguf_precision: str = "exact",
+    dequantize: bool = False,
 ) -> LoadedModel:
     """Load a checkpoint with all of its generation settings.
 
@@ -112,6 +119,12 @@ def load(
         revision: Hub branch, tag or commit, for repo ids.
         generation_overrides: ``GenerationConfig`` fields that replace the files' values
             (``eos_token_ids`` replaces the whole union).
+        gguf_precision: For a ``.gguf`` source: ``"exact"`` keeps every weight as
+            llama.cpp decodes it (float32 scales); ``"compact"`` uses float16 scales and
+            re-quantizes Q6_K/Q2_K layers to 8 bits (less memory, about 1e-3 relative
+            weight error). Ignored for folders.
+        dequantize: Replace quantized layers by dense float32 ones after loading
+            (faster on MLX's CPU backend, 4 bytes per weight).
 
     Returns:
         The :class:`LoadedModel`; weights are memory-mapped and read on first use.
@@ -121,9 +134,11 @@ def load(
         ValueError: Unknown ``model_type`` (supported ones listed), corrupt files (named),
             a tensor whose shape disagrees with the config, malformed settings.
     """
-    checkpoint = read_checkpoint(resolve_source(source, revision=revision))
+    path = resolve_source(source, revision=revision)
+    checkpoint = read_checkpoint(path, gguf_precision=gguf_precision)
     generation_config = resolve_checkpoint_config(checkpoint, generation_overrides)
     model = build_model(checkpoint, dtype=dtype)
-    return LoadedModel(
-        model, checkpoint.tokenizer, checkpoint.config, generation_config, checkpoint.source
-    )
+    config = checkpoint.config
+    if dequantize and dequantize_layers(model):
+        config = {k: v for k, v in config.items() if k not in QUANTIZATION_KEYS}
+    return LoadedModel(model, checkpoint.tokenizer, config, generation_config, checkpoint.source)

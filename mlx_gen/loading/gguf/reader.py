@@ -1,11 +1,10 @@
 """Read a llama.cpp GGUF file into a :class:`~mlx_gen.loading.checkpoint.Checkpoint`.
 
-``mx.load`` parses the file: Q4_0/Q4_1/Q8_0 tensors arrive in MLX's quantized layout
-(``weight``/``scales``/``biases``, group size 32), F16/F32 as plain arrays, plus the
-metadata. This module checks what ``mx.load`` cannot (tensor types it would silently
-dequantize, the architecture), turns the metadata into a ``config.json`` dictionary,
-and renames tensors to mlx-lm's names with one table. The tokenizer is built from the
-metadata by :mod:`mlx_gen.loading.gguf.tokenizer`.
+The header is walked by :mod:`~mlx_gen.loading.gguf.header`, each tensor is packed by
+:mod:`~mlx_gen.loading.gguf.tensors` from the memory-mapped file (``mx.load`` is never
+used: it dequantizes Q4_K wrongly), names and config keys come from the tables in
+:mod:`~mlx_gen.loading.gguf.architectures`, and the tokenizer from
+:mod:`~mlx_gen.loading.gguf.tokenizer`.
 """
 
 from __future__ import annotations
@@ -20,56 +19,23 @@ import numpy as np
 
 from mlx_gen.loading.checkpoint import Checkpoint
 from mlx_gen.loading.generation_config import CONFIG_JSON, GENERATION_CONFIG_JSON
-from mlx_gen.loading.gguf.header import check_tensor_types, tensor_types
-from mlx_gen.loading.gguf.tokenizer import read_gguf_tokenizer
+from mlx_gen.loading.gguf.architectures import (
+    ARCHITECTURES,
+    GLOBAL_TENSORS,
+    OPTIONAL_KEYS,
+    REQUIRED_KEYS,
+    Architecture,
+    query_pre_attn_scalar,
+    supported,
+)
+from mlx_gen.loading.gguf.header import TensorInfo, read_header
+from mlx_gen.loading.gguf.rope import llama3_rope_scaling
+from mlx_gen.loading.gguf.tensors import PRECISIONS, check_type, load_tensor
+from mlx_gen.loading.gguf.tokenizer import CONTROL, USER_DEFINED, read_gguf_tokenizer
 
-# GGUF architecture -> (mlx-lm model_type, rope_traditional). llama.cpp's converter
-# permutes Llama's q/k rows into interleaved RoPE pairs, so mlx-lm's "traditional" RoPE
-# reproduces the original model without undoing the permutation; Qwen2 is stored in
-# Hugging Face order and uses rotate-half RoPE.
-ARCHITECTURES = {"llama": ("llama", True), "qwen2": ("qwen2", False)}
-
-# config.json key -> GGUF key under "<architecture>.", required and optional.
-REQUIRED_KEYS = {
-    "hidden_size": "embedding_length",
-    "num_hidden_layers": "block_count",
-    "intermediate_size": "feed_forward_length",
-    "num_attention_heads": "attention.head_count",
-    "rms_norm_eps": "attention.layer_norm_rms_epsilon",
-}
-OPTIONAL_KEYS = {
-    "num_key_value_heads": "attention.head_count_kv",
-    "rope_theta": "rope.freq_base",
-    "max_position_embeddings": "context_length",
-    "head_dim": "attention.key_length",
-    "vocab_size": "vocab_size",
-}
-
-# GGUF tensor name -> mlx-lm name; "blk.N." prefixes become "model.layers.N.".
-GLOBAL_TENSORS = {
-    "token_embd": "model.embed_tokens",
-    "output_norm": "model.norm",
-    "output": "lm_head",
-}
-BLOCK_TENSORS = {
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
-_TENSOR_NAME = re.compile(r"(?:blk\.(\d+)\.)?(\w+)\.(weight|scales|biases|bias)")
-
-
-def _plain(value: Any) -> Any:
-    """A metadata value as Python data (MLX gives numbers as arrays)."""
-    if isinstance(value, mx.array):
-        return value.item() if value.ndim == 0 else value.tolist()
-    return value
+_TENSOR_NAME = re.compile(r"(?:blk\.(\d+)\.)?(\w+)\.(weight|bias)")
+# End-of-turn control tokens llama.cpp also ends generation on, when the vocabulary has them.
+END_OF_TURN_TOKENS = ("<end_of_turn>", "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<EOT>")
 
 
 def _number(metadata: dict[str, Any], key: str, path: Path) -> int | float:
@@ -109,85 +75,162 @@ def architecture(metadata: dict[str, Any], path: Path) -> str:
     if arch not in ARCHITECTURES:
         raise ValueError(
             f"{path}: GGUF architecture {arch!r} is not supported; supported "
-            f"GGUF architectures: {', '.join(ARCHITECTURES)}"
+            f"GGUF architectures: {supported()}"
         )
     return arch
 
 
+def _rotary(config: dict[str, Any], metadata: dict[str, Any], arch: str, path: Path) -> None:
+    head_dim = config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])
+    rotary = metadata.get(f"{arch}.rope.dimension_count", head_dim)
+    if rotary != head_dim and ARCHITECTURES[arch].partial_rotary and 0 < rotary < head_dim:
+        config["partial_rotary_factor"] = rotary / head_dim
+    elif rotary != head_dim:
+        raise ValueError(
+            f"{path}: {arch}.rope.dimension_count={rotary} differs from the head "
+            f"size {head_dim}; partial rotary embeddings are not supported for {arch}"
+        )
+
+
 def gguf_config(
-    metadata: dict[str, Any], weights: dict[str, mx.array], path: Path
+    metadata: dict[str, Any],
+    weights: dict[str, mx.array],
+    layers: dict[str, dict[str, int]],
+    path: Path,
 ) -> dict[str, Any]:
     """The ``config.json`` dictionary that GGUF ``metadata`` describes.
 
-    ``weights`` are mlx-lm-named; they decide ``tie_word_embeddings`` (no ``lm_head``),
-    ``attention_bias`` and the default quantization bits (the most common).
+    ``weights`` are mlx-lm-named; they decide ``tie_word_embeddings`` (no ``lm_head``)
+    and ``attention_bias``. ``layers`` maps each quantized module to its bits and group
+    size; they become ``quantization``'s per-layer entries (the most common pair is the
+    default), as mlx-lm writes mixed-precision configs.
     """
     arch = architecture(metadata, path)
-    model_type, rope_traditional = ARCHITECTURES[arch]
+    spec = ARCHITECTURES[arch]
     missing = [f"{arch}.{k}" for k in REQUIRED_KEYS.values() if f"{arch}.{k}" not in metadata]
     if missing:
         raise ValueError(f"{path}: GGUF metadata lacks {', '.join(missing)}")
-    config: dict[str, Any] = {"model_type": model_type, "rope_traditional": rope_traditional}
-    for name, key in {**REQUIRED_KEYS, **OPTIONAL_KEYS}.items():
+    config: dict[str, Any] = {"model_type": spec.model_type, **spec.defaults}
+    if spec.rope_traditional is not None:
+        config["rope_traditional"] = spec.rope_traditional
+    for name, key in {**REQUIRED_KEYS, **OPTIONAL_KEYS, **spec.keys}.items():
         if f"{arch}.{key}" in metadata:
             config[name] = _number(metadata, f"{arch}.{key}", path)
     config.setdefault("vocab_size", len(metadata.get("tokenizer.ggml.tokens", [])))
     config.setdefault("num_key_value_heads", config["num_attention_heads"])
-    head_dim = config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])
-    rotary = metadata.get(f"{arch}.rope.dimension_count", head_dim)
-    if rotary != head_dim:
-        raise ValueError(
-            f"{path}: {arch}.rope.dimension_count={rotary} differs from the head "
-            f"size {head_dim}; partial rotary embeddings are not supported"
-        )
-    config["tie_word_embeddings"] = "lm_head.weight" not in weights
+    config.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
+    _rotary(config, metadata, arch, path)
+    if spec.norm_plus_one:
+        config["query_pre_attn_scalar"] = query_pre_attn_scalar(config)
+    config["tie_word_embeddings"] = spec.always_tied or "lm_head.weight" not in weights
     config["attention_bias"] = "model.layers.0.self_attn.q_proj.bias" in weights
     if scaling := _rope_scaling(metadata, arch, path):
         config["rope_scaling"] = scaling
-    bits = Counter(
-        weights[k[: -len("scales")] + "weight"].shape[-1] // v.shape[-1]
-        for k, v in weights.items()
-        if k.endswith(".scales")
-    )
-    if bits:  # Each layer's own bits are read from its shapes; this is the default.
-        config["quantization"] = {"group_size": 32, "bits": bits.most_common(1)[0][0]}
+    if layers:
+        pairs = Counter((v["group_size"], v["bits"]) for v in layers.values())
+        group_size, bits = pairs.most_common(1)[0][0]
+        config["quantization"] = {"group_size": group_size, "bits": bits, **layers}
     return config
 
 
-def rename_tensors(tensors: dict[str, mx.array], path: Path) -> dict[str, mx.array]:
-    """Rename GGUF tensors to mlx-lm names (``blk.0.attn_q.weight`` ->
-    ``model.layers.0.self_attn.q_proj.weight``).
+def _rows(weights: dict[str, mx.array], module: str) -> int | None:
+    """Rows (output features) of ``module``'s weight, packed or not; ``None`` if absent."""
+    w = weights.get(f"{module}.weight")
+    return None if w is None or w.ndim != 2 else w.shape[0]
+
+
+def check_config(config: dict[str, Any], weights: dict[str, mx.array], path: Path) -> None:
+    """Check the metadata's sizes against the tensors before a model is built from them,
+    so a corrupt number (``block_count`` = 2**31) is an error, not a huge allocation.
 
     Raises:
-        ValueError: Names the table does not know (listed).
+        ValueError: A size disagrees with the tensors (both are named).
     """
-    renamed, unknown = {}, []
-    for name, value in tensors.items():
-        match = _TENSOR_NAME.fullmatch(name)
-        block, stem, suffix = match.groups() if match else (None, None, None)
-        table = GLOBAL_TENSORS if block is None else BLOCK_TENSORS
-        if stem not in table:
-            unknown.append(name)
-            continue
-        prefix = "" if block is None else f"model.layers.{block}."
-        renamed[f"{prefix}{table[stem]}.{suffix}"] = value
+    blocks = {int(k.split(".")[2]) for k in weights if k.startswith("model.layers.")}
+    checks = [("num_hidden_layers", config["num_hidden_layers"], len(blocks))]
+    if max(blocks, default=-1) + 1 != len(blocks):
+        checks.append(("num_hidden_layers", config["num_hidden_layers"], max(blocks) + 1))
+    if (vocab := _rows(weights, "model.embed_tokens")) is not None:
+        checks.append(("vocab_size", config["vocab_size"], vocab))
+    if (q := _rows(weights, "model.layers.0.self_attn.q_proj")) is not None:
+        heads = config["num_attention_heads"] * config["head_dim"]
+        checks.append(("num_attention_heads * head_dim", heads, q))
+    for name, value, found in checks:
+        if value != found:
+            raise ValueError(
+                f"{path}: GGUF metadata gives {name} = {value}, but the tensors imply {found}; "
+                "the file is corrupt"
+            )
+    for name in ("hidden_size", "intermediate_size", "num_attention_heads", "head_dim"):
+        if not isinstance(config[name], int) or not 0 < config[name] <= 1 << 20:
+            raise ValueError(f"{path}: GGUF metadata gives {name} = {config[name]!r}")
+
+
+def mlx_name(name: str, spec: Architecture, path: Path) -> tuple[str, str] | None:
+    """``blk.0.attn_q.weight`` -> (``model.layers.0.self_attn.q_proj``, ``weight``);
+    ``None`` for a name the architecture does not know."""
+    match = _TENSOR_NAME.fullmatch(name)
+    block, stem, suffix = match.groups() if match else (None, None, None)
+    table = GLOBAL_TENSORS if block is None else spec.block_tensors
+    if stem not in table:
+        return None
+    prefix = "" if block is None else f"model.layers.{block}."
+    return f"{prefix}{table[stem]}", str(suffix)
+
+
+def _check_names(tensors: list[TensorInfo], spec: Architecture, path: Path) -> None:
+    unknown = [t.name for t in tensors if t.name != "rope_freqs.weight"]
+    unknown = [n for n in unknown if mlx_name(n, spec, path) is None]
     if unknown:
-        known = [*GLOBAL_TENSORS, *(f"blk.N.{k}" for k in BLOCK_TENSORS)]
+        known = [*GLOBAL_TENSORS, *(f"blk.N.{k}" for k in spec.block_tensors)]
         raise ValueError(
             f"{path}: unsupported tensor name(s) {unknown[:5]} (of {len(unknown)}); "
             f"known: {', '.join(known)}"
         )
-    return renamed
+
+
+def read_weights(
+    path: Path, tensors: list[TensorInfo], spec: Architecture, precision: str
+) -> tuple[dict[str, mx.array], dict[str, dict[str, int]], np.ndarray | None]:
+    """Every tensor under its mlx-lm name, the quantized layers' ``{bits, group_size}``,
+    and Llama 3's ``rope_freqs`` factors (``None`` when absent)."""
+    data = np.memmap(path, np.uint8, mode="r")
+    weights, layers, rope_freqs = {}, {}, None
+    for info in tensors:
+        loaded = load_tensor(data, info, precision)
+        if info.name == "rope_freqs.weight":
+            rope_freqs = np.array(loaded.arrays["weight"].astype(mx.float32))
+            continue
+        module, suffix = mlx_name(info.name, spec, path) or ("", "")
+        if suffix == "bias":
+            weights[f"{module}.bias"] = loaded.arrays["weight"]
+            continue
+        for key, value in loaded.arrays.items():
+            weights[f"{module}.{key}"] = value
+        if loaded.bits is not None:
+            layers[module] = {"group_size": loaded.group_size, "bits": loaded.bits}
+    if spec.norm_plus_one:  # llama.cpp's converter stores Gemma's norms as 1 + w.
+        for key in [k for k in weights if k.endswith("norm.weight")]:
+            weights[key] = weights[key] - 1
+    return weights, layers, rope_freqs
 
 
 def gguf_generation_config(metadata: dict[str, Any]) -> dict[str, Any]:
     """``generation_config.json`` equivalent: special ids from ``tokenizer.ggml.*``.
 
     ``eos_token_id`` is a list when the file also names end-of-turn/end-of-message
-    tokens (``eot_token_id``/``eom_token_id``, which llama.cpp also stops on).
+    tokens (``eot_token_id``/``eom_token_id``) or holds control tokens llama.cpp ends
+    generation on (:data:`END_OF_TURN_TOKENS`, e.g. Gemma's ``<end_of_turn>``).
     """
     out: dict[str, Any] = {}
     eos = [metadata.get(f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom")]
+    tokens = metadata.get("tokenizer.ggml.tokens") or []
+    types = metadata.get("tokenizer.ggml.token_type") or []
+    eos += [
+        i
+        for i, t in enumerate(tokens)
+        if t in END_OF_TURN_TOKENS and i < len(types) and types[i] in (CONTROL, USER_DEFINED)
+    ]
     eos = list(dict.fromkeys(i for i in eos if isinstance(i, int)))
     if eos:
         out["eos_token_id"] = eos[0] if len(eos) == 1 else eos
@@ -197,32 +240,38 @@ def gguf_generation_config(metadata: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_gguf(path: Path) -> Checkpoint:
+def read_gguf(path: Path, *, precision: str = "exact") -> Checkpoint:
     """Read a GGUF file (llama.cpp format) into a :class:`Checkpoint`.
 
     Args:
-        path: A ``.gguf`` file with tensors of type F32, F16, Q4_0, Q4_1 or Q8_0.
+        path: A ``.gguf`` file; tensor types in
+            :data:`~mlx_gen.loading.gguf.tensors.SUPPORTED_TYPES`.
+        precision: ``"exact"`` (float32 scales, every weight as llama.cpp decodes it) or
+            ``"compact"`` (float16 scales, Q6_K/Q2_K re-quantized to 8 bits); see
+            :mod:`mlx_gen.loading.gguf.tensors`.
 
     Returns:
         The checkpoint: config and generation settings from the metadata, tensors under
         mlx-lm names (quantized ones as ``weight``/``scales``/``biases``), the tokenizer.
 
     Raises:
-        ValueError: The file is truncated or corrupt, holds an unsupported tensor type
-            or architecture, or unknown tensor names; the file and the value are named.
+        ValueError: The file is truncated or corrupt, holds an unsupported tensor type,
+            architecture or tensor name, or ``precision`` is invalid; the file and the
+            value are named.
     """
-    check_tensor_types(path, tensor_types(path))
-    try:
-        tensors, raw_metadata = mx.load(str(path), return_metadata=True)
-    except Exception as e:  # MLX raises RuntimeError with internal wording.
-        raise ValueError(
-            f"{path}: cannot read the GGUF file ({e}); it is truncated or corrupt, "
-            "download it again"
-        ) from None
-    metadata = {k: _plain(v) for k, v in raw_metadata.items()}
-    architecture(metadata, path)  # Before the names: another architecture has other tensors.
-    weights = rename_tensors(tensors, path)
-    config = gguf_config(metadata, weights, path)
+    if precision not in PRECISIONS:
+        raise ValueError(f"gguf_precision={precision!r} is invalid; valid: {', '.join(PRECISIONS)}")
+    header = read_header(path)
+    metadata = header.metadata
+    spec = ARCHITECTURES[architecture(metadata, path)]
+    for info in header.tensors:
+        check_type(info, path)
+    _check_names(header.tensors, spec, path)
+    weights, layers, rope_freqs = read_weights(path, header.tensors, spec, precision)
+    config = gguf_config(metadata, weights, layers, path)
+    check_config(config, weights, path)
+    if rope_freqs is not None:
+        config["rope_scaling"] = llama3_rope_scaling(rope_freqs, config, path)
     described = f"{path} (GGUF metadata)"
     return Checkpoint(
         config=config,

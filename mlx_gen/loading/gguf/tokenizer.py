@@ -187,8 +187,22 @@ def read_gguf_tokenizer(metadata: dict[str, Any], path: Path) -> TokenizerWrappe
         tokens, ``add_bos_token``/``add_eos_token`` and ``tokenizer.chat_template``.
 
     Raises:
-        ValueError: No vocabulary, or an unsupported tokenizer model or pre-tokenizer.
+        ValueError: No vocabulary, an unsupported tokenizer model or pre-tokenizer, or a
+            vocabulary the ``tokenizers`` library rejects (a corrupt file); the file is named.
     """
+    try:
+        return _build(metadata, path)
+    except ValueError:
+        raise
+    except Exception as e:  # tokenizers/transformers raise their own types on bad vocabularies.
+        raise ValueError(
+            f"{path}: the tokenizer in the GGUF metadata is inconsistent ({type(e).__name__}: "
+            f"{e}); the file is corrupt, download it again"
+        ) from None
+
+
+def _build(metadata: dict[str, Any], path: Path) -> TokenizerWrapper:
+    """:func:`read_gguf_tokenizer` without the error translation."""
     kind = metadata.get("tokenizer.ggml.model")
     if not metadata.get("tokenizer.ggml.tokens"):
         raise ValueError(f"{path}: the GGUF metadata has no tokenizer.ggml.tokens")

@@ -1,0 +1,143 @@
+"""GGUF architectures as data: model type, tensor names, metadata keys, fix-ups.
+
+Each :class:`Architecture` says how one ``general.architecture`` maps onto an mlx-lm
+model: which ``model_type`` builds it, how ``blk.N.*`` tensors are named there, which
+``<arch>.*`` metadata keys fill which ``config.json`` keys, and the few value fixes
+llama.cpp's converter makes that must be undone (Gemma stores ``norm + 1``; Llama's q/k
+rows are stored in interleaved RoPE order, which mlx-lm's ``rope_traditional`` reads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# config.json key -> GGUF key under "<architecture>.": required, then optional.
+REQUIRED_KEYS = {
+    "hidden_size": "embedding_length",
+    "num_hidden_layers": "block_count",
+    "intermediate_size": "feed_forward_length",
+    "num_attention_heads": "attention.head_count",
+    "rms_norm_eps": "attention.layer_norm_rms_epsilon",
+}
+OPTIONAL_KEYS = {
+    "num_key_value_heads": "attention.head_count_kv",
+    "rope_theta": "rope.freq_base",
+    "max_position_embeddings": "context_length",
+    "head_dim": "attention.key_length",
+    "vocab_size": "vocab_size",
+}
+GLOBAL_TENSORS = {
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+}
+_ATTENTION = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+}
+_MLP = {"ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+LLAMA_BLOCK = {
+    **_ATTENTION,
+    **_MLP,
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+GEMMA_BLOCK = {
+    **_ATTENTION,
+    **_MLP,
+    "attn_norm": "input_layernorm",
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+PHI3_BLOCK = {
+    "attn_qkv": "self_attn.qkv_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_up": "mlp.gate_up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How one GGUF architecture becomes an mlx-lm model.
+
+    Attributes:
+        model_type: mlx-lm's ``model_type``.
+        block_tensors: ``blk.N.<name>`` -> mlx-lm module path under ``model.layers.N.``.
+        keys: Extra ``config.json`` key -> GGUF key under ``<arch>.``.
+        defaults: ``config.json`` values when the metadata has none.
+        rope_traditional: Written to the config (``None``: not written); ``True`` reads
+            llama.cpp's interleaved q/k rows without undoing the permutation.
+        norm_plus_one: Norm weights are stored as ``1 + w`` (Gemma); 1 is subtracted.
+        always_tied: The model always ties the output to the embedding.
+        partial_rotary: ``rope.dimension_count`` below the head size becomes
+            ``partial_rotary_factor``; otherwise it must equal the head size.
+    """
+
+    model_type: str
+    block_tensors: dict[str, str]
+    keys: dict[str, str] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    rope_traditional: bool | None = False
+    norm_plus_one: bool = False
+    always_tied: bool = False
+    partial_rotary: bool = False
+
+
+ARCHITECTURES = {
+    "llama": Architecture("llama", LLAMA_BLOCK, rope_traditional=True),
+    "qwen2": Architecture("qwen2", LLAMA_BLOCK),
+    "qwen3": Architecture("qwen3", LLAMA_BLOCK),
+    "gemma2": Architecture(
+        "gemma2",
+        GEMMA_BLOCK,
+        keys={
+            "attn_logit_softcapping": "attn_logit_softcapping",
+            "final_logit_softcapping": "final_logit_softcapping",
+            "sliding_window": "attention.sliding_window",
+        },
+        defaults={"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0},
+        norm_plus_one=True,
+        always_tied=True,
+    ),
+    "gemma3": Architecture(
+        "gemma3_text",
+        GEMMA_BLOCK,
+        keys={
+            "rope_local_base_freq": "rope.freq_base_swa",
+            "sliding_window": "attention.sliding_window",
+        },
+        # llama.cpp fixes Gemma 3's pattern at 5 sliding layers, then one global.
+        defaults={"rope_local_base_freq": 10000.0, "sliding_window_pattern": 6},
+        rope_traditional=None,
+        norm_plus_one=True,
+        always_tied=True,
+    ),
+    "phi3": Architecture(
+        "phi3",
+        PHI3_BLOCK,
+        keys={"original_max_position_embeddings": "rope.scaling.original_context_length"},
+        partial_rotary=True,
+    ),
+}
+
+
+def supported() -> str:
+    """The supported GGUF architectures, comma-separated."""
+    return ", ".join(ARCHITECTURES)
+
+
+def query_pre_attn_scalar(config: dict[str, Any]) -> float:
+    """Gemma's query scale as llama.cpp sets it: the head size, except for the 27B models
+    (62 layers), which scale by ``hidden_size / num_attention_heads``."""
+    if config["num_hidden_layers"] == 62:
+        return config["hidden_size"] / config["num_attention_heads"]
+    return float(config["head_dim"])
