@@ -21,7 +21,8 @@ def encode_prompt(
     Args:
         tokenizer: The model's tokenizer.
         prompt: Text (encoded with the tokenizer's special tokens, e.g. BOS, unless
-            ``add_special_tokens`` is false) or ids (used as they are).
+            ``add_special_tokens`` is false) or ids (used as they are; the engine checks
+            them against the vocabulary, see :mod:`mlx_gen.validation`).
         messages: Chat messages (``[{"role": ..., "content": ...}]``) rendered with the
             tokenizer's chat template and an assistant generation prompt.
         add_special_tokens: Add BOS and the like when encoding text.
@@ -45,7 +46,7 @@ def encode_prompt(
     elif isinstance(prompt, str):
         ids = tokenizer.encode(prompt, add_special_tokens=add_special_tokens)
     else:
-        ids = [int(i) for i in prompt]
+        ids = list(prompt)  # Not int(): 2.5 or "3" must be refused, not rounded.
     if not ids:
         raise ValueError("the prompt is empty: pass at least one token or character")
     return list(ids)
