@@ -12,10 +12,11 @@ Guarantees:
 * When token ``n`` turns out to be an EOS (or the caller stops iterating), the step
   ``n + 1`` already queued is discarded: its processors ran once for nothing, and
   the KV cache holds token ``n``.
-* When the distribution to sample from has no entry above ``-inf`` (every id banned)
-  or holds a NaN, generation ends with ``finish_reason="no_allowed_token"``: the last
-  :class:`GeneratedToken` has ``token == NO_TOKEN`` (-1), no logprobs, and is not a
-  token (see :mod:`mlx_gen.no_allowed_token`). No banned id or NaN logprob is emitted.
+* When the distribution to sample from has no finite maximum (every id banned, a NaN,
+  or a ``+inf`` that would make its softmax NaN), generation ends with
+  ``finish_reason="no_allowed_token"``: the last :class:`GeneratedToken` has
+  ``token == NO_TOKEN`` (-1), no logprobs, and is not a token (see
+  :mod:`mlx_gen.no_allowed_token`). No banned id or NaN logprob is emitted.
 * Prompt ids are checked against the vocabulary, and the prompt against the model's
   context, before any work (:mod:`mlx_gen.validation`); ``max_tokens`` is clamped so
   that prompt + generated tokens fit the context (finishing with ``"length"``).

@@ -1,13 +1,20 @@
 """When no token may be generated: the flag computed in the step, and how it is read.
 
-Bans can leave nothing to sample from: every id suppressed, ``allowed_token_ids=[]``,
-a processor that writes ``-inf`` (or NaN) everywhere, NaN logits from the model. Then
-generation ends with ``finish_reason="no_allowed_token"``; no banned id and no NaN
-logprob is ever emitted.
+Bans can leave nothing to sample from: every id suppressed, ``allowed_token_ids`` all
+banned, a processor that writes ``-inf`` (or NaN) everywhere, NaN logits from the
+model. Then generation ends with ``finish_reason="no_allowed_token"``; no banned id
+and no NaN logprob is ever emitted.
+
+The rule: the distribution sampled from must have a finite maximum. That excludes
+"every entry ``-inf``", any NaN, and any ``+inf``: a ``+inf`` logit is no distribution
+(softmax computes ``inf - inf``, so its logprobs would be NaN); it comes from an
+overflow (``frequency_penalty=-1e308``) or a custom processor forcing a token that
+way. To force a token, use ``logit_bias={id: inf}``, which rewrites the row to ``0`` for
+the forced ids and ``-inf`` elsewhere, or write that row yourself.
 
 The test stays lazy and adds no host read: :func:`has_choice` is one max-reduction per
-row inside the step (``max`` propagates NaN, and ``NaN > -inf`` is false), and
-:func:`mark` folds it into the sampled id that is read anyway, as :data:`NO_TOKEN`.
+row inside the step (``max`` propagates NaN), and :func:`mark` folds it into the
+sampled id that is read anyway, as :data:`NO_TOKEN`.
 """
 
 from __future__ import annotations
@@ -21,15 +28,16 @@ NO_ALLOWED_TOKEN = "no_allowed_token"
 
 
 def has_choice(*distributions: mx.array) -> mx.array:
-    """``(B,)`` bool: each row has an entry above ``-inf`` and no NaN, in every input.
+    """``(B,)`` bool: each row's maximum is finite (no NaN, no ``+inf``, not all ``-inf``).
 
     >>> import mlx.core as mx
-    >>> has_choice(mx.array([[0.0, -mx.inf], [-mx.inf, -mx.inf], [1.0, mx.nan]])).tolist()
-    [True, False, False]
+    >>> rows = [[0.0, -mx.inf], [-mx.inf, -mx.inf], [1.0, mx.nan], [mx.inf, 0.0]]
+    >>> has_choice(mx.array(rows)).tolist()
+    [True, False, False, False]
     """
     ok = None
     for d in distributions:
-        row = mx.max(d, axis=-1) > -mx.inf
+        row = mx.isfinite(mx.max(d, axis=-1))
         ok = row if ok is None else ok & row
     return ok
 

@@ -15,6 +15,7 @@ from mlx_gen.loading.generation_config import GenerationConfig
 from mlx_gen.processors.context import LogitsProcessor
 from mlx_gen.sampling import SamplingParams
 from mlx_gen.stopping import StoppingContext
+from mlx_gen.validation import check_setting_types
 
 DEFAULT_MAX_TOKENS = 256
 LOGPROB_MODES = ("raw", "processed")
@@ -99,6 +100,7 @@ class GenerationSettings:
     prefill_step_size: int = 2048
 
     def __post_init__(self) -> None:
+        check_setting_types(self)  # ints only (no 2.5, True, 1e999), bounded; before ranges
         checks = [
             ("max_tokens", self.max_tokens, lambda v: v is None or v >= 0, "an int >= 0"),
             ("begin_suppress_steps", self.begin_suppress_steps, lambda v: v >= 0, "an int >= 0"),

@@ -146,3 +146,46 @@ def run_processors(
 def _name(processor: Any) -> str:
     name = getattr(processor, "__qualname__", None) or type(processor).__qualname__
     return name if isinstance(name, str) else repr(processor)
+
+
+#: The largest value an integer setting may take (they end up in int32 arrays).
+INT_LIMIT = 2**31 - 1
+_INT_FIELDS = (
+    "max_tokens", "top_k", "begin_suppress_steps", "min_new_tokens", "repetition_context_size",
+    "no_repeat_ngram_size", "logprobs", "prefill_step_size",
+)  # fmt: skip
+_REAL_FIELDS = (
+    "temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
+)  # fmt: skip
+_BOOL_FIELDS = ("ignore_eos", "include_stop_str")
+
+
+def check_setting_types(settings: Any) -> None:
+    """Refuse settings of the wrong type before any range check compares them.
+
+    Integer fields take ints only (not ``2.5``, ``True``, ``"3"`` or ``1e999``, which
+    JSON reads as ``inf``), at most :data:`INT_LIMIT` in size; ``seed`` an int below
+    ``2**64``; number fields real numbers that are not NaN; flags ``True``/``False``.
+    ``None`` (the model's default) is always allowed.
+
+    Raises:
+        ValueError: Naming the field, the value and what is valid.
+    """
+    for name in (*_INT_FIELDS, "seed"):
+        value = getattr(settings, name)
+        limit = 2**64 - 1 if name == "seed" else INT_LIMIT
+        ok = value is None or (_is_int(value) and abs(value) <= limit)
+        if not ok:
+            raise ValueError(f"{name}={value!r} is invalid (expected an int, at most {limit})")
+    for name in _REAL_FIELDS:
+        value = getattr(settings, name)
+        is_real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if value is not None and (not is_real or value != value):
+            raise ValueError(f"{name}={value!r} is invalid (expected a number)")
+    for name in _BOOL_FIELDS:
+        if not isinstance(getattr(settings, name), bool):
+            raise ValueError(f"{name}={getattr(settings, name)!r} is invalid (expected a bool)")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -49,7 +49,7 @@ def tiny(tmp_path_factory) -> mg.LoadedModel:
 
 def test_has_choice_is_one_flag_per_row():
     rows = mx.array([[0.0, -mx.inf], [-mx.inf, -mx.inf], [1.0, mx.nan], [mx.inf, -mx.inf]])
-    assert has_choice(rows).tolist() == [True, False, False, True]
+    assert has_choice(rows).tolist() == [True, False, False, False]
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
@@ -112,6 +112,20 @@ def test_a_dead_end_in_one_batch_row_leaves_the_others_alone(tiny):
     )
     assert (rows[0].token_ids, rows[0].finish_reason) == ([], "no_allowed_token")
     assert rows[1].token_ids == mg.generate(model, PROMPT, settings=free).token_ids
+
+
+def test_overflowing_logits_end_instead_of_nan_logprobs(tiny):
+    # frequency_penalty=-1e308 pushes a repeated token's logit to +inf (softmax: NaN).
+    settings = S(
+        max_tokens=8, ignore_eos=True, frequency_penalty=-1e308, logprobs=1,
+        logprobs_modes=("raw", "processed"),
+    )  # fmt: skip
+    result = mg.generate(tiny, PROMPT, settings=settings)
+    assert result.finish_reason == "no_allowed_token" and result.token_ids
+    for report in result.logprobs:
+        assert all(math.isfinite(r.logprob) for r in report.values())
+    forced = mg.generate(tiny, PROMPT, settings=S(max_tokens=3, logit_bias={9: mx.inf}))
+    assert forced.token_ids == [9, 9, 9]  # logit_bias's +inf rewrites to 0 / -inf: valid
 
 
 def test_sampling_never_emits_a_banned_id(tmp_path):
