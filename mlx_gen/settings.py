@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from mlx_gen.loading.generation_config import GenerationConfig
 from mlx_gen.processors.context import LogitsProcessor
 from mlx_gen.sampling import SamplingParams
+from mlx_gen.setting_types import check_setting_types
 from mlx_gen.stopping import StoppingContext
-from mlx_gen.validation import check_setting_types
 
 DEFAULT_MAX_TOKENS = 256
 LOGPROB_MODES = ("raw", "processed")

@@ -253,6 +253,9 @@ def test_control_characters_are_escaped_on_a_terminal_only(tiny, monkeypatch, ca
         ({"prompt": [1, -5]}, "prompt[1]=-5 is outside the vocabulary"),
         ({"prompt": [1, 2.5]}, "prompt[1]=2.5 is not a token id"),
         ({"prompt": "a " * 300}, "has 301 tokens, but the model's context is 256 tokens"),
+        ({"prompt": "a", "suppress_tokens": 2.5}, "suppress_tokens=2.5 is invalid"),
+        ({"prompt": "a", "stop": [1]}, "stop=[1] is invalid"),
+        ({"prompt": "a", "temperature": 10**30}, "temperature=" + str(10**30) + " is invalid"),
     ],
 )
 def test_a_bad_jsonl_line_is_named(run, tmp_path, line, named):
@@ -260,6 +263,13 @@ def test_a_bad_jsonl_line_is_named(run, tmp_path, line, named):
     path.write_text(json.dumps({"prompt": "fine"}) + "\n" + json.dumps(line) + "\n")
     code, out, err = run("--prompt-file", str(path), "--batch-size", "2", "--max-tokens", "2")
     one_error(code, out, err, f"{path}:2: ", named)
+
+
+def test_deeply_nested_json_is_named(run, tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"prompt": "a"}\n' + "[" * 100_000 + "\n")
+    code, out, err = run("--prompt-file", str(path), "--batch-size", "2")
+    one_error(code, out, err, f"{path}:2: JSON nested too deeply")
 
 
 def test_bad_messages_through_the_api_are_named(tmp_path):

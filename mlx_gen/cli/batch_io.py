@@ -88,6 +88,8 @@ def _json_line(line: str, where: str, chat: Callable[[str], BatchPrompt]) -> Pro
         obj = json.loads(line)
     except json.JSONDecodeError as err:
         raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply") from None
     if not isinstance(obj, dict) or ("prompt" in obj) == ("messages" in obj):
         raise ValueError(f"{where}: expected an object with exactly one of 'prompt' and 'messages'")
     prompt = obj.pop("prompt", None)
