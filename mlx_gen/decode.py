@@ -12,23 +12,36 @@ Guarantees:
 * When token ``n`` turns out to be an EOS (or the caller stops iterating), the step
   ``n + 1`` already queued is discarded: its processors ran once for nothing, and
   the KV cache holds token ``n``.
+* When the distribution to sample from has no finite maximum (every id banned, a NaN,
+  or a ``+inf`` that would make its softmax NaN), generation ends with
+  ``finish_reason="no_allowed_token"``: the last :class:`GeneratedToken` has
+  ``token == NO_TOKEN`` (-1), no logprobs, and is not a token (see
+  :mod:`mlx_gen.no_allowed_token`). No banned id or NaN logprob is emitted.
+* Prompt ids are checked against the vocabulary, and the prompt against the model's
+  context, before any work (:mod:`mlx_gen.validation`); ``max_tokens`` is clamped so
+  that prompt + generated tokens fit the context (finishing with ``"length"``).
+* On every exit (exhausted, closed early, an exception in a processor) the
+  :class:`PromptCache`'s token list and KV cache agree; a stream whose cache was taken
+  over by another call raises instead of corrupting it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import mlx.core as mx
 
 from mlx_gen.controls import build_processors
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
+from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN, feedable, has_choice, mark
 from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams, filter_logits, sample
 from mlx_gen.settings import GenerationSettings
+from mlx_gen.validation import check_fits, context_length, room, run_processors, token_ids
 
 _STREAM = mx.new_stream(mx.default_device())
 # Logprob reports are read only after the token, so they run on a stream of their own and
@@ -46,7 +59,9 @@ class GeneratedToken:
         token: The id.
         step: Its position among generated tokens (0 = first).
         logprobs: ``{"raw": ..., "processed": ...}`` for the requested modes.
-        finish_reason: ``"stop"`` (an EOS id), ``"length"``, or ``None`` if more follow.
+        finish_reason: ``"stop"`` (an EOS id), ``"length"``, ``"no_allowed_token"``
+            (then ``token`` is ``NO_TOKEN``, -1: no token was generated), or ``None``
+            if more follow.
     """
 
     token: int
@@ -136,26 +151,29 @@ class _Stepper:
     ) -> tuple[mx.array, list[mx.array]]:
         plan = self.plan
         with mx.stream(_STREAM):
+            inputs = feedable(inputs)  # A NO_TOKEN look-ahead feeds id 0 (then discarded).
             logits = self.model.model(inputs[None], cache=self.cache.layers)[:, -1, :]  # (1, V)
             if logits.dtype != mx.float32:  # sample and report in float32, as transformers does
                 logits = logits.astype(mx.float32)
             processed = logits
             if plan.processors:
                 ctx = ProcessorContext(self.prompt, generated, step)
-                for processor in plan.processors:
-                    processed = processor(processed, ctx)
+                processed = run_processors(plan.processors, processed, ctx)
             filtered = filter_logits(processed, plan.sampling)
             key = None
             if not plan.sampling.greedy:
                 self.key, key = mx.random.split(self.key)
-            token = sample(filtered, key, plan.sampling.greedy)
+            sampled = sample(filtered, key, plan.sampling.greedy)
+            raw_reported = plan.logprobs is not None and "raw" in plan.logprobs.modes
+            # No host read: the validity flag rides on the id that is read anyway.
+            token = mark(sampled, has_choice(filtered, *([logits] if raw_reported else [])))
         packed = []
         if plan.logprobs is not None:
             with mx.stream(_LOGPROB_STREAM):
                 # One (modes, V) computation for both modes: row i reports modes[i].
                 sources = {"raw": logits, "processed": filtered}
                 rows = mx.concatenate([sources[m] for m in plan.logprobs.modes])
-                tokens = mx.broadcast_to(token, (rows.shape[0],))
+                tokens = mx.broadcast_to(sampled, (rows.shape[0],))
                 packed = [pack(rows, tokens, plan.logprobs)]
         return token, packed
 
@@ -181,27 +199,37 @@ def generate_tokens(
         :class:`GeneratedToken` per token; the last carries ``finish_reason``.
 
     Raises:
-        ValueError: An empty prompt, or invalid settings (named).
+        ValueError: An empty prompt, an id outside the vocabulary (its position named),
+            a prompt that does not fit the model's context (both lengths named), invalid
+            settings (named), a processor output of the wrong shape or dtype, or a
+            ``prompt_cache`` another call took over while this one was running.
     """
     settings = settings or GenerationSettings()
-    prompt_ids = [int(i) for i in prompt_ids]
+    prompt_ids = token_ids(prompt_ids, model.vocab_size)
     if not prompt_ids:
         raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
     plan = DecodePlan.build(model, settings)
+    context = context_length(model.config)
+    check_fits(len(prompt_ids), context)
+    plan = replace(plan, max_tokens=room(len(prompt_ids), context, plan.max_tokens))
     if plan.max_tokens == 0:
         return
     cache = prompt_cache or PromptCache(model.model)
-    cached = cache.reuse_for(prompt_ids)
-    prefill(
-        model,
-        cache,
-        prompt_ids[cached:-1],
-        step_size=settings.prefill_step_size,
-        on_progress=on_prefill,
-        done=cached,
-        total=len(prompt_ids),
-    )
-    yield from _decode(model, plan, prompt_ids, cache, on_prefill)
+    claim = cache.claim()
+    try:
+        cached = cache.reuse_for(prompt_ids)
+        prefill(
+            model,
+            cache,
+            prompt_ids[cached:-1],
+            step_size=settings.prefill_step_size,
+            on_progress=on_prefill,
+            done=cached,
+            total=len(prompt_ids),
+        )
+        yield from _decode(model, plan, prompt_ids, cache, on_prefill, claim)
+    finally:
+        cache.release(claim)  # The token list and the KV cache agree again.
 
 
 def _decode(
@@ -210,6 +238,7 @@ def _decode(
     prompt_ids: list[int],
     cache: PromptCache,
     on_prefill: ProgressCallback | None,
+    claim: object,
 ) -> Iterator[GeneratedToken]:
     stepper = _Stepper(model, plan, mx.array(prompt_ids, dtype=mx.int32), cache)
     generated = mx.zeros((0,), dtype=mx.int32)
@@ -217,6 +246,7 @@ def _decode(
     mx.async_eval(token, *packed)
     fed = [prompt_ids[-1]]
     for n in range(plan.max_tokens):
+        cache.check(claim)  # Another call on this cache since the last token: refuse.
         if n + 1 < plan.max_tokens:
             # Queue step n + 1 before reading token n (the device keeps working).
             if plan.processors:
@@ -228,6 +258,9 @@ def _decode(
             cache.record(fed)
             if on_prefill is not None:
                 on_prefill(len(prompt_ids), len(prompt_ids))
+        if value == NO_TOKEN:
+            yield GeneratedToken(NO_TOKEN, n, {}, NO_ALLOWED_TOKEN)
+            return
         if n + 1 < plan.max_tokens:
             cache.record([value])
         reports = {}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from mlx_gen.decode import ProgressCallback
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
+from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt
 from mlx_gen.settings import GenerationSettings
@@ -23,7 +24,9 @@ class GenerationResult:
         token_ids: Every generated id, the EOS or stop-completing token included.
         tokens: Each id decoded on its own, for display.
         logprobs: Per token, ``{mode: TokenLogprob}`` (empty dicts when not requested).
-        finish_reason: ``stop``, ``stop_string``, ``criterion`` or ``length``.
+        finish_reason: ``stop``, ``stop_string``, ``criterion``, ``length`` or
+            ``no_allowed_token`` (every id was banned, or the logits were NaN; what was
+            generated before is kept).
         matched: The EOS id or stop string that ended generation, else ``None``.
         stats: Token counts, tokens/s, time to first token, peak memory.
     """
@@ -43,13 +46,15 @@ class GenerationResult:
         """Assemble the result of streamed ``chunks``; ``decode(id)`` renders one token.
 
         No chunks (``max_tokens=0``) gives an empty result with ``finish_reason="length"``.
+        A final ``NO_TOKEN`` chunk adds its text but no token.
         """
         last = chunks[-1] if chunks else None
+        real = [c for c in chunks if c.token != NO_TOKEN]
         return cls(
             text="".join(c.text for c in chunks),
-            token_ids=[c.token for c in chunks],
-            tokens=[decode(c.token) for c in chunks],
-            logprobs=[c.logprobs for c in chunks],
+            token_ids=[c.token for c in real],
+            tokens=[decode(c.token) for c in real],
+            logprobs=[c.logprobs for c in real],
             finish_reason=(last.finish_reason or "length") if last else "length",
             matched=last.matched if last else None,
             stats=last.stats if last else None,

@@ -17,11 +17,14 @@ from mlx_gen.controls import build_processors
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.logsumexp import log_softmax
 from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
+from mlx_gen.no_allowed_token import has_choice
 from mlx_gen.processors.context import ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt
 from mlx_gen.sampling import filter_logits
 from mlx_gen.settings import GenerationSettings
+from mlx_gen.validation import check_fits, context_length, run_processors
+from mlx_gen.validation import token_ids as checked_ids
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,17 @@ class ScoreResult:
     total: float
 
 
-def encode_text_or_ids(model: LoadedModel, value: Prompt, *, special: bool) -> list[int]:
-    """Ids of ``value``: text is encoded (with special tokens when ``special``), ids kept."""
+def encode_text_or_ids(
+    model: LoadedModel, value: Prompt, *, special: bool, what: str = "prompt"
+) -> list[int]:
+    """Ids of ``value``: text is encoded (with special tokens when ``special``), ids kept.
+
+    Raises:
+        ValueError: An id outside the vocabulary (named with its position in ``what``).
+    """
     if isinstance(value, str):
-        return list(model.tokenizer.encode(value, add_special_tokens=special))
-    return [int(i) for i in value]
+        value = model.tokenizer.encode(value, add_special_tokens=special)
+    return checked_ids(value, model.vocab_size, what=what)
 
 
 def score(
@@ -66,12 +75,19 @@ def score(
         chunk_size: Tokens per forward pass.
 
     Raises:
-        ValueError: An empty prompt or continuation.
+        ValueError: An empty prompt or continuation, an id outside the vocabulary (its
+            position named), or prompt + continuation longer than the model's context.
     """
     p_ids = encode_text_or_ids(model, prompt, special=True)
-    c_ids = encode_text_or_ids(model, continuation, special=False)
+    c_ids = encode_text_or_ids(model, continuation, special=False, what="continuation")
     if not p_ids or not c_ids:
         raise ValueError("score() needs a non-empty prompt and continuation")
+    check_fits(
+        len(p_ids) + len(c_ids),
+        context_length(model.config),
+        what="prompt + continuation",
+        generating=False,
+    )
     if not 0 <= top_n <= model.vocab_size:
         raise ValueError(f"top_n={top_n!r} is invalid (expected 0..{model.vocab_size})")
     outside = [i for i in token_ids if not 0 <= i < model.vocab_size]
@@ -135,26 +151,34 @@ def next_token_distribution(
         top_n: How many top entries to list.
 
     Raises:
-        ValueError: An unknown mode or an empty prompt.
+        ValueError: An unknown mode, an empty prompt, an id outside the vocabulary, a
+            prompt that does not fit the model's context, or no token allowed (every id
+            banned, or NaN logits).
     """
     if mode not in ("raw", "processed"):
         raise ValueError(f"mode={mode!r} is invalid; valid: 'raw', 'processed'")
     settings = settings or GenerationSettings()
     ids = encode_prompt(model.tokenizer, prompt, messages=messages)
+    ids = checked_ids(ids, model.vocab_size)
+    check_fits(len(ids), context_length(model.config))
     prompt_ids = mx.array(ids, dtype=mx.int32)
     logits = model.model(prompt_ids[None])[:, -1, :].astype(mx.float32)
     if mode == "processed":
         defaults = model.generation_config
         ctx = ProcessorContext(prompt_ids, mx.zeros((0,), mx.int32), 0)  # the first position
-        for processor in build_processors(
+        processors = build_processors(
             settings,
             defaults,
             tokenizer=model.tokenizer,
             vocab_size=model.vocab_size,
             eos_token_ids=settings.eos_set(defaults),
-        ):
-            logits = processor(logits, ctx)
-        logits = filter_logits(logits, settings.sampling(defaults))
+        )
+        logits = filter_logits(run_processors(processors, logits, ctx), settings.sampling(defaults))
+    if not has_choice(logits).item():
+        raise ValueError(
+            f"no token is allowed after this prompt ({mode} mode): every id is banned "
+            "or the logits are NaN; there is no distribution to report"
+        )
     logprobs = log_softmax(logits)[0]
     probs = mx.exp(logprobs)
     order = mx.argsort(-logprobs)[:top_n]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from mlx_gen.loading.generation_config import GenerationConfig
 from mlx_gen.processors.context import LogitsProcessor
 from mlx_gen.sampling import SamplingParams
+from mlx_gen.setting_types import check_setting_types
 from mlx_gen.stopping import StoppingContext
 
 DEFAULT_MAX_TOKENS = 256
@@ -99,6 +100,7 @@ class GenerationSettings:
     prefill_step_size: int = 2048
 
     def __post_init__(self) -> None:
+        check_setting_types(self)  # ints only (no 2.5, True, 1e999), bounded; before ranges
         checks = [
             ("max_tokens", self.max_tokens, lambda v: v is None or v >= 0, "an int >= 0"),
             ("begin_suppress_steps", self.begin_suppress_steps, lambda v: v >= 0, "an int >= 0"),

@@ -17,6 +17,7 @@ from mlx_gen.decode import GeneratedToken, ProgressCallback, generate_tokens
 from mlx_gen.detokenizer import streaming_detokenizer
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
+from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt
 from mlx_gen.settings import GenerationSettings
@@ -51,10 +52,13 @@ class GenerationChunk:
     Attributes:
         text: Text that became final with this token (may be '' while a partial stop
             string or multi-byte character is held back).
-        token: The generated id.
+        token: The generated id; ``NO_TOKEN`` (-1) on the last chunk of a generation
+            that ended with ``no_allowed_token`` (no id was generated; the chunk may
+            still carry held-back text).
         logprobs: Per mode, the token's logprob report (empty when not requested).
-        finish_reason: Set on the last chunk: ``stop``, ``stop_string``, ``criterion``
-            or ``length``.
+        finish_reason: Set on the last chunk: ``stop``, ``stop_string``, ``criterion``,
+            ``length`` or ``no_allowed_token`` (nothing left to sample from: every id
+            banned, or NaN logits).
         matched: The EOS id or stop string that ended generation.
         stats: Set on the last chunk.
     """
@@ -94,9 +98,10 @@ class TextAssembler:
     def feed(self, out: GeneratedToken) -> GenerationChunk:
         """Turn one generated token into a chunk; the chunk's ``finish_reason`` ends the row."""
         self.first = self.first or time.perf_counter()
-        self.generated.append(out.token)
+        if out.token != NO_TOKEN:
+            self.generated.append(out.token)
         finish, matched = out.finish_reason, out.token if out.finish_reason == "stop" else None
-        if finish != "stop":  # An EOS token is never rendered.
+        if finish not in ("stop", NO_ALLOWED_TOKEN):  # An EOS token is never rendered.
             self.detokenizer.add_token(out.token)
         if finish is not None:
             self.detokenizer.finalize()

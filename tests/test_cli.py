@@ -40,7 +40,8 @@ JSON_KEYS = {
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("cli") / "tiny"
-    write_checkpoint(folder, llama_config())  # EOS: the tokenizer's <|im_end|> (id 2)
+    # EOS: the tokenizer's <|im_end|> (id 2); the 1024 context fits a 300-token prompt.
+    write_checkpoint(folder, llama_config(max_position_embeddings=1024))
     return folder
 
 

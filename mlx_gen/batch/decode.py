@@ -29,6 +29,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_gen.batch.step import STREAM, QueuedStep, Row, build_step, read_step
 from mlx_gen.decode import DecodePlan, GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.validation import token_ids
 
 
 def make_batch_cache(model: nn.Module, size: int) -> list[Any]:
@@ -75,7 +76,8 @@ class BatchDecoder:
         prefill_step_size: Prompt tokens per forward pass while prefilling.
 
     Raises:
-        ValueError: Mismatched lengths, an empty prompt (named by index), a bad size.
+        ValueError: Mismatched lengths, an empty prompt (named by index), an id outside
+            the vocabulary (named with its position), a bad size.
 
     >>> # decoder = BatchDecoder(model, [[1, 2, 3], [1, 5]], [plan_a, plan_b])
     >>> # for events in decoder:  # [(index, GeneratedToken), ...] per step
@@ -99,7 +101,7 @@ class BatchDecoder:
             if value is not None and value < 1:
                 raise ValueError(f"{name}={value!r} is invalid (expected an int >= 1)")
         rows = [
-            Row(i, plan, [int(t) for t in ids])
+            Row(i, plan, token_ids(ids, model.vocab_size, what=f"prompts[{i}]"))
             for i, (ids, plan) in enumerate(zip(prompts, plans, strict=True))
         ]
         for row in rows:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import mlx.core as mx
@@ -27,6 +27,7 @@ from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.prompts import Messages, encode_prompt
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.stream import GenerationChunk, TextAssembler
+from mlx_gen.validation import check_fits, context_length, room, token_ids
 
 #: One batch entry: text, token ids, or chat messages (``[{"role", "content"}, ...]``).
 BatchPrompt = str | Sequence[int] | Messages
@@ -76,11 +77,14 @@ def _requests(
     if isinstance(prompts, str) or not prompts:
         raise ValueError(f"prompts={prompts!r} is invalid: pass a non-empty list of prompts")
     rows = _row_settings(len(prompts), settings, per_prompt)
-    out = []
+    out, vocab, context = [], model.vocab_size, context_length(model.config)
     for i, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
         try:
-            ids = _encode(model.tokenizer, prompt, add_special_tokens)
-            out.append(_Request(ids, row, DecodePlan.build(model, row)))
+            ids = token_ids(_encode(model.tokenizer, prompt, add_special_tokens), vocab)
+            plan = DecodePlan.build(model, row)
+            check_fits(len(ids), context)
+            plan = replace(plan, max_tokens=room(len(ids), context, plan.max_tokens))
+            out.append(_Request(ids, row, plan))
         except ValueError as err:
             raise ValueError(f"prompts[{i}]: {err}") from err
     return out
@@ -115,8 +119,10 @@ def stream_generate_batch(
 
     Raises:
         ValueError: Raised here, before any work: an empty prompt list, a
-            ``per_prompt_settings`` of another length, an empty prompt or invalid row
-            settings (the message starts with ``prompts[i]``).
+            ``per_prompt_settings`` of another length, an empty prompt, an id outside the
+            vocabulary, a prompt that does not fit the model's context or invalid row
+            settings (the message starts with ``prompts[i]``). ``max_tokens`` is clamped
+            so that each row fits the context, as in :func:`~mlx_gen.decode.generate_tokens`.
     """
     requests = _requests(model, prompts, settings, per_prompt_settings, add_special_tokens)
     decoder = BatchDecoder(

@@ -19,6 +19,7 @@ from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
 from mlx_gen.prompts import Prompt
 from mlx_gen.scoring import ScoreResult, encode_text_or_ids
+from mlx_gen.validation import check_fits, context_length
 
 
 def _encode_pairs(
@@ -28,17 +29,20 @@ def _encode_pairs(
         raise ValueError(
             f"pairs={pairs!r} is invalid: pass a non-empty list of (prompt, continuation)"
         )
-    out = []
+    out, context = [], context_length(model.config)
     for i, pair in enumerate(pairs):
         if isinstance(pair, str) or len(pair) != 2:
             raise ValueError(f"pairs[{i}]={pair!r} is invalid: expected (prompt, continuation)")
-        p_ids, c_ids = (
-            encode_text_or_ids(model, pair[0], special=True),
-            encode_text_or_ids(model, pair[1], special=False),
-        )
-        if not p_ids or not c_ids:
-            empty = "prompt" if not p_ids else "continuation"
-            raise ValueError(f"pairs[{i}]: the {empty} is empty; score needs both non-empty")
+        try:
+            p_ids = encode_text_or_ids(model, pair[0], special=True)
+            c_ids = encode_text_or_ids(model, pair[1], special=False, what="continuation")
+            if not p_ids or not c_ids:
+                empty = "prompt" if not p_ids else "continuation"
+                raise ValueError(f"the {empty} is empty; score needs both non-empty")
+            check_fits(len(p_ids) + len(c_ids), context, what="prompt + continuation",
+                       generating=False)  # fmt: skip
+        except ValueError as err:
+            raise ValueError(f"pairs[{i}]: {err}") from None
         out.append((p_ids, c_ids))
     return out
 

@@ -9,7 +9,9 @@ After the batched forward pass everything is per row and mirrors :mod:`mlx_gen.d
   what it draws alone; an all-greedy batch takes one batched argmax;
 * logprobs (same modes and report as :mod:`mlx_gen.logprobs.report`) are packed per row and
   concatenated, so reading a step costs one read of the ``(B,)`` ids plus one read of
-  the packs, only when some row asked for logprobs.
+  the packs, only when some row asked for logprobs;
+* a row with nothing to sample from (every id banned, or NaN) reads back ``NO_TOKEN``
+  and finishes with ``"no_allowed_token"``, exactly as in :mod:`mlx_gen.decode`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import mlx.core as mx
 from mlx_gen.decode import DecodePlan, GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import pack, unpack
+from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN, feedable, has_choice, mark
 from mlx_gen.processors.context import ProcessorContext
 from mlx_gen.sampling import filter_logits, sample
+from mlx_gen.validation import run_processors
 
 STREAM = mx.new_stream(mx.default_device())
 
@@ -72,8 +76,7 @@ def _process(logits: mx.array, rows: list[Row]) -> mx.array:
         row_logits = logits[i : i + 1]
         if row.plan.processors:
             ctx = ProcessorContext(row.prompt, row.generated, row.step)
-            for processor in row.plan.processors:
-                row_logits = processor(row_logits, ctx)
+            row_logits = run_processors(row.plan.processors, row_logits, ctx)
         out.append(row_logits)
     return mx.concatenate(out, axis=0)
 
@@ -109,15 +112,26 @@ def _pack(
     return (mx.concatenate(parts) if parts else None), widths
 
 
+def _valid(logits: mx.array, filtered: mx.array, rows: list[Row]) -> mx.array:
+    """``(B,)``: the row has a token to choose, and no NaN in a reported raw row."""
+    raw = [r.plan.logprobs is not None and "raw" in r.plan.logprobs.modes for r in rows]
+    ok = has_choice(filtered)
+    if any(raw):
+        ok = ok & (has_choice(logits) | ~mx.array(raw))
+    return ok
+
+
 def build_step(
     model: LoadedModel, cache: list[Any], inputs: mx.array, rows: list[Row]
 ) -> QueuedStep:
     """Queue one lazy step for ``rows`` (``inputs``: their last tokens, ``(B,)``)."""
     with mx.stream(STREAM):
+        inputs = feedable(inputs)  # A NO_TOKEN look-ahead feeds id 0 (then discarded).
         logits = model.model(inputs[:, None], cache=cache)[:, -1, :]  # (B, V)
         processed = _process(logits, rows)
         tokens, filtered = _sample(processed, rows)
         packed, widths = _pack(logits, filtered, tokens, rows)
+        tokens = mark(tokens, _valid(logits, filtered, rows))  # Read with the ids.
     # Queue the step now; the caller reads the previous one meanwhile.
     mx.async_eval(tokens, *([packed] if packed is not None else []))
     return QueuedStep(rows, [r.step for r in rows], tokens, packed, widths)
@@ -136,6 +150,11 @@ def read_step(current: QueuedStep) -> list[tuple[int, GeneratedToken]]:
     ):
         if row.done:  # EOS read or cancelled after this step was queued.
             offset += sum(widths)
+            continue
+        if value == NO_TOKEN:
+            offset += sum(widths)
+            row.done = True
+            out.append((row.index, GeneratedToken(NO_TOKEN, step, {}, NO_ALLOWED_TOKEN)))
             continue
         reports = {}
         for mode, width in zip(row.plan.logprobs.modes if widths else (), widths, strict=True):

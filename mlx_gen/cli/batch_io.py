@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, replace
@@ -26,8 +27,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mlx_gen.batch.generation import BatchPrompt
+from mlx_gen.cli.input_text import read_text
 from mlx_gen.cli.output import generation_json
 from mlx_gen.generation import GenerationResult
+from mlx_gen.prompts import check_messages
 from mlx_gen.settings import GenerationSettings
 
 # Settings a prompt file may set per line (callables cannot come from a file).
@@ -39,10 +42,25 @@ FILE_SETTINGS = tuple(
 
 
 class PromptRequest(NamedTuple):
-    """One prompt from a file and the settings its line overrides (``{}``: none)."""
+    """One prompt from a file, the settings its line overrides (``{}``: none), its line."""
 
     prompt: BatchPrompt
     overrides: dict[str, Any]
+    where: str = ""  # ``path:line``, for errors found later
+
+
+def name_the_line(err: ValueError, requests: Sequence[PromptRequest]) -> str:
+    """``err``'s message with its ``prompts[i]: `` prefix replaced by the file's line.
+
+    >>> name_the_line(ValueError("prompts[1]: bad id"), [PromptRequest("a", {}, "f:1"),
+    ...                                                  PromptRequest("b", {}, "f:3")])
+    'f:3: bad id'
+    """
+    message = str(err)
+    match = re.match(r"prompts\[(\d+)\]: ", message)
+    if match and int(match.group(1)) < len(requests) and requests[int(match.group(1))].where:
+        return f"{requests[int(match.group(1))].where}: {message[match.end() :]}"
+    return message
 
 
 def _settings_overrides(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -70,6 +88,8 @@ def _json_line(line: str, where: str, chat: Callable[[str], BatchPrompt]) -> Pro
         obj = json.loads(line)
     except json.JSONDecodeError as err:
         raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply") from None
     if not isinstance(obj, dict) or ("prompt" in obj) == ("messages" in obj):
         raise ValueError(f"{where}: expected an object with exactly one of 'prompt' and 'messages'")
     prompt = obj.pop("prompt", None)
@@ -77,11 +97,15 @@ def _json_line(line: str, where: str, chat: Callable[[str], BatchPrompt]) -> Pro
     if messages is not None:
         if not isinstance(messages, list) or not messages:
             raise ValueError(f"{where}: 'messages' must be a non-empty list of messages")
-        return PromptRequest(messages, _settings_overrides(obj, where))
+        try:
+            check_messages(messages)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        return PromptRequest(messages, _settings_overrides(obj, where), where)
     if isinstance(prompt, str):
-        return PromptRequest(chat(prompt), _settings_overrides(obj, where))
-    if isinstance(prompt, list) and prompt and all(isinstance(i, int) for i in prompt):
-        return PromptRequest(prompt, _settings_overrides(obj, where))
+        return PromptRequest(chat(prompt), _settings_overrides(obj, where), where)
+    if isinstance(prompt, list) and prompt:  # ids are checked against the vocabulary later
+        return PromptRequest(prompt, _settings_overrides(obj, where), where)
     raise ValueError(f"{where}: 'prompt' must be a non-empty string or list of token ids")
 
 
@@ -100,11 +124,11 @@ def read_prompt_file(
 
     Raises:
         ValueError: A malformed line, an unknown or invalid setting (``path:line``
-            named), or a file without prompts.
-        FileNotFoundError: ``path`` does not exist.
+            named), or a file without prompts; a file that cannot be read, is not UTF-8
+            or is larger than ``MAX_INPUT_BYTES`` (a ``UsageError`` naming the path).
     """
     name = "<stdin>" if str(path) == "-" else str(path)
-    text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+    text = read_text(str(path))  # UTF-8, at most MAX_INPUT_BYTES
     lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         raise ValueError(f"{name}: no prompts (the file is empty)")
@@ -119,7 +143,7 @@ def read_prompt_file(
 
     if name.endswith(".jsonl") or lines[0][1].lstrip().startswith("{"):
         return [_json_line(line, f"{name}:{n}", as_prompt) for n, line in lines]
-    return [PromptRequest(as_prompt(line), {}) for _, line in lines]
+    return [PromptRequest(as_prompt(line), {}, f"{name}:{n}") for n, line in lines]
 
 
 def settings_for_requests(
@@ -163,7 +187,7 @@ def write_jsonl_results(
         return
     target = Path(path)
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target}: exists; pass --force (overwrite=True) to replace it")
+        raise FileExistsError(f"{target}: exists; pass overwrite=True to replace it")
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:

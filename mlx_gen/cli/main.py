@@ -7,7 +7,10 @@ one JSON document, and ``--verbose`` diagnostics, the prefill progress line and
 ``--stream-logprobs`` rows go to stderr.
 
 Exit status: 0 on success; 2 on bad input (one ``error: ...`` line on stderr, no
-traceback); 130 after Ctrl-C (what was printed stays; ``interrupted`` on stderr).
+traceback); 130 after Ctrl-C (what was printed stays; ``interrupted`` on stderr; with
+``--json`` the document of what was generated is printed, ``finish_reason``
+``"interrupted"``); 141 when stdout is a closed pipe (``| head``), silently. Model text
+written to a terminal has its control characters escaped (:mod:`mlx_gen.cli.terminal`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 import mlx_gen as mg
-from mlx_gen.cli.batch_io import read_prompt_file, settings_for_requests, write_jsonl_results
+from mlx_gen.cli.batch_io import (
+    name_the_line,
+    read_prompt_file,
+    settings_for_requests,
+    write_jsonl_results,
+)
+from mlx_gen.cli.input_text import read_text
 from mlx_gen.cli.options import CliOptions, UsageError, parse_command_line
 from mlx_gen.cli.output import (
     PrefillProgress,
@@ -34,6 +43,8 @@ from mlx_gen.cli.output import (
     score_total,
     stats_lines,
 )
+from mlx_gen.cli.streams import check_output_path, check_stdout, quiet_stdout
+from mlx_gen.cli.terminal import for_terminal
 from mlx_gen.prompts import encode_prompt
 
 # Settings fields holding token ids, and the flag each comes from.
@@ -53,17 +64,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(parse_command_line(argv))
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
+    except BrokenPipeError:  # `| head` closed stdout: stop quietly, as other tools do
+        quiet_stdout()
+        return 141
     except KeyboardInterrupt:
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with stdout closed
+            sys.stdout.flush()
         sys.stderr.write("\ninterrupted\n")
         return 130
     except (ValueError, OSError) as e:
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with stdout closed
+            sys.stdout.flush()
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
 
 
 def _run(options: CliOptions) -> int:
+    check_stdout(options.output)
+    if options.output is not None:
+        check_output_path(options.output)  # before loading and generating, not after
     model = mg.load(options.model, dtype=options.dtype)
     settings = settings_for_model(options, model)
     if options.batch_size is not None:
@@ -123,20 +142,8 @@ def settings_for_model(options: CliOptions, model: mg.LoadedModel) -> mg.Generat
     return replace(settings, logit_bias=bias)
 
 
-def _read_prompt(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except OSError as e:
-        raise UsageError(f"argument --prompt-file: cannot read {path!r} ({e.strerror})") from None
-
-
 def _prompt_ids(options: CliOptions, model: mg.LoadedModel) -> list[int]:
-    text = (
-        options.prompt if options.prompt is not None else _read_prompt(options.prompt_file or "-")
-    )
+    text = options.prompt if options.prompt is not None else read_text(options.prompt_file or "-")
     if not options.chat:
         return encode_prompt(model.tokenizer, text, add_special_tokens=options.add_special_tokens)
     if not getattr(model.tokenizer, "chat_template", None):
@@ -162,15 +169,25 @@ def _generate(
     stream = mg.stream_generate(
         model, prompt_ids, settings=settings, on_prefill=PrefillProgress(len(prompt_ids))
     )
-    for chunk in stream:
-        chunks.append(chunk)
-        if not options.json:
-            _write(sys.stdout, chunk.text)
-        if options.stream_logprobs:
-            _write(sys.stderr, logprob_line(len(chunks) - 1, chunk.logprobs, decode) + "\n")
+
+    def json_doc(result: mg.GenerationResult) -> dict[str, Any]:
+        return generation_json(result, decode, len(prompt_ids), settings.logprobs is not None)
+
+    try:
+        for chunk in stream:
+            chunks.append(chunk)
+            if not options.json:
+                _write(sys.stdout, for_terminal(sys.stdout, chunk.text))
+            if options.stream_logprobs and chunk.logprobs:
+                _write(sys.stderr, logprob_line(len(chunks) - 1, chunk.logprobs, decode) + "\n")
+    except KeyboardInterrupt:
+        if options.json:  # what was generated, rather than nothing
+            partial = mg.GenerationResult.from_chunks(chunks, decode)
+            _print_json(json_doc(replace(partial, finish_reason="interrupted")))
+        raise
     result = mg.GenerationResult.from_chunks(chunks, decode)
     if options.json:
-        _print_json(generation_json(result, decode, len(prompt_ids), settings.logprobs is not None))
+        _print_json(json_doc(result))
     else:
         _write(sys.stdout, "\n")
         if settings.logprobs is not None and not options.stream_logprobs:
@@ -187,13 +204,16 @@ def _batch(model: mg.LoadedModel, settings: mg.GenerationSettings, options: CliO
         options.prompt_file or "-", chat=options.chat, system=options.system
     )
     per_row = settings_for_requests(settings, requests)
-    results = mg.generate_batch(
-        model,
-        [r.prompt for r in requests],
-        per_prompt_settings=per_row,
-        batch_size=options.batch_size,
-        add_special_tokens=options.add_special_tokens,
-    )
+    try:
+        results = mg.generate_batch(
+            model,
+            [r.prompt for r in requests],
+            per_prompt_settings=per_row,
+            batch_size=options.batch_size,
+            add_special_tokens=options.add_special_tokens,
+        )
+    except ValueError as err:  # "prompts[i]: ..." → "FILE:LINE: ..."
+        raise ValueError(name_the_line(err, requests)) from None
     write_jsonl_results(
         options.output or "-",
         results,
@@ -229,7 +249,8 @@ def _decoder(model: mg.LoadedModel) -> Any:
 
 def _print_json(doc: dict[str, Any]) -> None:
     """One JSON document on one line (``-inf`` already written as null)."""
-    _write(sys.stdout, json.dumps(doc, ensure_ascii=False, allow_nan=False) + "\n")
+    text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
+    _write(sys.stdout, for_terminal(sys.stdout, text, json=True) + "\n")
 
 
 def _write(stream: TextIO, text: str) -> None:

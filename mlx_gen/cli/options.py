@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlx_gen.cli.input_text import check_text_flags
 from mlx_gen.cli.parser import LOGPROB_MODES, UsageError, build_parser
 from mlx_gen.settings import GenerationSettings
 
@@ -151,11 +152,13 @@ def parse_command_line(argv: Sequence[str] | None = None) -> CliOptions:
         The typed options; the argparse namespace does not leave this module.
 
     Raises:
-        UsageError: An unknown flag, a malformed or out-of-range value, a missing prompt,
-            or flags that conflict (the message names them and what is valid).
+        UsageError: An unknown flag, a malformed or out-of-range value, text that is not
+            UTF-8, a missing prompt, or flags that conflict (the message names them and
+            what is valid).
         SystemExit: ``--help`` (status 0), after printing the help.
     """
     v = vars(build_parser().parse_args(argv))
+    check_text_flags(v)  # invalid UTF-8 in argv: one error naming the flag
     _check_flags(v)
     return CliOptions(
         model=v["model"], dtype=v["dtype"], prompt=v["prompt"], prompt_file=v["prompt_file"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -26,6 +27,36 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Raise :class:`UsageError` with argparse's message (which names the flag)."""
         raise UsageError(message)
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        """Parse, first attaching dash-led values to their flag (``--logit-bias=-1:2``).
+
+        argparse takes ``-1:2`` or ``-1e308`` for an unknown option and says only
+        "expected one argument"; attached, the value reaches its type, whose error
+        names it. A value that is itself a known flag is left alone.
+        """
+        argv = list(sys.argv[1:] if args is None else args)
+        joined, i = [], 0
+        while i < len(argv):
+            action = self._option_string_actions.get(argv[i])
+            value = argv[i + 1] if i + 1 < len(argv) else None
+            if (
+                action is not None
+                and action.nargs is None
+                and value is not None
+                and value.startswith("-")
+                and value != "--"
+                and value not in self._option_string_actions
+            ):
+                joined.append(f"{argv[i]}={value}")
+                i += 2
+                continue
+            if argv[i] == "--":
+                joined += argv[i:]
+                break
+            joined.append(argv[i])
+            i += 1
+        return super().parse_args(joined, namespace)
 
 
 # --- value types: each raises ArgumentTypeError naming the value and what is valid ---

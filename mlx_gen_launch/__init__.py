@@ -1,0 +1,24 @@
+"""The ``mlx-gen`` console script: Ctrl-C is handled from the process's first instant.
+
+Importing :mod:`mlx_gen` (MLX, mlx-lm, the tokenizers) takes a second or more, and a
+Ctrl-C during that import would print a traceback and end the process with SIGINT.
+This package is outside :mod:`mlx_gen` so that importing it costs nothing; it imports
+the command line inside ``try`` (a guard, not a way around an import cycle), so an
+interrupt at any point exits with status 130 and one ``interrupted`` line.
+It imports only :mod:`mlx_gen.cli.main`, and only when called.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def mlx_gen() -> int:
+    """Run ``mlx-gen``: :func:`mlx_gen.cli.main.main`, Ctrl-C during start-up included."""
+    try:
+        from mlx_gen.cli.main import main
+
+        return main()
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return 130
