@@ -23,9 +23,14 @@ class GenerationResult:
         token_ids: Every generated id, the EOS or stop-completing token included.
         tokens: Each id decoded on its own, for display.
         logprobs: Per token, ``{mode: TokenLogprob}`` (empty dicts when not requested).
-        finish_reason: ``stop``, ``stop_string``, ``criterion`` or ``length``.
+        finish_reason: ``stop``, ``stop_string``, ``criterion``, ``length`` or
+            ``constraint`` (the constraint and the other controls left no allowed token).
         matched: The EOS id or stop string that ended generation, else ``None``.
         stats: Token counts, tokens/s, time to first token, peak memory.
+        constraint_complete: Under a constraint, whether the generated tokens form a
+            complete match (``False`` after ``length``: the output is incomplete);
+            ``None`` without a constraint.
+        finish_message: Why a ``constraint`` finish happened, else ``None``.
     """
 
     text: str
@@ -35,6 +40,8 @@ class GenerationResult:
     finish_reason: str
     matched: int | str | None
     stats: GenerationStats | None
+    constraint_complete: bool | None = None
+    finish_message: str | None = None
 
     @classmethod
     def from_chunks(
@@ -45,14 +52,17 @@ class GenerationResult:
         No chunks (``max_tokens=0``) gives an empty result with ``finish_reason="length"``.
         """
         last = chunks[-1] if chunks else None
+        real = [c for c in chunks if c.finish_reason != "constraint"]  # token-less end
         return cls(
             text="".join(c.text for c in chunks),
-            token_ids=[c.token for c in chunks],
-            tokens=[decode(c.token) for c in chunks],
-            logprobs=[c.logprobs for c in chunks],
+            token_ids=[c.token for c in real],
+            tokens=[decode(c.token) for c in real],
+            logprobs=[c.logprobs for c in real],
             finish_reason=(last.finish_reason or "length") if last else "length",
             matched=last.matched if last else None,
             stats=last.stats if last else None,
+            constraint_complete=last.constraint_complete if last else None,
+            finish_message=last.finish_message if last else None,
         )
 
 

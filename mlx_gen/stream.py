@@ -53,10 +53,13 @@ class GenerationChunk:
             string or multi-byte character is held back).
         token: The generated id.
         logprobs: Per mode, the token's logprob report (empty when not requested).
-        finish_reason: Set on the last chunk: ``stop``, ``stop_string``, ``criterion``
-            or ``length``.
+        finish_reason: Set on the last chunk: ``stop``, ``stop_string``, ``criterion``,
+            ``length`` or ``constraint`` (a chunk with no token: ``token == -1``).
         matched: The EOS id or stop string that ended generation.
         stats: Set on the last chunk.
+        constraint_complete: Under a constraint, whether the tokens so far form a
+            complete match (``None`` without one).
+        finish_message: Why a ``constraint`` finish happened.
     """
 
     text: str
@@ -65,6 +68,8 @@ class GenerationChunk:
     finish_reason: str | None = None
     matched: int | str | None = None
     stats: GenerationStats | None = None
+    constraint_complete: bool | None = None
+    finish_message: str | None = None
 
 
 class TextAssembler:
@@ -85,7 +90,9 @@ class TextAssembler:
     def __init__(
         self, tokenizer: Any, settings: GenerationSettings, prompt_ids: list[int], start: float
     ) -> None:
-        self.detokenizer = streaming_detokenizer(tokenizer)
+        self.detokenizer = streaming_detokenizer(
+            tokenizer, keep_leading_space=settings.constraint is not None
+        )
         self.stops = StopStrings(settings.stop, include_stop_str=settings.include_stop_str)
         self.criteria = tuple(settings.stopping_criteria)
         self.prompt_ids, self.generated = prompt_ids, []
@@ -94,9 +101,10 @@ class TextAssembler:
     def feed(self, out: GeneratedToken) -> GenerationChunk:
         """Turn one generated token into a chunk; the chunk's ``finish_reason`` ends the row."""
         self.first = self.first or time.perf_counter()
-        self.generated.append(out.token)
         finish, matched = out.finish_reason, out.token if out.finish_reason == "stop" else None
-        if finish != "stop":  # An EOS token is never rendered.
+        if finish != "constraint":  # A constraint finish carries no token.
+            self.generated.append(out.token)
+        if finish not in ("stop", "constraint"):  # An EOS token is never rendered.
             self.detokenizer.add_token(out.token)
         if finish is not None:
             self.detokenizer.finalize()
@@ -108,10 +116,14 @@ class TextAssembler:
             text += self.stops.feed(self.detokenizer.last_segment)
             finish = "stop_string" if self.stops.matched is not None else "criterion"
             matched = self.stops.matched
+        complete = out.constraint_complete
         if finish is None:
-            return GenerationChunk(text, out.token, out.logprobs)
+            return GenerationChunk(text, out.token, out.logprobs, constraint_complete=complete)
         text += self.stops.flush()
-        return GenerationChunk(text, out.token, out.logprobs, finish, matched, self._stats())
+        return GenerationChunk(
+            text, out.token, out.logprobs, finish, matched, self._stats(), complete,
+            out.finish_message,
+        )  # fmt: skip
 
     def _criterion(self) -> bool:
         if not self.criteria:
