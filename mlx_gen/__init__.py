@@ -8,6 +8,8 @@ The API is layered:
 * :func:`stream_generate` — text chunks as they become final;
 * :func:`generate` — one call, one :class:`GenerationResult`;
 * :func:`score` and :func:`next_token_distribution` — inspect probabilities;
+* :class:`JsonSchema`, :class:`JsonObject`, :class:`Regex`, :class:`Grammar`,
+  :class:`Choice` — structured output, via ``GenerationSettings(constraint=...)``;
 * :func:`generate_batch` / :func:`stream_generate_batch` — many prompts decoded together,
   one result per prompt; :func:`score_batch` — many (prompt, continuation) pairs.
 
@@ -16,6 +18,7 @@ The command line lives in :mod:`mlx_gen.cli.main` (``python -m mlx_gen.generate`
 
 from mlx_gen.batch.generation import BatchPrompt, generate_batch, stream_generate_batch
 from mlx_gen.batch.scoring import score_batch
+from mlx_gen.constraints import Choice, Constraint, Grammar, JsonObject, JsonSchema, Regex
 from mlx_gen.decode import GeneratedToken, generate_tokens
 from mlx_gen.generation import GenerationResult, generate
 from mlx_gen.loading.generation_config import GenerationConfig
@@ -31,6 +34,12 @@ from mlx_gen.stream import GenerationChunk, GenerationStats, stream_generate
 
 __all__ = [
     "BatchPrompt",
+    "Choice",
+    "Constraint",
+    "Grammar",
+    "JsonObject",
+    "JsonSchema",
+    "Regex",
     "generate_batch",
     "score_batch",
     "stream_generate_batch",

@@ -33,7 +33,9 @@ from dataclasses import dataclass, field, replace
 
 import mlx.core as mx
 
+from mlx_gen.constraints import CompiledConstraint, compile_constraint
 from mlx_gen.controls import build_processors
+from mlx_gen.guided import decode_guided
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
 from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN, feedable, has_choice, mark
@@ -60,14 +62,20 @@ class GeneratedToken:
         step: Its position among generated tokens (0 = first).
         logprobs: ``{"raw": ..., "processed": ...}`` for the requested modes.
         finish_reason: ``"stop"`` (an EOS id), ``"length"``, ``"no_allowed_token"``
-            (then ``token`` is ``NO_TOKEN``, -1: no token was generated), or ``None``
-            if more follow.
+            (every id banned or NaN logits), ``"constraint"`` (the constraint and the
+            other controls left nothing allowed; see :mod:`mlx_gen.guided`), or ``None``
+            if more follow. The two token-less finishes carry ``token == NO_TOKEN`` (-1).
+        constraint_complete: Under a constraint, whether the tokens so far form a
+            complete match; ``None`` without one.
+        finish_message: Why a ``"constraint"`` finish happened.
     """
 
     token: int
     step: int
     logprobs: dict[str, TokenLogprob] = field(default_factory=dict)
     finish_reason: str | None = None
+    constraint_complete: bool | None = None
+    finish_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,7 @@ class DecodePlan:
     max_tokens: int
     logprobs: LogprobRequest | None
     seed: int
+    constraint: CompiledConstraint | None = None
 
     @classmethod
     def build(cls, model: LoadedModel, settings: GenerationSettings) -> DecodePlan:
@@ -106,6 +115,15 @@ class DecodePlan:
         seed = (
             settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little")
         )
+        constraint = None
+        if settings.constraint is not None:  # compiled once per (grammar, tokenizer)
+            constraint = compile_constraint(
+                settings.constraint,
+                model.tokenizer,
+                vocab_size=vocab,
+                eos_token_ids=eos,
+                fallback_eos_ids=defaults.eos_token_ids,
+            )
         return cls(
             tuple(processors),
             settings.sampling(defaults),
@@ -113,6 +131,7 @@ class DecodePlan:
             settings.resolved_max_tokens(defaults),
             request,
             seed,
+            constraint,
         )
 
 
@@ -227,6 +246,13 @@ def generate_tokens(
             done=cached,
             total=len(prompt_ids),
         )
+        if plan.constraint is not None:  # structured output: its own pipelined loop
+            for e in decode_guided(model, plan, prompt_ids, cache, on_prefill):
+                yield GeneratedToken(
+                    e.token, e.step, e.logprobs, e.finish_reason, e.constraint_complete,
+                    e.finish_message,
+                )  # fmt: skip
+            return
         yield from _decode(model, plan, prompt_ids, cache, on_prefill, claim)
     finally:
         cache.release(claim)  # The token list and the KV cache agree again.

@@ -27,9 +27,20 @@ class SpacePreservingBPEDetokenizer(BPEStreamingDetokenizer):
         return current_text
 
 
-def streaming_detokenizer(tokenizer: Any) -> StreamingDetokenizer:
-    """A fresh streaming detokenizer for an mlx-lm ``TokenizerWrapper``."""
+def streaming_detokenizer(
+    tokenizer: Any, *, keep_leading_space: bool = False
+) -> StreamingDetokenizer:
+    """A fresh streaming detokenizer for an mlx-lm ``TokenizerWrapper``.
+
+    Args:
+        tokenizer: The model's tokenizer wrapper.
+        keep_leading_space: Keep the first token's leading space even for SentencePiece
+            tokenizers, whose decoders drop it: under a constraint the text must be
+            exactly the bytes the grammar matched (``" a"`` stays ``" a"``).
+    """
     detokenizer = tokenizer.detokenizer  # a reset copy
+    if keep_leading_space and hasattr(detokenizer, "trim_space"):
+        detokenizer.trim_space = False
     if type(detokenizer) is BPEStreamingDetokenizer:
         # Re-class the copy rather than build a new one: building re-reads the whole
         # vocabulary (tens of ms for 50k tokens) on every call.

@@ -26,9 +26,19 @@ class GenerationResult:
         logprobs: Per token, ``{mode: TokenLogprob}`` (empty dicts when not requested).
         finish_reason: ``stop``, ``stop_string``, ``criterion``, ``length`` or
             ``no_allowed_token`` (every id was banned, or the logits were NaN; what was
+            generated before is kept) or ``constraint`` (the constraint and the other
+            controls left no allowed token).
+ (every id was banned, or the logits were NaN; what was
             generated before is kept).
+=======
+            ``constraint`` (the constraint and the other controls left no allowed token).
+>>>>>>> structured
         matched: The EOS id or stop string that ended generation, else ``None``.
         stats: Token counts, tokens/s, time to first token, peak memory.
+        constraint_complete: Under a constraint, whether the generated tokens form a
+            complete match (``False`` after ``length``: the output is incomplete);
+            ``None`` without a constraint.
+        finish_message: Why a ``constraint`` finish happened, else ``None``.
     """
 
     text: str
@@ -38,6 +48,8 @@ class GenerationResult:
     finish_reason: str
     matched: int | str | None
     stats: GenerationStats | None
+    constraint_complete: bool | None = None
+    finish_message: str | None = None
 
     @classmethod
     def from_chunks(
@@ -49,7 +61,7 @@ class GenerationResult:
         A final ``NO_TOKEN`` chunk adds its text but no token.
         """
         last = chunks[-1] if chunks else None
-        real = [c for c in chunks if c.token != NO_TOKEN]
+        real = [c for c in chunks if c.token != NO_TOKEN]  # token-less ends
         return cls(
             text="".join(c.text for c in chunks),
             token_ids=[c.token for c in real],
@@ -58,6 +70,8 @@ class GenerationResult:
             finish_reason=(last.finish_reason or "length") if last else "length",
             matched=last.matched if last else None,
             stats=last.stats if last else None,
+            constraint_complete=last.constraint_complete if last else None,
+            finish_message=last.finish_message if last else None,
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from mlx_gen.constraints.spec import Constraint
 from mlx_gen.loading.generation_config import GenerationConfig
 from mlx_gen.processors.context import LogitsProcessor
 from mlx_gen.sampling import SamplingParams
@@ -48,6 +49,9 @@ class GenerationSettings:
         sequence_bias: ``{(id, ...): bias}``, HF semantics.
         allowed_token_ids: When set, every other id is banned.
         logits_processors: Custom ``processor(logits, ctx)``, run after the built-ins.
+        constraint: Structured output (``JsonSchema``, ``JsonObject``, ``Regex``,
+            ``Grammar``, ``Choice``): applied after every processor, before the sampling
+            filters; see :mod:`mlx_gen.guided`.
 
     Stopping:
         eos_token_ids: Replaces the model's EOS set; ``extra_eos_token_ids`` extends it;
@@ -88,6 +92,7 @@ class GenerationSettings:
     sequence_bias: Mapping[tuple[int, ...], float] | None = None
     allowed_token_ids: Sequence[int] | None = None
     logits_processors: Sequence[LogitsProcessor] = ()
+    constraint: Constraint | None = None
     eos_token_ids: Sequence[int] | None = None
     extra_eos_token_ids: Sequence[int] = ()
     ignore_eos: bool = False
@@ -127,6 +132,11 @@ class GenerationSettings:
             raise ValueError(
                 f"logprobs_modes={tuple(self.logprobs_modes)!r} is invalid; valid "
                 f"modes: {LOGPROB_MODES}"
+            )
+        if self.constraint is not None and not isinstance(self.constraint, Constraint):
+            raise ValueError(
+                f"constraint={self.constraint!r} is invalid (expected JsonSchema, JsonObject, "
+                "Regex, Grammar or Choice)"
             )
         if isinstance(self.stop, str):
             raise ValueError(f"stop={self.stop!r} must be a list of strings, not one string")

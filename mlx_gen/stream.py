@@ -17,7 +17,7 @@ from mlx_gen.decode import GeneratedToken, ProgressCallback, generate_tokens
 from mlx_gen.detokenizer import streaming_detokenizer
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
-from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN
+from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt
 from mlx_gen.settings import GenerationSettings
@@ -57,10 +57,13 @@ class GenerationChunk:
             still carry held-back text).
         logprobs: Per mode, the token's logprob report (empty when not requested).
         finish_reason: Set on the last chunk: ``stop``, ``stop_string``, ``criterion``,
-            ``length`` or ``no_allowed_token`` (nothing left to sample from: every id
-            banned, or NaN logits).
+            ``length``, ``no_allowed_token`` (nothing left to sample from: every id
+            banned, or NaN logits) or ``constraint`` (the constraint left nothing allowed).
         matched: The EOS id or stop string that ended generation.
         stats: Set on the last chunk.
+        constraint_complete: Under a constraint, whether the tokens so far form a
+            complete match (``None`` without one).
+        finish_message: Why a ``constraint`` finish happened.
     """
 
     text: str
@@ -69,6 +72,8 @@ class GenerationChunk:
     finish_reason: str | None = None
     matched: int | str | None = None
     stats: GenerationStats | None = None
+    constraint_complete: bool | None = None
+    finish_message: str | None = None
 
 
 class TextAssembler:
@@ -89,7 +94,9 @@ class TextAssembler:
     def __init__(
         self, tokenizer: Any, settings: GenerationSettings, prompt_ids: list[int], start: float
     ) -> None:
-        self.detokenizer = streaming_detokenizer(tokenizer)
+        self.detokenizer = streaming_detokenizer(
+            tokenizer, keep_leading_space=settings.constraint is not None
+        )
         self.stops = StopStrings(settings.stop, include_stop_str=settings.include_stop_str)
         self.criteria = tuple(settings.stopping_criteria)
         self.prompt_ids, self.generated = prompt_ids, []
@@ -101,7 +108,7 @@ class TextAssembler:
         if out.token != NO_TOKEN:
             self.generated.append(out.token)
         finish, matched = out.finish_reason, out.token if out.finish_reason == "stop" else None
-        if finish not in ("stop", NO_ALLOWED_TOKEN):  # An EOS token is never rendered.
+        if out.token != NO_TOKEN and finish != "stop":  # An EOS token is never rendered.
             self.detokenizer.add_token(out.token)
         if finish is not None:
             self.detokenizer.finalize()
@@ -113,10 +120,14 @@ class TextAssembler:
             text += self.stops.feed(self.detokenizer.last_segment)
             finish = "stop_string" if self.stops.matched is not None else "criterion"
             matched = self.stops.matched
+        complete = out.constraint_complete
         if finish is None:
-            return GenerationChunk(text, out.token, out.logprobs)
+            return GenerationChunk(text, out.token, out.logprobs, constraint_complete=complete)
         text += self.stops.flush()
-        return GenerationChunk(text, out.token, out.logprobs, finish, matched, self._stats())
+        return GenerationChunk(
+            text, out.token, out.logprobs, finish, matched, self._stats(), complete,
+            out.finish_message,
+        )  # fmt: skip
 
     def _criterion(self) -> bool:
         if not self.criteria:

@@ -12,11 +12,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mlx_gen"
 
 # What each layer may import (besides itself). "engine" is the flat modules of mlx_gen/;
 # "facade" is mlx_gen/__init__.py and the `python -m mlx_gen.generate` entry.
-LOWER = {"loading", "processors", "logprobs"}
+LOWER = {"loading", "processors", "logprobs", "constraints"}
 ALLOWED = {
     "loading": set(),
     "processors": set(),
     "logprobs": set(),
+    "constraints": set(),
     "convert": {"loading"},
     "engine": LOWER,
     "batch": LOWER | {"engine"},
