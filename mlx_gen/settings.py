@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from mlx_gen.drafters import DraftModel, PromptLookup
 from mlx_gen.loading.generation_config import GenerationConfig
 from mlx_gen.processors.context import LogitsProcessor
 from mlx_gen.sampling import SamplingParams
@@ -65,6 +66,10 @@ class GenerationSettings:
 
     Prefill:
         prefill_step_size: Prompt tokens per forward pass while prefilling.
+
+    Speculative decoding (see :mod:`mlx_gen.speculative`):
+        speculative: ``PromptLookup(...)`` or ``DraftModel(...)`` drafts tokens that the
+            model verifies several at a time; every control stays exact. ``None``: off.
     """
 
     max_tokens: int | None = None
@@ -97,6 +102,7 @@ class GenerationSettings:
     logprob_token_ids: Sequence[int] = ()
     logprobs_modes: Sequence[str] = ("raw",)
     prefill_step_size: int = 2048
+    speculative: PromptLookup | DraftModel | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -125,6 +131,13 @@ class GenerationSettings:
             raise ValueError(
                 f"logprobs_modes={tuple(self.logprobs_modes)!r} is invalid; valid "
                 f"modes: {LOGPROB_MODES}"
+            )
+        if self.speculative is not None and not isinstance(
+            self.speculative, PromptLookup | DraftModel
+        ):
+            raise ValueError(
+                f"speculative={self.speculative!r} is invalid (expected None, "
+                "PromptLookup(...) or DraftModel(...))"
             )
         if isinstance(self.stop, str):
             raise ValueError(f"stop={self.stop!r} must be a list of strings, not one string")

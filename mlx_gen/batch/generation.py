@@ -79,6 +79,11 @@ def _requests(
     out = []
     for i, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
         try:
+            if row.speculative is not None:
+                raise ValueError(
+                    f"speculative={row.speculative!r} is not supported in batched "
+                    "generation; use generate/stream_generate per prompt, or speculative=None"
+                )
             ids = _encode(model.tokenizer, prompt, add_special_tokens)
             out.append(_Request(ids, row, DecodePlan.build(model, row)))
         except ValueError as err:
