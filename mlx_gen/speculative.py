@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import mlx.core as mx
-from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+from mlx_lm.models.cache import RotatingKVCache, can_trim_prompt_cache, trim_prompt_cache
 
 from mlx_gen.decode import (
     _STREAM,
@@ -131,10 +131,12 @@ def speculative_generate_tokens(
     if plan.max_tokens == 0:
         return
     cache = prompt_cache or PromptCache(model.model)
-    if not can_trim_prompt_cache(cache.layers):
+    rotating = any(isinstance(c, RotatingKVCache) for c in cache.layers)
+    if rotating or not can_trim_prompt_cache(cache.layers):
         raise ValueError(
             "speculative=... needs a KV cache that can drop rejected positions; this "
-            "prompt cache cannot be trimmed (a rotating cache: max_kv_size is set)"
+            "prompt cache cannot be trimmed (a rotating cache: max_kv_size is set, or the "
+            "model uses sliding-window layers)"
         )
     loop = _Speculator(model, plan, settings, prompt_ids, cache, stats or SpeculationStats())
     cached = cache.reuse_for(prompt_ids)
@@ -170,7 +172,7 @@ class _Speculator:
         self.stepper.key, self.key = keys[0], keys[1]
         config = settings.speculative
         self.backoff = Backoff(config.num_draft)
-        self.lookup, self.drafter = None, None
+        self.lookup, self.drafter, self.on_prefill = None, None, None
         if isinstance(config, PromptLookup):
             self.lookup = LookupDrafter(config, prompt_ids)
         elif isinstance(config, DraftModel):
@@ -190,41 +192,35 @@ class _Speculator:
             )
 
     def run(self, on_prefill: ProgressCallback | None) -> Iterator[GeneratedToken]:
-        """Yield tokens: plain pipelined steps while not drafting, verified rounds otherwise."""
-        plan, total = self.plan, len(self.prompt_ids)
-        gen = mx.zeros((0,), dtype=mx.int32)
-        token, packed = self._queue(mx.array(self.prompt_ids[-1:], dtype=mx.int32), gen)
-        self.cache.record(self.prompt_ids[-1:])
-        speculate = True
+        """Yield tokens: verified rounds while drafting, plain pipelined steps otherwise."""
+        plan, self.on_prefill = self.plan, on_prefill
+        switch = True  # the next read ends the plain run (nothing queued behind it)
         while True:
+            if switch:
+                while (status := (yield from self._round())) == "drafted":
+                    pass
+                if status == "finished":
+                    return
+                last = (self.prompt_ids + self.generated)[-1]  # nothing to draft: go plain
+                gen = mx.array(self.generated, dtype=mx.int32)
+                token, packed = self._queue(mx.array([last], dtype=mx.int32), gen)
+                self.cache.record([last])
             n = len(self.generated)  # ``token`` is step n, its input already fed
             queued = None
-            if not speculate and n + 1 < plan.max_tokens:
+            if n + 1 < plan.max_tokens and not (switch := self._worth_drafting()):
                 if plan.processors:
                     gen = mx.concatenate([gen, token])
                 queued = self._queue(token, gen)  # step n + 1 before reading step n
             value = token.item()  # The one host read per token.
-            if n == 0 and on_prefill is not None:
-                on_prefill(total, total)
             if queued is not None:
                 self.cache.record([value])
             out = self._emit(value, packed[0].tolist() if packed else None)
-            yield out
+            yield from self._yield(out)
             if out.finish_reason is not None:
                 return
             if queued is not None:
                 token, packed = queued
-                self.backoff.tick()
-                speculate = self._worth_drafting()
-                continue
-            while (status := (yield from self._round())) == "drafted":
-                pass
-            if status == "finished":
-                return
-            gen = mx.array(self.generated, dtype=mx.int32)  # nothing to draft: a plain step
-            token, packed = self._queue(mx.array(self.generated[-1:], dtype=mx.int32), gen)
-            self.cache.record(self.generated[-1:])
-            speculate = False
+            self.backoff.tick()
 
     def _queue(self, inputs: mx.array, gen: mx.array) -> tuple[mx.array, list[mx.array]]:
         """Queue the plain step for token ``len(generated)`` (the caller records ``inputs``)."""
@@ -247,7 +243,7 @@ class _Speculator:
 
     def _round(self) -> Iterator[GeneratedToken]:
         """Draft, verify, emit; returns ``"drafted"``, ``"finished"`` or ``"none"``."""
-        n, last = len(self.generated), self.generated[-1]
+        n, last = len(self.generated), (self.prompt_ids + self.generated)[-1]
         draft = self._draft(min(self.backoff.length, self.plan.max_tokens - 1 - n))
         if draft is None:
             return "none"
@@ -264,11 +260,7 @@ class _Speculator:
         for i in range(a + 1):
             mine = rows[i :: k + 1] if rows is not None else None  # mode-major rows
             out = self._emit(tokens[i], mine)
-            try:
-                yield out
-            except GeneratorExit:
-                self._settle()
-                raise
+            yield from self._yield(out)
             if out.finish_reason is not None:
                 self._settle()
                 return "finished"
@@ -296,6 +288,9 @@ class _Speculator:
 
     def _emit(self, value: int, rows: list[list[float]] | None) -> GeneratedToken:
         plan, n = self.plan, len(self.generated)
+        if n == 0 and self.on_prefill is not None:
+            total = len(self.prompt_ids)
+            self.on_prefill(total, total)
         self.generated.append(value)
         if self.lookup is not None:
             self.lookup.extend([value])
@@ -313,6 +308,13 @@ class _Speculator:
         if n % 256 == 255:
             mx.clear_cache()
         return GeneratedToken(value, n, reports, finish)
+
+    def _yield(self, out: GeneratedToken) -> Iterator[GeneratedToken]:
+        try:
+            yield out
+        except GeneratorExit:  # the caller stopped (a stop string): drop what it never saw
+            self._settle()
+            raise
 
     def _trim(self, count: int) -> None:
         if count > 0:
