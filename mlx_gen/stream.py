@@ -164,9 +164,7 @@ def stream_generate(
     text = TextAssembler(model.tokenizer, settings, prompt_ids, time.perf_counter())
     mx.reset_peak_memory()
     decode = generate_tokens if settings.speculative is None else speculative_generate_tokens
-    tokens = decode(
-        model, prompt_ids, settings, prompt_cache=prompt_cache, on_prefill=on_prefill
-    )
+    tokens = decode(model, prompt_ids, settings, prompt_cache=prompt_cache, on_prefill=on_prefill)
     for out in tokens:
         chunk = text.feed(out)
         yield chunk

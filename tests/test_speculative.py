@@ -20,7 +20,10 @@ from mlx_gen.drafters import LookupDrafter
 from mlx_gen.speculative import SpeculationStats, speculative_generate_tokens
 from tests.conftest import STORIES
 
-TEXT = 'Tom said, "I want to play with the ball." Lily said, "I want to play with the ball." Mom said, "'
+TEXT = (
+    'Tom said, "I want to play with the ball." Lily said, "I want to play with the ball." '
+    'Mom said, "'
+)
 BALL, PLAY, SHE, THE, LILY = 268, 337, 338, 265, 317
 
 pytestmark = pytest.mark.skipif(
@@ -59,7 +62,9 @@ CONTROLS = {
     "frequency": {"frequency_penalty": 0.2},
     "bad_words": {"bad_words": ["ball", [452, 406]]},
     "no_repeat_ngram": {"no_repeat_ngram_size": 4},
-    "logprobs": {"logprobs": 4, "logprob_token_ids": [BALL, 3], "logprobs_modes": ("raw", "processed")},
+    "logprobs": {
+        "logprobs": 4, "logprob_token_ids": [BALL, 3], "logprobs_modes": ("raw", "processed")
+    },
     "all": {
         "logit_bias": {BALL: 2.0},
         "suppress_tokens": [SHE],
