@@ -254,3 +254,46 @@ def test_errors_name_the_setting(story, tmp_path):
     with pytest.raises(ValueError, match="vocabulary size 320; the target's is 512"):
         bad = mg.GenerationSettings(speculative=mg.DraftModel(other))
         list(speculative_generate_tokens(story, ids, bad))
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    from mlx_gen.cli.main import main
+
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "flags", [["--prompt-lookup", "4"], ["--draft-model", str(STORIES), "--num-draft", "3"]]
+)
+def test_cli_speculation_prints_the_same_text(capsys, flags):
+    import json
+
+    common = ["--model", str(STORIES), "--prompt", TEXT, "--max-tokens", "40"]
+    common += ["--repetition-penalty", "1.05", "--stop", "will go", "--json"]
+    docs = []
+    for extra in ([], flags):
+        code, out, err = run_cli(common + extra, capsys)
+        assert code == 0, err
+        doc = json.loads(out)
+        docs.append((doc["text"], doc["token_ids"], doc["finish_reason"]))
+    assert docs[0] == docs[1] and docs[0][2] == "stop_string"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num-draft", "3"], "error: --num-draft needs --draft-model"),
+        (["--prompt-lookup", "0"], "error: argument --prompt-lookup: '0' is not an int >= 1"),
+        (["--prompt-lookup", "2", "--draft-model", "x"], "not allowed with argument"),
+        (["--draft-model", "/nonexistent"], "error: argument --draft-model: model '/nonexistent'"),
+        (
+            ["--prompt-lookup", "2", "--score", " x"],
+            "--prompt-lookup cannot be combined with --score",
+        ),
+    ],
+)
+def test_cli_speculation_errors(capsys, flags, message):
+    code, _, err = run_cli(["--model", str(STORIES), "--prompt", "Lily"] + flags, capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
