@@ -4,7 +4,8 @@ The API is layered:
 
 * :func:`load` — a checkpoint (folder, Hub id, ``.gguf``, or the embedded default)
   with all of its generation settings;
-* :func:`generate_tokens` — token ids in, tokens out;
+* :func:`generate_tokens` — token ids in, tokens out (:func:`speculative_generate_tokens`
+  with a drafter, ``GenerationSettings(speculative=PromptLookup() | DraftModel(...))``);
 * :func:`stream_generate` — text chunks as they become final;
 * :func:`generate` — one call, one :class:`GenerationResult`;
 * :func:`score` and :func:`next_token_distribution` — inspect probabilities;
@@ -20,6 +21,7 @@ from mlx_gen.batch.generation import BatchPrompt, generate_batch, stream_generat
 from mlx_gen.batch.scoring import score_batch
 from mlx_gen.constraints import Choice, Constraint, Grammar, JsonObject, JsonSchema, Regex
 from mlx_gen.decode import GeneratedToken, generate_tokens
+from mlx_gen.drafters import DraftModel, PromptLookup
 from mlx_gen.generation import GenerationResult, generate
 from mlx_gen.loading.generation_config import GenerationConfig
 from mlx_gen.loading.loader import LoadedModel, load
@@ -29,6 +31,7 @@ from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams
 from mlx_gen.scoring import Distribution, ScoreResult, next_token_distribution, score
 from mlx_gen.settings import GenerationSettings
+from mlx_gen.speculative import SpeculationStats, speculative_generate_tokens
 from mlx_gen.stopping import StoppingContext
 from mlx_gen.stream import GenerationChunk, GenerationStats, stream_generate
 
@@ -65,5 +68,9 @@ __all__ = [
     "next_token_distribution",
     "score",
     "stream_generate",
+    "DraftModel",
+    "PromptLookup",
+    "SpeculationStats",
+    "speculative_generate_tokens",
 ]
 __version__ = "0.1.0"

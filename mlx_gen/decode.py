@@ -227,6 +227,11 @@ def generate_tokens(
     prompt_ids = token_ids(prompt_ids, model.vocab_size)
     if not prompt_ids:
         raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
+    if settings.speculative is not None:  # dispatched by stream_generate, not here
+        raise ValueError(
+            "settings.speculative is set: generate_tokens decodes one token per step; "
+            "use mlx_gen.speculative_generate_tokens (or stream_generate / generate)"
+        )
     plan = DecodePlan.build(model, settings)
     context = context_length(model.config)
     check_fits(len(prompt_ids), context)

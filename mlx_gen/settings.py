@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mlx_gen.constraints.spec import Constraint
+from mlx_gen.drafters import DraftModel, PromptLookup
 from mlx_gen.loading.generation_config import GenerationConfig
 from mlx_gen.processors.context import LogitsProcessor
 from mlx_gen.sampling import SamplingParams
@@ -70,6 +71,10 @@ class GenerationSettings:
 
     Prefill:
         prefill_step_size: Prompt tokens per forward pass while prefilling.
+
+    Speculative decoding (see :mod:`mlx_gen.speculative`):
+        speculative: ``PromptLookup(...)`` or ``DraftModel(...)`` drafts tokens that the
+            model verifies several at a time; every control stays exact. ``None``: off.
     """
 
     max_tokens: int | None = None
@@ -103,6 +108,7 @@ class GenerationSettings:
     logprob_token_ids: Sequence[int] = ()
     logprobs_modes: Sequence[str] = ("raw",)
     prefill_step_size: int = 2048
+    speculative: PromptLookup | DraftModel | None = None
 
     def __post_init__(self) -> None:
         check_setting_types(self)  # ints only (no 2.5, True, 1e999), bounded; before ranges
@@ -137,6 +143,18 @@ class GenerationSettings:
             raise ValueError(
                 f"constraint={self.constraint!r} is invalid (expected JsonSchema, JsonObject, "
                 "Regex, Grammar or Choice)"
+            )
+        if self.speculative is not None and not isinstance(
+            self.speculative, PromptLookup | DraftModel
+        ):
+            raise ValueError(
+                f"speculative={self.speculative!r} is invalid (expected None, "
+                "PromptLookup(...) or DraftModel(...))"
+            )
+        if self.speculative is not None and self.constraint is not None:
+            raise ValueError(
+                "speculative decoding does not combine with a constraint yet: pass "
+                "speculative=None or constraint=None"
             )
         if isinstance(self.stop, str):
             raise ValueError(f"stop={self.stop!r} must be a list of strings, not one string")

@@ -21,6 +21,7 @@ from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt
 from mlx_gen.settings import GenerationSettings
+from mlx_gen.speculative import speculative_generate_tokens
 from mlx_gen.stopping import StoppingContext, StopStrings
 
 
@@ -178,9 +179,8 @@ def stream_generate(
     )
     text = TextAssembler(model.tokenizer, settings, prompt_ids, time.perf_counter())
     mx.reset_peak_memory()
-    tokens = generate_tokens(
-        model, prompt_ids, settings, prompt_cache=prompt_cache, on_prefill=on_prefill
-    )
+    decode = generate_tokens if settings.speculative is None else speculative_generate_tokens
+    tokens = decode(model, prompt_ids, settings, prompt_cache=prompt_cache, on_prefill=on_prefill)
     for out in tokens:
         chunk = text.feed(out)
         yield chunk

@@ -80,6 +80,11 @@ def _requests(
     out, vocab, context = [], model.vocab_size, context_length(model.config)
     for i, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
         try:
+            if row.speculative is not None:
+                raise ValueError(
+                    f"speculative={row.speculative!r} is not supported in batched "
+                    "generation; use generate/stream_generate per prompt, or speculative=None"
+                )
             ids = token_ids(_encode(model.tokenizer, prompt, add_special_tokens), vocab)
             plan = DecodePlan.build(model, row)
             check_fits(len(ids), context)

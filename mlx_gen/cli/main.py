@@ -119,8 +119,9 @@ def settings_for_model(options: CliOptions, model: mg.LoadedModel) -> mg.Generat
     """``options.settings`` checked against ``model``'s vocabulary, text biases added.
 
     Raises:
-        UsageError: A token id outside the vocabulary (the flag is named), or a
-            ``--logit-bias-text`` that encodes to no token.
+        UsageError: A token id outside the vocabulary (the flag is named), a
+            ``--logit-bias-text`` that encodes to no token, or a ``--draft-model`` that
+            does not load or has another vocabulary size.
     """
     settings, vocab = options.settings, model.vocab_size
     for field, flag in ID_FLAGS.items():
@@ -130,6 +131,8 @@ def settings_for_model(options: CliOptions, model: mg.LoadedModel) -> mg.Generat
                     f"argument {flag}: token id {i} is outside the vocabulary "
                     f"(valid ids: 0..{vocab - 1})"
                 )
+    if options.draft_model is not None:
+        settings = replace(settings, speculative=_draft_model(options, model))
     if not options.logit_bias_text:
         return settings
     bias: dict[int, float] = {}
@@ -140,6 +143,20 @@ def settings_for_model(options: CliOptions, model: mg.LoadedModel) -> mg.Generat
         bias.update(dict.fromkeys(ids, value))
     bias.update(settings.logit_bias or {})  # An explicit --logit-bias ID wins.
     return replace(settings, logit_bias=bias)
+
+
+def _draft_model(options: CliOptions, model: mg.LoadedModel) -> mg.DraftModel:
+    """Load ``--draft-model`` (with ``--dtype``) and check that it shares the vocabulary."""
+    try:
+        draft = mg.load(options.draft_model, dtype=options.dtype)
+    except (ValueError, OSError) as e:
+        raise UsageError(f"argument --draft-model: {e}") from e
+    if draft.vocab_size != model.vocab_size:
+        raise UsageError(
+            f"argument --draft-model: {options.draft_model} has vocabulary size "
+            f"{draft.vocab_size}; the model's is {model.vocab_size} (they must be equal)"
+        )
+    return mg.DraftModel(draft, num_draft=options.num_draft or mg.DraftModel.num_draft)
 
 
 def _prompt_ids(options: CliOptions, model: mg.LoadedModel) -> list[int]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from mlx_gen.cli.input_text import check_text_flags
 from mlx_gen.cli.parser import LOGPROB_MODES, UsageError, build_parser
+from mlx_gen.drafters import PromptLookup
 from mlx_gen.settings import GenerationSettings
 
 # Flags that only change generation: --score rejects them rather than silently ignore them.
@@ -24,7 +25,7 @@ GENERATION_FLAGS = (
     "suppress_tokens", "begin_suppress_tokens", "begin_suppress_steps", "min_new_tokens",
     "repetition_penalty", "repetition_context_size", "presence_penalty", "frequency_penalty",
     "no_repeat_ngram_size", "bad_words", "eos_token_ids", "extra_eos_token_ids", "ignore_eos",
-    "stop", "include_stop", "stream_logprobs",
+    "stop", "include_stop", "stream_logprobs", "prompt_lookup", "draft_model", "num_draft",
 )  # fmt: skip
 
 
@@ -48,6 +49,8 @@ class CliOptions:
         verbose: Print the resolved defaults and the stats on stderr.
         batch_size: Batch mode: prompts per batch (``prompt_file`` holds one per line).
         output: Batch mode: the JSONL results file (``None``: stdout).
+        draft_model: ``--draft-model``'s source, loaded with the model (``None``: none).
+        num_draft: ``--num-draft`` (``None``: the :class:`~mlx_gen.DraftModel` default).
     """
 
     model: str | None
@@ -65,6 +68,8 @@ class CliOptions:
     verbose: bool
     batch_size: int | None = None
     output: str | None = None
+    draft_model: str | None = None
+    num_draft: int | None = None
 
 
 # --- from the namespace to typed values ---
@@ -75,6 +80,7 @@ _REQUIRES = (  # (flag, needs, why)
     ("include_stop", "stop", "it keeps the matched --stop string"),
     ("batch_size", "prompt_file", "batch mode reads its prompts from a file"),
     ("output", "batch_size", "it receives the batch's JSONL results"),
+    ("num_draft", "draft_model", "it is the --draft-model's draft length"),
 )
 _CONFLICTS = (  # (flag, other, why)
     ("no_bos", "chat", "the chat template decides the special tokens"),
@@ -82,6 +88,8 @@ _CONFLICTS = (  # (flag, other, why)
     ("ignore_eos", "extra_eos_token_ids", "--ignore-eos turns EOS stopping off"),
     ("batch_size", "score", "batch mode generates"),
     ("batch_size", "stream_logprobs", "batch mode writes whole results"),
+    ("batch_size", "prompt_lookup", "batched decoding does not speculate"),
+    ("batch_size", "draft_model", "batched decoding does not speculate"),
 )
 
 
@@ -142,6 +150,7 @@ def _settings(v: dict[str, Any]) -> GenerationSettings:
         include_stop_str=v["include_stop"], logprobs=logprobs,
         logprob_token_ids=v["logprob_token_ids"] or (),
         logprobs_modes=LOGPROB_MODES[v["logprobs_mode"] or "raw"],
+        speculative=PromptLookup(num_draft=v["prompt_lookup"]) if v["prompt_lookup"] else None,
     )  # fmt: skip
 
 
@@ -166,4 +175,5 @@ def parse_command_line(argv: Sequence[str] | None = None) -> CliOptions:
         settings=_settings(v), logit_bias_text=tuple(v["logit_bias_text"] or ()),
         score=v["score"], json=v["json"], stream_logprobs=v["stream_logprobs"],
         verbose=v["verbose"], batch_size=v["batch_size"], output=v["output"],
+        draft_model=v["draft_model"], num_draft=v["num_draft"],
     )  # fmt: skip

@@ -196,6 +196,19 @@ def _add_stopping(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--include-stop", action="store_true", help="keep the matched stop string")
 
 
+def _add_speculative(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("speculative decoding", "Same output (greedy: the same "
+                                      "tokens; sampled: the same distribution), every control "
+                                      "applied; faster when drafts are accepted.")
+    source = group.add_mutually_exclusive_group()
+    source.add_argument("--prompt-lookup", type=_POSITIVE, metavar="N",
+                        help="draft up to N tokens by n-gram lookup in the prompt and output")
+    source.add_argument("--draft-model", metavar="PATH",
+                        help="draft with this smaller model (same vocabulary; --model's sources)")
+    group.add_argument("--num-draft", type=_POSITIVE, metavar="K",
+                       help="tokens the --draft-model proposes per step (default 4)")
+
+
 def _add_inspection(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inspection and output")
     group.add_argument("--logprobs", type=_ranged(int, lambda v: 0 <= v <= 1000, "an int in "
@@ -228,6 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate (or score) text with controlled, inspectable decoding on MLX.",
     )
     for add in (_add_model_and_input, _add_sampling, _add_logit_control, _add_stopping,
-                _add_inspection):  # fmt: skip
+                _add_speculative, _add_inspection):  # fmt: skip
         add(parser)
     return parser

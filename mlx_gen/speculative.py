@@ -1,0 +1,326 @@
+"""Speculative decoding: draft several tokens, verify them in one target forward pass.
+
+:func:`speculative_generate_tokens` is :func:`~mlx_gen.decode.generate_tokens` with a
+drafter (``GenerationSettings.speculative``): it yields the same :class:`GeneratedToken`
+stream, with every control applied exactly (see :mod:`mlx_gen.verify`): greedy output is
+token-for-token the non-speculative output, sampled output has the same distribution,
+and each token's logprobs are those of its own position.
+
+The loop alternates two modes:
+
+* **speculating**: read the last token, ask the drafter for up to ``k`` tokens, verify
+  them in one forward pass, emit the accepted ones and one more, and trim the rejected
+  positions from the KV cache (``PromptCache.token_ids`` always equals what it holds);
+* **plain**: the pipelined one-token step of :mod:`mlx_gen.decode` (step ``n + 1`` is
+  queued before token ``n`` is read), used when there is nothing to draft or while
+  drafting is backed off.
+
+Adaptive back-off (:class:`Backoff`): the draft length grows after a fully accepted
+draft and shrinks to one more than the accepted run otherwise; a round that accepts
+nothing pauses drafting for 2, 4, 8, ... (at most 64) tokens, so text the drafter cannot
+predict runs at the plain speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import mlx.core as mx
+from mlx_lm.models.cache import RotatingKVCache, can_trim_prompt_cache, trim_prompt_cache
+
+from mlx_gen.decode import (
+    _STREAM,
+    DecodePlan,
+    GeneratedToken,
+    ProgressCallback,
+    _Stepper,
+    generate_tokens,
+    prefill,
+)
+from mlx_gen.drafters import Draft, DraftModel, LookupDrafter, ModelDrafter, PromptLookup
+from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.logprobs.report import unpack
+from mlx_gen.prompt_cache import PromptCache
+from mlx_gen.settings import GenerationSettings
+from mlx_gen.verify import Verified, verify_logits
+
+_MAX_PAUSE = 64
+
+
+@dataclass
+class SpeculationStats:
+    """Counters of one speculative call (pass one in to read them afterwards).
+
+    Attributes:
+        rounds: Verification passes.
+        drafted: Draft tokens verified.
+        accepted: Draft tokens accepted.
+    """
+
+    rounds: int = 0
+    drafted: int = 0
+    accepted: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """``accepted / drafted`` (0 when nothing was drafted)."""
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+
+class Backoff:
+    """The adaptive draft length and the pause after rejected drafts.
+
+    >>> b = Backoff(4)
+    >>> b.update(drafted=4, accepted=0); (b.length, b.ready())
+    (1, False)
+    >>> b.tick(); b.tick(); b.ready()
+    True
+    """
+
+    def __init__(self, num_draft: int) -> None:
+        self.max_length, self.length = num_draft, num_draft
+        self.misses, self.pause = 0, 0
+
+    def ready(self) -> bool:
+        """Whether drafting is allowed now."""
+        return self.pause == 0
+
+    def tick(self) -> None:
+        """One token was decoded without drafting."""
+        self.pause = max(0, self.pause - 1)
+
+    def update(self, *, drafted: int, accepted: int) -> None:
+        """Adapt after a round that accepted ``accepted`` of ``drafted`` drafts."""
+        if accepted == drafted:
+            self.length = min(self.max_length, self.length + 2)
+        else:
+            self.length = max(1, accepted + 1)
+        self.misses = self.misses + 1 if accepted == 0 else 0
+        self.pause = min(2**self.misses, _MAX_PAUSE) if self.misses else 0
+
+
+def speculative_generate_tokens(
+    model: LoadedModel,
+    prompt_ids: Sequence[int],
+    settings: GenerationSettings | None = None,
+    *,
+    prompt_cache: PromptCache | None = None,
+    on_prefill: ProgressCallback | None = None,
+    stats: SpeculationStats | None = None,
+) -> Iterator[GeneratedToken]:
+    """Generate tokens after ``prompt_ids``, speculating with ``settings.speculative``.
+
+    Same arguments and output as :func:`~mlx_gen.decode.generate_tokens` (which it
+    calls when ``settings.speculative`` is ``None``), plus ``stats``, filled as it runs.
+
+    Raises:
+        ValueError: An empty prompt, invalid settings, a draft model whose vocabulary
+            size differs, or a prompt cache that cannot be trimmed (a rotating cache).
+    """
+    settings = settings or GenerationSettings()
+    if settings.speculative is None:
+        yield from generate_tokens(
+            model, prompt_ids, settings, prompt_cache=prompt_cache, on_prefill=on_prefill
+        )
+        return
+    prompt_ids = [int(i) for i in prompt_ids]
+    if not prompt_ids:
+        raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
+    plan = DecodePlan.build(model, settings)
+    if plan.max_tokens == 0:
+        return
+    cache = prompt_cache or PromptCache(model.model)
+    rotating = any(isinstance(c, RotatingKVCache) for c in cache.layers)
+    if rotating or not can_trim_prompt_cache(cache.layers):
+        raise ValueError(
+            "speculative=... needs a KV cache that can drop rejected positions; this "
+            "prompt cache cannot be trimmed (a rotating cache: max_kv_size is set, or the "
+            "model uses sliding-window layers)"
+        )
+    loop = _Speculator(model, plan, settings, prompt_ids, cache, stats or SpeculationStats())
+    cached = cache.reuse_for(prompt_ids)
+    prefill(
+        model,
+        cache,
+        prompt_ids[cached:-1],
+        step_size=settings.prefill_step_size,
+        on_progress=on_prefill,
+        done=cached,
+        total=len(prompt_ids),
+    )
+    yield from loop.run(on_prefill)
+
+
+class _Speculator:
+    """One call's speculative loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        plan: DecodePlan,
+        settings: GenerationSettings,
+        prompt_ids: list[int],
+        cache: PromptCache,
+        stats: SpeculationStats,
+    ) -> None:
+        self.model, self.plan, self.cache, self.stats = model, plan, cache, stats
+        self.prompt_ids, self.generated = prompt_ids, []
+        self.prompt = mx.array(prompt_ids, dtype=mx.int32)
+        self.stepper = _Stepper(model, plan, self.prompt, cache)
+        keys = mx.random.split(self.stepper.key, 3)
+        self.stepper.key, self.key = keys[0], keys[1]
+        config = settings.speculative
+        self.backoff = Backoff(config.num_draft)
+        self.lookup, self.drafter, self.on_prefill = None, None, None
+        if isinstance(config, PromptLookup):
+            self.lookup = LookupDrafter(config, prompt_ids)
+        elif isinstance(config, DraftModel):
+            if config.model.vocab_size != model.vocab_size:
+                raise ValueError(
+                    f"speculative=DraftModel(...) has vocabulary size "
+                    f"{config.model.vocab_size}; the target's is {model.vocab_size} "
+                    "(a draft model must share the target's vocabulary)"
+                )
+            self.drafter = ModelDrafter(
+                config,
+                processors=plan.processors,
+                sampling=plan.sampling,
+                prompt=self.prompt,
+                key=keys[2],
+                prefill_step_size=settings.prefill_step_size,
+            )
+
+    def run(self, on_prefill: ProgressCallback | None) -> Iterator[GeneratedToken]:
+        """Yield tokens: verified rounds while drafting, plain pipelined steps otherwise."""
+        plan, self.on_prefill = self.plan, on_prefill
+        switch = True  # the next read ends the plain run (nothing queued behind it)
+        while True:
+            if switch:
+                while (status := (yield from self._round())) == "drafted":
+                    pass
+                if status == "finished":
+                    return
+                last = (self.prompt_ids + self.generated)[-1]  # nothing to draft: go plain
+                gen = mx.array(self.generated, dtype=mx.int32)
+                token, packed = self._queue(mx.array([last], dtype=mx.int32), gen)
+                self.cache.record([last])
+            n = len(self.generated)  # ``token`` is step n, its input already fed
+            queued = None
+            if n + 1 < plan.max_tokens and not (switch := self._worth_drafting()):
+                if plan.processors:
+                    gen = mx.concatenate([gen, token])
+                queued = self._queue(token, gen)  # step n + 1 before reading step n
+            value = token.item()  # The one host read per token.
+            if queued is not None:
+                self.cache.record([value])
+            out = self._emit(value, packed[0].tolist() if packed else None)
+            yield from self._yield(out)
+            if out.finish_reason is not None:
+                return
+            if queued is not None:
+                token, packed = queued
+            self.backoff.tick()
+
+    def _queue(self, inputs: mx.array, gen: mx.array) -> tuple[mx.array, list[mx.array]]:
+        """Queue the plain step for token ``len(generated)`` (the caller records ``inputs``)."""
+        token, packed = self.stepper(inputs, len(self.generated), gen)
+        mx.async_eval(token, *packed)
+        return token, packed
+
+    def _worth_drafting(self) -> bool:
+        if not self.backoff.ready():
+            return False
+        return self.lookup is None or bool(self.lookup.propose(1))
+
+    def _draft(self, limit: int) -> Draft | None:
+        if not self.backoff.ready() or limit <= 0:
+            return None
+        if self.lookup is not None:
+            ids = self.lookup.propose(limit)
+            return Draft(mx.array(ids, dtype=mx.int32)) if ids else None
+        return self.drafter.propose(self.prompt_ids + self.generated, self.generated, limit)
+
+    def _round(self) -> Iterator[GeneratedToken]:
+        """Draft, verify, emit; returns ``"drafted"``, ``"finished"`` or ``"none"``."""
+        n, last = len(self.generated), (self.prompt_ids + self.generated)[-1]
+        draft = self._draft(min(self.backoff.length, self.plan.max_tokens - 1 - n))
+        if draft is None:
+            return "none"
+        result = self._verify(last, draft)
+        tokens, accepted = result.tokens.tolist(), result.accepted.tolist()  # one sync
+        k = len(accepted)
+        a = accepted.index(False) if False in accepted else k
+        self.stats.rounds, self.stats.drafted = self.stats.rounds + 1, self.stats.drafted + k
+        self.stats.accepted += a
+        self.backoff.update(drafted=k, accepted=a)
+        self.cache.record([last, *draft.tokens.tolist()])
+        self._trim(k - a)  # the KV cache keeps y and the accepted drafts
+        rows = result.packed.tolist() if result.packed is not None else None
+        for i in range(a + 1):
+            mine = rows[i :: k + 1] if rows is not None else None  # mode-major rows
+            out = self._emit(tokens[i], mine)
+            yield from self._yield(out)
+            if out.finish_reason is not None:
+                self._settle()
+                return "finished"
+        return "drafted"
+
+    def _verify(self, last: int, draft: Draft) -> Verified:
+        plan = self.plan
+        inputs = mx.concatenate([mx.array([last], dtype=mx.int32), draft.tokens])
+        with mx.stream(_STREAM):
+            logits = self.model.model(inputs[None], cache=self.cache.layers)[0]  # (k + 1, V)
+            self.key, key = mx.random.split(self.key)
+            result = verify_logits(
+                logits.astype(mx.float32),
+                draft,
+                processors=plan.processors,
+                sampling=plan.sampling,
+                logprobs=plan.logprobs,
+                prompt=self.prompt,
+                generated=mx.array(self.generated, dtype=mx.int32),
+                key=key,
+            )
+        packed = [result.packed] if result.packed is not None else []
+        mx.eval(result.tokens, result.accepted, *packed)
+        return result
+
+    def _emit(self, value: int, rows: list[list[float]] | None) -> GeneratedToken:
+        plan, n = self.plan, len(self.generated)
+        if n == 0 and self.on_prefill is not None:
+            total = len(self.prompt_ids)
+            self.on_prefill(total, total)
+        self.generated.append(value)
+        if self.lookup is not None:
+            self.lookup.extend([value])
+        reports = {}
+        if rows is not None:
+            reports = {
+                m: unpack(r, value, plan.logprobs)
+                for m, r in zip(plan.logprobs.modes, rows, strict=True)
+            }
+        finish = (
+            "stop"
+            if value in plan.eos_token_ids
+            else ("length" if n + 1 == plan.max_tokens else None)
+        )
+        if n % 256 == 255:
+            mx.clear_cache()
+        return GeneratedToken(value, n, reports, finish)
+
+    def _yield(self, out: GeneratedToken) -> Iterator[GeneratedToken]:
+        try:
+            yield out
+        except GeneratorExit:  # the caller stopped (a stop string): drop what it never saw
+            self._settle()
+            raise
+
+    def _trim(self, count: int) -> None:
+        if count > 0:
+            trim_prompt_cache(self.cache.layers, count)
+            del self.cache.token_ids[-count:]
+
+    def _settle(self) -> None:
+        """Leave the cache holding the prompt and every emitted token but the last."""
+        self._trim(len(self.cache.token_ids) - (len(self.prompt_ids) + len(self.generated) - 1))
