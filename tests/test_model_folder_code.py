@@ -133,6 +133,20 @@ def test_a_broken_or_blocked_template_is_one_value_error(
     assert expected in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{{ ("{0.__class__.__mro__}"|attr("format"))(messages) }}',
+        '{% set f = "{0.__class__.__mro__}".format %}{{ f(messages) }}',
+        '{{ "{0.__class__.__mro__}".format(messages) }}',
+    ],
+)
+def test_str_format_cannot_reach_python_internals(template):
+    # str.format reads attributes itself; the sandbox must check its fields too.
+    with pytest.raises(ValueError, match=r"^t: the chat template was blocked by the sandbox"):
+        render_chat_template(template, CHAT, source="t")
+
+
 def test_sandboxed_template_renders_what_transformers_renders(tmp_path):
     template = (
         "{{ bos_token }}{% for m in messages %}{% if m.role == 'skip' %}{% continue %}{% endif %}"

@@ -114,6 +114,33 @@ class _Shape:
         self.shape = shape
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "config.json",
+        "generation_config.json",
+        "tokenizer_config.json",
+        "model.safetensors.index.json",
+        "tokenizer.json",
+    ],
+)
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b'\xff\xfe{"a": 1}', "not UTF-8 text (byte 0: invalid start byte)"),
+    ],
+)
+def test_unreadable_json_names_the_file(model, name, content, expected):
+    (model / name).write_bytes(content)
+    with pytest.raises(ValueError) as err:
+        mg.load(model)
+    assert str(err.value).startswith(f"{model / name}: ")
+    # tokenizer.json is parsed by mlx-lm/tokenizers: their words, in mlx_gen's frame.
+    frame = "cannot load the tokenizer (" if name == "tokenizer.json" else expected
+    assert frame in str(err.value)
+
+
 def test_malformed_tokenizer_json_names_the_file(model):
     (model / "tokenizer.json").write_text('{"model": {}}')
     with pytest.raises(ValueError) as err:

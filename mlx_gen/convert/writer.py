@@ -3,7 +3,10 @@
 :func:`staging_folder` gives a temporary folder next to the destination (same
 filesystem, so the final rename is atomic); the writers fill it. If anything fails
 the temporary folder is removed and the destination is left as it was. An existing
-destination is replaced only with ``force``, and only once the new folder is complete.
+destination is replaced only with ``force``, only if it holds a model (never the user's
+other files, never the current directory), and only once the new folder is complete.
+Staging folders carry the writer's process id, so a later run removes those of a
+killed run (:func:`remove_stale_staging`).
 """
 
 from __future__ import annotations

@@ -84,14 +84,13 @@ def check_config(config: Mapping[str, Any], weights: Mapping[str, Any], *, sourc
             ``quantization`` (the key, value and valid range are named).
     """
     largest = max((math.prod(v.shape) for v in weights.values()), default=0)
+    if largest < 1:
+        raise ValueError(f"{source}: the weights hold no tensor with any element")
     layers = layer_indices(weights)
-    parts = [("", config)]
+    parts = [(source, config)]
     if isinstance(config.get("text_config"), Mapping):
-        parts.append(("text_config.", config["text_config"]))
-    for prefix, part in parts:
-        where = f"{source}{' ' + prefix[:-1] if prefix else ''}"
-        if largest < 1:
-            raise ValueError(f"{source}: the weights hold no tensor with any element")
+        parts.append((f"{source} text_config", config["text_config"]))
+    for where, part in parts:
         for key in DIMENSION_KEYS:
             why = f"; no weight tensor has more than {largest} elements"
             _positive_int(part, key, largest, why, where)

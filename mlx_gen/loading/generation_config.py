@@ -89,12 +89,17 @@ class GenerationConfig:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object from ``path``; a bad file raises ``ValueError`` naming it."""
+    """Read a JSON object from ``path``; a bad file (not JSON, not UTF-8, nested too deeply
+    for Python's parser) raises ``ValueError`` naming it."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data

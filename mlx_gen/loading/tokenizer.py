@@ -130,7 +130,10 @@ def _check_transformers_config(folder: Path) -> None:
 def _sentencepiece(folder: Path, settings: dict[str, Any]) -> TokenizerWrapper:
     source = template_file(folder)
     if source.name == CHAT_TEMPLATE_JINJA:
-        template = source.read_text(encoding="utf-8")
+        try:
+            template = source.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{source}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     else:
         template = select_template(settings.get("chat_template"), source=str(source))
     spm_tokenizer = SentencePieceTokenizer(
