@@ -146,3 +146,20 @@ def run_processors(
 def _name(processor: Any) -> str:
     name = getattr(processor, "__qualname__", None) or type(processor).__qualname__
     return name if isinstance(name, str) else repr(processor)
+
+
+def check_count(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """Refuse a count argument (``top_n``, ``chunk_size``, ...) that is not an int in range.
+
+    Raises:
+        ValueError: ``"{name}={value!r} is invalid (expected an int in low..high)"``.
+
+    >>> check_count("top_n", 2.5, 0, 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: top_n=2.5 is invalid (expected an int in 0..10)
+    """
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not is_int or value < low or (high is not None and value > high):
+        valid = f"an int in {low}..{high}" if high is not None else f"an int >= {low}"
+        raise ValueError(f"{name}={value!r} is invalid (expected {valid})")

@@ -119,3 +119,18 @@ def test_max_tokens_is_clamped_to_the_context(stories):
     assert (len(result.token_ids), result.finish_reason) == (12, "length")
     [batched] = mg.generate_batch(stories, [prompt], settings=settings)
     assert batched.token_ids == result.token_ids and batched.finish_reason == "length"
+
+
+def test_count_arguments_take_ints_in_range(stories):
+    cases = [
+        (lambda: mg.score(stories, [1], [2], top_n=2.5), "top_n=2.5 is invalid"),
+        (lambda: mg.score(stories, [1], [2], token_ids=["7"]), r"token_ids\[0\]='7' is not"),
+        (lambda: mg.score(stories, [1], [2], chunk_size=0), "chunk_size=0 is invalid"),
+        (lambda: mg.score_batch(stories, [([1], [2])], top_n=513), r"expected an int in 0..512"),
+        (lambda: mg.score_batch(stories, [([1], [2])], batch_size=1.5), "batch_size=1.5"),
+        (lambda: mg.next_token_distribution(stories, [1], top_n=-1), "top_n=-1 is invalid"),
+        (lambda: mg.generate_batch(stories, [[1]], batch_size=True), "batch_size=True"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
