@@ -23,7 +23,13 @@ from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt
 from mlx_gen.sampling import filter_logits
 from mlx_gen.settings import GenerationSettings
-from mlx_gen.validation import check_count, check_fits, context_length, run_processors
+from mlx_gen.validation import (
+    check_count,
+    check_fits,
+    check_text,
+    context_length,
+    run_processors,
+)
 from mlx_gen.validation import token_ids as checked_ids
 
 
@@ -51,6 +57,7 @@ def encode_text_or_ids(
         ValueError: An id outside the vocabulary (named with its position in ``what``).
     """
     if isinstance(value, str):
+        check_text(value, what)
         value = model.tokenizer.encode(value, add_special_tokens=special)
     return checked_ids(value, model.vocab_size, what=what)
 

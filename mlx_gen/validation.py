@@ -163,3 +163,27 @@ def check_count(name: str, value: Any, low: int, high: int | None = None) -> Non
     if not is_int or value < low or (high is not None and value > high):
         valid = f"an int in {low}..{high}" if high is not None else f"an int >= {low}"
         raise ValueError(f"{name}={value!r} is invalid (expected {valid})")
+
+
+def check_text(text: str, what: str = "prompt") -> None:
+    """Refuse text the tokenizer cannot encode: a lone surrogate (``'\\udcff'``).
+
+    Such characters come from bytes that were not UTF-8 (Python's ``surrogateescape``)
+    and make the tokenizer raise a ``TypeError``.
+
+    Raises:
+        ValueError: Naming ``what``, the character and its position.
+
+    >>> check_text("fine")
+    >>> check_text("ab\\udcff")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: prompt is not valid text: a lone surrogate '\\udcff' at character 2 ...
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{what} is not valid text: a lone surrogate {text[e.start]!r} at character "
+            f"{e.start} (bytes that were not UTF-8?)"
+        ) from None

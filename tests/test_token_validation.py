@@ -134,3 +134,14 @@ def test_count_arguments_take_ints_in_range(stories):
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_text_that_was_not_utf8_is_named_not_a_tokenizer_type_error(stories):
+    # Before: TypeError "TextEncodeInput must be Union[...]" from the tokenizer.
+    one = S(max_tokens=2)
+    with pytest.raises(ValueError, match=r"^prompt is not valid text: a lone surrogate"):
+        mg.generate(stories, "ab\udcff", settings=one)
+    with pytest.raises(ValueError, match=r"^continuation is not valid text"):
+        mg.score(stories, "ab", "c\udcff")
+    with pytest.raises(ValueError, match=r"^bad_words is not valid text"):
+        mg.generate(stories, "ab", settings=S(max_tokens=2, bad_words=["x\udcff"]))
