@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mlx_gen.validation import check_text
+
 Prompt = str | Sequence[int]
 Messages = Sequence[Mapping[str, Any]]
 
@@ -45,6 +47,7 @@ def encode_prompt(
             list(messages), add_generation_prompt=True, tokenize=True
         )
     elif isinstance(prompt, str):
+        check_text(prompt)
         ids = tokenizer.encode(prompt, add_special_tokens=add_special_tokens)
     else:
         ids = list(prompt)  # Not int(): 2.5 or "3" must be refused, not rounded.
@@ -84,6 +87,8 @@ def check_messages(messages: Messages) -> None:
             raise ValueError(
                 f"messages[{i}] has no 'role' (expected a non-empty string such as 'user')"
             )
+        if isinstance(content, str):
+            check_text(content, f"messages[{i}]['content']")
         parts_ok = isinstance(content, list) and all(isinstance(p, Mapping) for p in content)
         if content is not None and not isinstance(content, str) and not parts_ok:
             raise ValueError(

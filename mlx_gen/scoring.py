@@ -23,7 +23,13 @@ from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt
 from mlx_gen.sampling import filter_logits
 from mlx_gen.settings import GenerationSettings
-from mlx_gen.validation import check_fits, context_length, run_processors
+from mlx_gen.validation import (
+    check_count,
+    check_fits,
+    check_text,
+    context_length,
+    run_processors,
+)
 from mlx_gen.validation import token_ids as checked_ids
 
 
@@ -51,6 +57,7 @@ def encode_text_or_ids(
         ValueError: An id outside the vocabulary (named with its position in ``what``).
     """
     if isinstance(value, str):
+        check_text(value, what)
         value = model.tokenizer.encode(value, add_special_tokens=special)
     return checked_ids(value, model.vocab_size, what=what)
 
@@ -88,13 +95,9 @@ def score(
         what="prompt + continuation",
         generating=False,
     )
-    if not 0 <= top_n <= model.vocab_size:
-        raise ValueError(f"top_n={top_n!r} is invalid (expected 0..{model.vocab_size})")
-    outside = [i for i in token_ids if not 0 <= i < model.vocab_size]
-    if outside:
-        raise ValueError(
-            f"token_ids {outside} are outside the vocabulary (size {model.vocab_size})"
-        )
+    check_count("top_n", top_n, 0, model.vocab_size)
+    check_count("chunk_size", chunk_size, 1)
+    token_ids = checked_ids(token_ids, model.vocab_size, what="token_ids")
     ids = p_ids + c_ids
     request = LogprobRequest(top_n, tuple(token_ids))
     cache, rows = PromptCache(model.model), []
@@ -157,6 +160,7 @@ def next_token_distribution(
     """
     if mode not in ("raw", "processed"):
         raise ValueError(f"mode={mode!r} is invalid; valid: 'raw', 'processed'")
+    check_count("top_n", top_n, 0, model.vocab_size)
     settings = settings or GenerationSettings()
     ids = encode_prompt(model.tokenizer, prompt, messages=messages)
     ids = checked_ids(ids, model.vocab_size)

@@ -13,6 +13,8 @@ import numbers
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from mlx_gen.validation import check_text
+
 #: The largest magnitude an integer setting may take (ids and counts end up in int32
 #: arrays; a number this large is a mistake, not a request).
 INT_LIMIT = 2**31 - 1
@@ -73,6 +75,9 @@ def _check_collections(settings: Any) -> None:
         _fail("stop", stop, "a list of strings")
     if not _is_list(bad_words) or not all(isinstance(w, str) or _is_ids(w) for w in bad_words):
         _fail("bad_words", bad_words, "a list of strings or of token id lists")
+    for word in bad_words:
+        if isinstance(word, str):
+            check_text(word, "bad_words")
     bias = settings.logit_bias
     if bias is not None and not (
         isinstance(bias, Mapping) and all(_is_int(k) and _is_real(v) for k, v in bias.items())

@@ -146,3 +146,44 @@ def run_processors(
 def _name(processor: Any) -> str:
     name = getattr(processor, "__qualname__", None) or type(processor).__qualname__
     return name if isinstance(name, str) else repr(processor)
+
+
+def check_count(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """Refuse a count argument (``top_n``, ``chunk_size``, ...) that is not an int in range.
+
+    Raises:
+        ValueError: ``"{name}={value!r} is invalid (expected an int in low..high)"``.
+
+    >>> check_count("top_n", 2.5, 0, 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: top_n=2.5 is invalid (expected an int in 0..10)
+    """
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not is_int or value < low or (high is not None and value > high):
+        valid = f"an int in {low}..{high}" if high is not None else f"an int >= {low}"
+        raise ValueError(f"{name}={value!r} is invalid (expected {valid})")
+
+
+def check_text(text: str, what: str = "prompt") -> None:
+    """Refuse text the tokenizer cannot encode: a lone surrogate (``'\\udcff'``).
+
+    Such characters come from bytes that were not UTF-8 (Python's ``surrogateescape``)
+    and make the tokenizer raise a ``TypeError``.
+
+    Raises:
+        ValueError: Naming ``what``, the character and its position.
+
+    >>> check_text("fine")
+    >>> check_text("ab\\udcff")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: prompt is not valid text: a lone surrogate '\\udcff' at character 2 ...
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{what} is not valid text: a lone surrogate {text[e.start]!r} at character "
+            f"{e.start} (bytes that were not UTF-8?)"
+        ) from None

@@ -144,7 +144,9 @@ def test_a_closed_stdout_is_one_error(tiny):
     [
         (["--logit-bias", "-1:2"], "argument --logit-bias: '-1:2' is invalid"),
         (["--frequency-penalty", "-inf"], "argument --frequency-penalty: '-inf' is not"),
-        (["--max-tokens", "-5"], "argument --max-tokens: '-5' is not an int >= 0"),
+        (["--max-tokens", "-5"], "argument --max-tokens: '-5' is not an int in 0..2147483647"),
+        (["--max-tokens", "99999999999"], "argument --max-tokens: '99999999999' is not an int"),
+        (["--seed", "-1"], "argument --seed: '-1' is not an int in [0, 2**64)"),
         (["--suppress-tokens", "-3"], "argument --suppress-tokens: '-3' is not a token id"),
     ],
 )

@@ -149,7 +149,9 @@ def test_score_validates_top_n_and_ids(tmp_path):
     model = scripted_model(tmp_path, script(3, [20]))
     with pytest.raises(ValueError, match="top_n=321"):
         mg.score(model, PROMPT, [20], top_n=321)
-    with pytest.raises(ValueError, match=r"\[320\] are outside the vocabulary \(size 320\)"):
+    with pytest.raises(
+        ValueError, match=r"token_ids\[1\]=320 is outside the vocabulary \(size 320"
+    ):
         mg.score(model, PROMPT, [20], token_ids=[5, 320])
     full = mg.score(model, PROMPT, [20], top_n=320)
     assert len(full.logprobs[0].top) == 320

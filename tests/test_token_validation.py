@@ -119,3 +119,29 @@ def test_max_tokens_is_clamped_to_the_context(stories):
     assert (len(result.token_ids), result.finish_reason) == (12, "length")
     [batched] = mg.generate_batch(stories, [prompt], settings=settings)
     assert batched.token_ids == result.token_ids and batched.finish_reason == "length"
+
+
+def test_count_arguments_take_ints_in_range(stories):
+    cases = [
+        (lambda: mg.score(stories, [1], [2], top_n=2.5), "top_n=2.5 is invalid"),
+        (lambda: mg.score(stories, [1], [2], token_ids=["7"]), r"token_ids\[0\]='7' is not"),
+        (lambda: mg.score(stories, [1], [2], chunk_size=0), "chunk_size=0 is invalid"),
+        (lambda: mg.score_batch(stories, [([1], [2])], top_n=513), r"expected an int in 0..512"),
+        (lambda: mg.score_batch(stories, [([1], [2])], batch_size=1.5), "batch_size=1.5"),
+        (lambda: mg.next_token_distribution(stories, [1], top_n=-1), "top_n=-1 is invalid"),
+        (lambda: mg.generate_batch(stories, [[1]], batch_size=True), "batch_size=True"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_text_that_was_not_utf8_is_named_not_a_tokenizer_type_error(stories):
+    # Before: TypeError "TextEncodeInput must be Union[...]" from the tokenizer.
+    one = S(max_tokens=2)
+    with pytest.raises(ValueError, match=r"^prompt is not valid text: a lone surrogate"):
+        mg.generate(stories, "ab\udcff", settings=one)
+    with pytest.raises(ValueError, match=r"^continuation is not valid text"):
+        mg.score(stories, "ab", "c\udcff")
+    with pytest.raises(ValueError, match=r"^bad_words is not valid text"):
+        mg.generate(stories, "ab", settings=S(max_tokens=2, bad_words=["x\udcff"]))

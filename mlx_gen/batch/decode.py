@@ -29,7 +29,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_gen.batch.step import STREAM, QueuedStep, Row, build_step, read_step
 from mlx_gen.decode import DecodePlan, GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
-from mlx_gen.validation import token_ids
+from mlx_gen.validation import check_count, token_ids
 
 
 def make_batch_cache(model: nn.Module, size: int) -> list[Any]:
@@ -98,8 +98,8 @@ class BatchDecoder:
                 f"{len(prompts)} prompts but {len(plans)} plans; pass one plan per prompt"
             )
         for name, value in [("batch_size", batch_size), ("prefill_step_size", prefill_step_size)]:
-            if value is not None and value < 1:
-                raise ValueError(f"{name}={value!r} is invalid (expected an int >= 1)")
+            if value is not None:
+                check_count(name, value, 1)
         rows = [
             Row(i, plan, token_ids(ids, model.vocab_size, what=f"prompts[{i}]"))
             for i, (ids, plan) in enumerate(zip(prompts, plans, strict=True))

@@ -19,7 +19,8 @@ from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
 from mlx_gen.prompts import Prompt
 from mlx_gen.scoring import ScoreResult, encode_text_or_ids
-from mlx_gen.validation import check_fits, context_length
+from mlx_gen.validation import check_count, check_fits, context_length
+from mlx_gen.validation import token_ids as token_ids_checked
 
 
 def _encode_pairs(
@@ -124,15 +125,11 @@ def score_batch(
             (named by index), an id outside the vocabulary, or a bad size.
     """
     encoded = _encode_pairs(model, pairs)
-    if top_n < 0:
-        raise ValueError(f"top_n={top_n!r} is invalid (expected an int >= 0)")
-    for name, value in [("batch_size", batch_size), ("chunk_size", chunk_size)]:
-        if value < 1:
-            raise ValueError(f"{name}={value!r} is invalid (expected an int >= 1)")
-    bad = [i for i in token_ids if not 0 <= i < model.vocab_size]
-    if bad:
-        raise ValueError(f"token_ids {bad} are outside the vocabulary (size {model.vocab_size})")
-    request = LogprobRequest(top_n, tuple(int(i) for i in token_ids))
+    check_count("top_n", top_n, 0, model.vocab_size)
+    check_count("batch_size", batch_size, 1)
+    check_count("chunk_size", chunk_size, 1)
+    ids = token_ids_checked(token_ids, model.vocab_size, what="token_ids")
+    request = LogprobRequest(top_n, tuple(ids))
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
     results: dict[int, ScoreResult] = {}
     for g in range(0, len(order), batch_size):

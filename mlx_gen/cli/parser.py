@@ -77,8 +77,9 @@ def _ranged(kind: type, ok: Callable[[Any], bool], valid: str) -> Callable[[str]
     return parse
 
 
-_NON_NEGATIVE = _ranged(int, lambda v: v >= 0, "an int >= 0")
-_POSITIVE = _ranged(int, lambda v: v >= 1, "an int >= 1")
+_INT_MAX = 2**31 - 1  # GenerationSettings' bound on counts (mlx_gen.setting_types)
+_NON_NEGATIVE = _ranged(int, lambda v: 0 <= v <= _INT_MAX, f"an int in 0..{_INT_MAX}")
+_POSITIVE = _ranged(int, lambda v: 1 <= v <= _INT_MAX, f"an int in 1..{_INT_MAX}")
 _FINITE = _ranged(float, math.isfinite, "a finite number")
 _BIAS = _ranged(float, lambda v: True, "a number, -inf, inf or +inf")
 
