@@ -64,7 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(options: CliOptions) -> int:
-    model = mg.load(options.model, dtype=options.dtype)
+    model = mg.load(
+        options.model,
+        dtype=options.dtype,
+        gguf_precision=options.gguf_precision,
+        dequantize=options.dequantize,
+    )
     settings = settings_for_model(options, model)
     if options.batch_size is not None:
         return _batch(model, settings, options)

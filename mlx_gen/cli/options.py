@@ -47,6 +47,8 @@ class CliOptions:
         verbose: Print the resolved defaults and the stats on stderr.
         batch_size: Batch mode: prompts per batch (``prompt_file`` holds one per line).
         output: Batch mode: the JSONL results file (``None``: stdout).
+        gguf_precision: ``load()``'s ``gguf_precision``.
+        dequantize: ``load()``'s ``dequantize``.
     """
 
     model: str | None
@@ -64,6 +66,8 @@ class CliOptions:
     verbose: bool
     batch_size: int | None = None
     output: str | None = None
+    gguf_precision: str = "exact"
+    dequantize: bool = False
 
 
 # --- from the namespace to typed values ---
@@ -163,4 +167,5 @@ def parse_command_line(argv: Sequence[str] | None = None) -> CliOptions:
         settings=_settings(v), logit_bias_text=tuple(v["logit_bias_text"] or ()),
         score=v["score"], json=v["json"], stream_logprobs=v["stream_logprobs"],
         verbose=v["verbose"], batch_size=v["batch_size"], output=v["output"],
+        gguf_precision=v["gguf_precision"], dequantize=v["dequantize"],
     )  # fmt: skip
