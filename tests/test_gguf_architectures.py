@@ -19,6 +19,7 @@ from gguf.quants import dequantize
 from mlx.utils import tree_flatten
 from safetensors.numpy import save_file
 
+from mlx_gen.convert.main import convert
 from mlx_gen.loading.architecture import model_classes
 from mlx_gen.loading.loader import load
 from tests.checkpoints import write_tokenizer
@@ -225,5 +226,23 @@ def test_quantized_model_matches_its_decoded_weights(tmp_path, kind):
     expected = logits(load(tmp_path / "hf").model)
     assert np.abs(logits(from_gguf.model) - expected).max() < 1e-4 * max(1, np.abs(expected).max())
     dense = load(tmp_path / "m.gguf", dequantize=True)
+    assert "quantization" not in dense.config
+    assert np.abs(logits(dense.model) - expected).max() < 1e-4 * max(1, np.abs(expected).max())
+
+
+@pytest.mark.parametrize("kind", ["Q6_K", "Q4_K", "IQ4_XS"])
+def test_converted_folder_gives_the_same_logits(tmp_path, kind):
+    config = {**BASE, **CASES["qwen3"][1], "hidden_size": 256, "intermediate_size": 256}
+    config["head_dim"] = 64
+    weights = random_hf_weights(config)
+    quantized = {n: T[kind] for n, w in weights.items() if w.ndim == 2}
+    write_gguf_model(tmp_path / "m.gguf", "qwen3", config, weights, quantized)
+    expected = logits(load(tmp_path / "m.gguf").model)
+    convert(tmp_path / "m.gguf", tmp_path / "as_stored")
+    converted = load(tmp_path / "as_stored")
+    assert converted.config["quantization"] == load(tmp_path / "m.gguf").config["quantization"]
+    np.testing.assert_array_equal(logits(converted.model), expected)
+    convert(tmp_path / "m.gguf", tmp_path / "f32", dtype="float32")
+    dense = load(tmp_path / "f32")
     assert "quantization" not in dense.config
     assert np.abs(logits(dense.model) - expected).max() < 1e-4 * max(1, np.abs(expected).max())

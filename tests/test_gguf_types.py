@@ -124,3 +124,25 @@ def test_subblock_layers_compute_with_the_exact_weights(typed_file, kind):
     rows = np.array(embedding(mx.array([[4, 0, 5]])))
     np.testing.assert_array_equal(rows[0], reference[[4, 0, 5]].astype(np.float32))
     assert (np.abs(np.array(embedding.as_linear(mx.array(x))) - y) <= bound).all()
+
+
+def test_mx_load_still_decodes_q4_k_wrongly(typed_file, monkeypatch):
+    # Regression guard (MLX 0.32.4): mx.load gives every second 32-element half of a
+    # Q4_K superblock the first half's scale and min. If this starts failing, MLX fixed
+    # it; mlx_gen still packs the codes itself (checked below).
+    path, tensors = typed_file
+    raw, kind = tensors["Q4_K.weight"]
+    reference = dequantize(raw, kind)
+    try:
+        mlx_value = np.array(mx.load(str(path))["Q4_K.weight"].astype(mx.float32))
+    except Exception:  # MLX aborts on the other types in the same file
+        path = path.with_name("q4k_only.gguf")
+        write(path, {"Q4_K.weight": (raw, kind)})
+        mlx_value = np.array(mx.load(str(path))["Q4_K.weight"].astype(mx.float32))
+    assert np.abs(mlx_value - reference).max() > 0.1 * np.abs(reference).max()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("mlx_gen must not read GGUF tensors with mx.load")
+
+    monkeypatch.setattr(mx, "load", refuse)
+    np.testing.assert_array_equal(decoded(_load(path, "Q4_K.weight", "exact")), reference)

@@ -83,7 +83,12 @@ def _run(options: CliOptions) -> int:
     check_stdout(options.output)
     if options.output is not None:
         check_output_path(options.output)  # before loading and generating, not after
-    model = mg.load(options.model, dtype=options.dtype)
+    model = mg.load(
+        options.model,
+        dtype=options.dtype,
+        gguf_precision=options.gguf_precision,
+        dequantize=options.dequantize,
+    )
     settings = settings_for_model(options, model)
     if options.batch_size is not None:
         return _batch(model, settings, options)

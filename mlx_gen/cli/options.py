@@ -51,6 +51,8 @@ class CliOptions:
         output: Batch mode: the JSONL results file (``None``: stdout).
         draft_model: ``--draft-model``'s source, loaded with the model (``None``: none).
         num_draft: ``--num-draft`` (``None``: the :class:`~mlx_gen.DraftModel` default).
+        gguf_precision: ``load()``'s ``gguf_precision``.
+        dequantize: ``load()``'s ``dequantize``.
     """
 
     model: str | None
@@ -70,6 +72,8 @@ class CliOptions:
     output: str | None = None
     draft_model: str | None = None
     num_draft: int | None = None
+    gguf_precision: str = "exact"
+    dequantize: bool = False
 
 
 # --- from the namespace to typed values ---
@@ -176,4 +180,5 @@ def parse_command_line(argv: Sequence[str] | None = None) -> CliOptions:
         score=v["score"], json=v["json"], stream_logprobs=v["stream_logprobs"],
         verbose=v["verbose"], batch_size=v["batch_size"], output=v["output"],
         draft_model=v["draft_model"], num_draft=v["num_draft"],
+        gguf_precision=v["gguf_precision"], dequantize=v["dequantize"],
     )  # fmt: skip

@@ -27,12 +27,20 @@ from mlx_lm.models.switch_layers import QuantizedSwitchLinear
 from mlx_lm.utils import dequantize_model, quantize_model
 
 from mlx_gen.loading.architecture import DTYPES
+from mlx_gen.loading.dequantize import dequantize_layers
+from mlx_gen.loading.subblock import SubBlockEmbedding, SubBlockLinear
 
 QUANT_BITS = (4, 8)
 QUANT_GROUP_SIZES = (32, 64, 128)
 DEFAULT_Q_BITS = 4
 DEFAULT_Q_GROUP_SIZE = 64  # mlx-lm's defaults for affine mode.
-_QUANTIZED_LAYERS = (nn.QuantizedLinear, nn.QuantizedEmbedding, QuantizedSwitchLinear)
+_QUANTIZED_LAYERS = (
+    nn.QuantizedLinear,
+    nn.QuantizedEmbedding,
+    QuantizedSwitchLinear,
+    SubBlockLinear,  # GGUF Q6_K/Q2_K: group 16
+    SubBlockEmbedding,
+)
 
 
 def check_quantization(bits: int, group_size: int) -> None:
@@ -111,6 +119,7 @@ def set_precision(
     config = dict(config)
     if quantized_layers(model) and (quantize or dtype is not None):
         dequantize_model(model)
+        dequantize_layers(model)  # the group-16 layers mlx-lm does not know
         config.pop("quantization", None)
         config.pop("quantization_config", None)
     if dtype is not None:
