@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlx_gen.cli.constraint_flags import CONSTRAINT_FLAGS, constraint_from_flags
 from mlx_gen.cli.parser import LOGPROB_MODES, UsageError, build_parser
 from mlx_gen.settings import GenerationSettings
 
@@ -23,7 +24,7 @@ GENERATION_FLAGS = (
     "suppress_tokens", "begin_suppress_tokens", "begin_suppress_steps", "min_new_tokens",
     "repetition_penalty", "repetition_context_size", "presence_penalty", "frequency_penalty",
     "no_repeat_ngram_size", "bad_words", "eos_token_ids", "extra_eos_token_ids", "ignore_eos",
-    "stop", "include_stop", "stream_logprobs",
+    "stop", "include_stop", "stream_logprobs", *CONSTRAINT_FLAGS,
 )  # fmt: skip
 
 
@@ -141,6 +142,7 @@ def _settings(v: dict[str, Any]) -> GenerationSettings:
         include_stop_str=v["include_stop"], logprobs=logprobs,
         logprob_token_ids=v["logprob_token_ids"] or (),
         logprobs_modes=LOGPROB_MODES[v["logprobs_mode"] or "raw"],
+        constraint=constraint_from_flags(v),
     )  # fmt: skip
 
 
