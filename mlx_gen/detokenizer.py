@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlx_lm.tokenizer_utils import BPEStreamingDetokenizer, StreamingDetokenizer
+from mlx_lm.tokenizer_utils import (
+    BPEStreamingDetokenizer,
+    NaiveStreamingDetokenizer,
+    SPMStreamingDetokenizer,
+    StreamingDetokenizer,
+)
+
+from mlx_gen.loading.sentencepiece_tokenizer import SentencePieceTokenizer
 
 
 class SpacePreservingBPEDetokenizer(BPEStreamingDetokenizer):
@@ -41,6 +48,10 @@ def streaming_detokenizer(
     detokenizer = tokenizer.detokenizer  # a reset copy
     if keep_leading_space and hasattr(detokenizer, "trim_space"):
         detokenizer.trim_space = False
+    inner = getattr(tokenizer, "_tokenizer", None)
+    if keep_leading_space and isinstance(detokenizer, NaiveStreamingDetokenizer):
+        if isinstance(inner, SentencePieceTokenizer):  # its decode() drops the space
+            return SPMStreamingDetokenizer(inner, trim_space=False)
     if type(detokenizer) is BPEStreamingDetokenizer:
         # Re-class the copy rather than build a new one: building re-reads the whole
         # vocabulary (tens of ms for 50k tokens) on every call.

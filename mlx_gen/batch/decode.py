@@ -26,7 +26,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.cache import make_prompt_cache
 
-from mlx_gen.batch.step import STREAM, QueuedStep, Row, build_step, read_step
+from mlx_gen.batch.step import STREAM, QueuedStep, Row, build_step, read_step, sample_pending
 from mlx_gen.decode import DecodePlan, GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.validation import check_count, token_ids
@@ -141,12 +141,16 @@ class BatchDecoder:
             self._queued = self._advance(None)
             if self._queued is None:
                 return []
+            sample_pending(self._queued)
         current = self._queued
         self._queued = self._advance(current)
         self._steps += 1
         if self._steps % 256 == 0:
             mx.clear_cache()
-        return read_step(current)
+        events = read_step(current)
+        if self._queued is not None:  # constrained rows: masks need the tokens just read
+            sample_pending(self._queued)
+        return events
 
     def _advance(self, current: QueuedStep | None) -> QueuedStep | None:
         """Drop finished rows, admit waiting ones, and queue the next step."""

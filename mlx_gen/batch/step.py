@@ -12,6 +12,10 @@ After the batched forward pass everything is per row and mirrors :mod:`mlx_gen.d
   the packs, only when some row asked for logprobs;
 * a row with nothing to sample from (every id banned, or NaN) reads back ``NO_TOKEN``
   and finishes with ``"no_allowed_token"``, exactly as in :mod:`mlx_gen.decode`.
+* rows with a constraint (structured output, :mod:`mlx_gen.guided`): when any row has
+  one, ``build_step`` queues only the forward pass and processors, and
+  :func:`sample_pending` applies every constrained row's bitmask (built on the host
+  after the previous step is read, on llguidance's threads) before filters and sampling.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
+from mlx_gen.constraints import Matcher, apply_token_bitmask, fill_masks
 from mlx_gen.decode import DecodePlan, GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import pack, unpack
@@ -44,11 +50,13 @@ class Row:
     prompt: mx.array = field(init=False)
     key: mx.array = field(init=False)
     generated: mx.array = field(init=False)
+    guide: Matcher | None = field(init=False)  # the row's grammar state, if constrained
 
     def __post_init__(self) -> None:
         self.prompt = mx.array(self.prompt_ids, dtype=mx.int32)
         self.key = mx.random.key(self.plan.seed)
         self.generated = mx.zeros((0,), dtype=mx.int32)
+        self.guide = Matcher(self.plan.constraint) if self.plan.constraint else None
 
     def next_key(self) -> mx.array:
         """The same chain as single-sequence decoding: one split per sampled step."""
@@ -65,6 +73,7 @@ class QueuedStep:
     tokens: mx.array  # (B,) int32
     packed: mx.array | None  # every row's logprob packs, flattened, or None
     widths: list[list[int]]  # per row, per logprob mode: its length in ``packed``
+    pending: tuple[mx.array, mx.array] | None = None  # (logits, processed) to sample
 
 
 def _process(logits: mx.array, rows: list[Row]) -> mx.array:
@@ -125,16 +134,63 @@ def build_step(
     model: LoadedModel, cache: list[Any], inputs: mx.array, rows: list[Row]
 ) -> QueuedStep:
     """Queue one lazy step for ``rows`` (``inputs``: their last tokens, ``(B,)``)."""
+    guided = any(r.guide is not None for r in rows)
     with mx.stream(STREAM):
         inputs = feedable(inputs)  # A NO_TOKEN look-ahead feeds id 0 (then discarded).
         logits = model.model(inputs[:, None], cache=cache)[:, -1, :]  # (B, V)
         processed = _process(logits, rows)
+    if guided:  # sampled by sample_pending once the previous step is read
+        mx.async_eval(processed)
+        return QueuedStep(rows, [r.step for r in rows], inputs, None, [], (logits, processed))
+    with mx.stream(STREAM):
         tokens, filtered = _sample(processed, rows)
         packed, widths = _pack(logits, filtered, tokens, rows)
         tokens = mark(tokens, _valid(logits, filtered, rows))  # Read with the ids.
     # Queue the step now; the caller reads the previous one meanwhile.
     mx.async_eval(tokens, *([packed] if packed is not None else []))
     return QueuedStep(rows, [r.step for r in rows], tokens, packed, widths)
+
+
+def sample_pending(queued: QueuedStep) -> None:
+    """Mask, filter and sample a step ``build_step`` left pending (no-op otherwise).
+
+    Called after the previous step is read, so each constrained row's matcher has
+    consumed its last token. A row that is already done gets an all-allowed mask (its
+    token is discarded); a row left with no allowed token samples ``-1``.
+    """
+    if queued.pending is None:
+        return
+    logits, processed = queued.pending
+    rows = queued.rows
+    words = max(r.guide.words for r in rows if r.guide is not None)
+    bitmask = np.full((len(rows), words), -1, dtype=np.int32)
+    fill_masks(
+        [(r.guide, i) for i, r in enumerate(rows) if r.guide is not None and not r.done],
+        bitmask,
+    )
+    with mx.stream(STREAM):
+        masked = apply_token_bitmask(processed, mx.array(bitmask))
+        tokens, filtered = _sample(masked, rows)
+        guided = mx.array([r.guide is not None for r in rows])
+        tokens = mx.where(guided & (mx.max(masked, axis=-1) == -mx.inf), -1, tokens)
+        packed, widths = _pack(logits, filtered, mx.maximum(tokens, 0), rows)
+    mx.async_eval(tokens, *([packed] if packed is not None else []))
+    queued.tokens, queued.packed, queued.widths, queued.pending = tokens, packed, widths, None
+
+
+def _guided_event(row: Row, step: int, value: int, reports: dict) -> GeneratedToken:
+    """A constrained row's token (its matcher advanced), or its ``constraint`` finish."""
+    if value < 0:
+        row.done = True
+        return GeneratedToken(
+            -1, step, {}, "constraint", row.guide.accepting, row.guide.stop_message()
+        )
+    row.guide.consume(value)
+    finish = "stop" if value in row.plan.eos_token_ids else None
+    if finish is None and step + 1 == row.plan.max_tokens:
+        finish = "length"
+    row.done = finish is not None
+    return GeneratedToken(value, step, reports, finish, row.guide.accepting)
 
 
 def read_step(current: QueuedStep) -> list[tuple[int, GeneratedToken]]:
@@ -160,6 +216,9 @@ def read_step(current: QueuedStep) -> list[tuple[int, GeneratedToken]]:
         for mode, width in zip(row.plan.logprobs.modes if widths else (), widths, strict=True):
             reports[mode] = unpack(flat[offset : offset + width], value, row.plan.logprobs)
             offset += width
+        if row.guide is not None:
+            out.append((row.index, _guided_event(row, step, value, reports)))
+            continue
         finish = "stop" if value in row.plan.eos_token_ids else None
         if finish is None and step + 1 == row.plan.max_tokens:
             finish = "length"

@@ -34,6 +34,7 @@ from mlx_gen.cli.options import CliOptions, UsageError, parse_command_line
 from mlx_gen.cli.output import (
     PrefillProgress,
     call_lines,
+    constraint_note,
     defaults_lines,
     generation_json,
     logprob_line,
@@ -215,6 +216,8 @@ def _generate(
         if settings.logprobs is not None and not options.stream_logprobs:
             tables = logprob_tables(result.logprobs, settings.logprobs_modes, decode)
             _lines(sys.stdout, ["", tables])
+    if constraint_note(result) is not None:
+        _lines(sys.stderr, [constraint_note(result)])
     if options.verbose:
         _lines(sys.stderr, stats_lines(result.stats, result.finish_reason, result.matched, decode))
     return 0

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlx_gen.cli.constraint_flags import CONSTRAINT_FLAGS, constraint_from_flags
 from mlx_gen.cli.input_text import check_text_flags
 from mlx_gen.cli.parser import LOGPROB_MODES, UsageError, build_parser
 from mlx_gen.drafters import PromptLookup
@@ -26,6 +27,7 @@ GENERATION_FLAGS = (
     "repetition_penalty", "repetition_context_size", "presence_penalty", "frequency_penalty",
     "no_repeat_ngram_size", "bad_words", "eos_token_ids", "extra_eos_token_ids", "ignore_eos",
     "stop", "include_stop", "stream_logprobs", "prompt_lookup", "draft_model", "num_draft",
+    *CONSTRAINT_FLAGS,
 )  # fmt: skip
 
 
@@ -155,6 +157,7 @@ def _settings(v: dict[str, Any]) -> GenerationSettings:
         logprob_token_ids=v["logprob_token_ids"] or (),
         logprobs_modes=LOGPROB_MODES[v["logprobs_mode"] or "raw"],
         speculative=PromptLookup(num_draft=v["prompt_lookup"]) if v["prompt_lookup"] else None,
+        constraint=constraint_from_flags(v),
     )  # fmt: skip
 
 

@@ -152,6 +152,8 @@ def generation_json(
         else None,
         "finish_reason": result.finish_reason,
         "matched": result.matched,
+        "constraint_complete": result.constraint_complete,
+        "finish_message": result.finish_message,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(result.token_ids)},
         "timings": {
             "ttft_s": stats.time_to_first_token if stats else None,
@@ -160,6 +162,18 @@ def generation_json(
         },
         "peak_memory_gb": stats.peak_memory_gb if stats else None,
     }
+
+
+def constraint_note(result: GenerationResult) -> str | None:
+    """A stderr line when a constraint ended generation or its output is incomplete."""
+    if result.finish_reason == "constraint":
+        return f"constraint: generation ended: {result.finish_message}"
+    if result.constraint_complete is False:
+        return (
+            f"constraint: the output is incomplete (finish_reason {result.finish_reason!r} "
+            "before the grammar completed; raise --max-tokens)"
+        )
+    return None
 
 
 def score_json(result: ScoreResult, decode: Decode, prompt_tokens: int) -> dict[str, Any]:

@@ -204,6 +204,19 @@ def _add_stopping(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--include-stop", action="store_true", help="keep the matched stop string")
 
 
+def _add_structured_output(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("structured output", "At most one; the output is "
+                                      "guaranteed to match it (see mlx_gen.cli.constraint_flags).")
+    one = group.add_mutually_exclusive_group()
+    one.add_argument("--json-schema", metavar="FILE|JSON", help="a JSON Schema (a file, or the "
+                     "JSON text itself): the output is one JSON document valid under it")
+    one.add_argument("--regex", metavar="PATTERN", help="the output matches PATTERN in full")
+    one.add_argument("--grammar", metavar="FILE",
+                     help="the output is a sentence of this Lark grammar (rule 'start')")
+    one.add_argument("--choice", type=_non_empty, action="append", metavar="TEXT",
+                     help="the output is one of the --choice texts (repeatable)")
+
+
 def _add_speculative(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("speculative decoding", "Same output (greedy: the same "
                                       "tokens; sampled: the same distribution), every control "
@@ -249,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate (or score) text with controlled, inspectable decoding on MLX.",
     )
     for add in (_add_model_and_input, _add_sampling, _add_logit_control, _add_stopping,
+                _add_structured_output,
                 _add_speculative, _add_inspection):  # fmt: skip
         add(parser)
     return parser

@@ -101,6 +101,13 @@ class TokenTable:
                 self._by_bytes.setdefault(self.tokens[i], i)
         self._longest = max(map(len, self._by_bytes), default=1)
 
+    def pad_to(self, vocab_size: int) -> None:
+        """Extend to the model's vocabulary: ids the tokenizer lacks become special
+        placeholders, which no grammar text matches, so they are never allowed."""
+        for i in range(len(self.tokens), vocab_size):
+            self.tokens.append(f"<|mlx_gen_unused_{i}|>".encode())
+            self.special_token_ids.append(i)
+
     def __call__(self, text: str | bytes) -> list[int]:
         data = text if isinstance(text, bytes) else text.encode("utf-8")
         ids = list(
@@ -132,7 +139,9 @@ def build_token_table(
         eos_token_ids: Every EOS id (non-empty).
     """
     inner = getattr(tokenizer, "_tokenizer", tokenizer)
-    wrapper = llguidance.TokenizerWrapper(TokenTable(inner))
+    table = TokenTable(inner)
+    table.pad_to(vocab_size)
+    wrapper = llguidance.TokenizerWrapper(table)
     eos = [int(i) for i in eos_token_ids]
     return llguidance.LLTokenizer(wrapper, n_vocab=vocab_size, eos_token=eos)
 
