@@ -16,13 +16,13 @@ Guarantees:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import mlx.core as mx
 
 from mlx_gen.controls import build_processors
+from mlx_gen.loading.distributed import agreed_seed
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
 from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
@@ -88,9 +88,8 @@ class DecodePlan:
         processors = build_processors(
             settings, defaults, tokenizer=model.tokenizer, vocab_size=vocab, eos_token_ids=eos
         )
-        seed = (
-            settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little")
-        )
+        # Unseeded: a fresh seed, rank 0's on every rank of a sharded model.
+        seed = settings.seed if settings.seed is not None else agreed_seed(model.group)
         return cls(
             tuple(processors),
             settings.sampling(defaults),

@@ -34,6 +34,7 @@ from mlx_gen.cli.output import (
     score_total,
     stats_lines,
 )
+from mlx_gen.cli.ranks import error_line, silenced
 from mlx_gen.prompts import encode_prompt
 
 # Settings fields holding token ids, and the flag each comes from.
@@ -59,12 +60,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (ValueError, OSError) as e:
         sys.stdout.flush()
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        line = error_line(e, usage=isinstance(e, UsageError))  # one per rank that failed
+        if line is not None:
+            print(line, file=sys.stderr)
         return 2
 
 
 def _run(options: CliOptions) -> int:
     model = mg.load(options.model, dtype=options.dtype)
+    if model.rank != 0:  # under mlx.launch, the other ranks compute and print nothing
+        with silenced(model.rank):
+            return _run_model(model, replace(options, output=None))
+    return _run_model(model, options)
+
+
+def _run_model(model: mg.LoadedModel, options: CliOptions) -> int:
     settings = settings_for_model(options, model)
     if options.batch_size is not None:
         return _batch(model, settings, options)
