@@ -18,6 +18,10 @@ from typing import Any
 
 import mlx.core as mx
 
+import mlx_gen as mg
+from mlx_gen import GenerationSettings as S
+from mlx_gen.loading.distributed import parameter_bytes
+
 PROMPT = "Once upon a time"
 
 
@@ -31,8 +35,6 @@ def _lp(report: Any) -> dict[str, Any]:
 
 
 def _run(model: Any, settings: Any) -> dict[str, Any]:
-    import mlx_gen as mg
-
     result = mg.generate(model, PROMPT, settings=settings)
     return {
         "tokens": result.token_ids,
@@ -44,8 +46,6 @@ def _run(model: Any, settings: Any) -> dict[str, Any]:
 
 def model_checks(model: Any) -> dict[str, Any]:
     """Every control on ``model``; the same calls on every rank and in one process."""
-    from mlx_gen import GenerationSettings as S
-
     both = ("raw", "processed")
     eos = min(model.generation_config.eos_token_ids)
     runs: dict[str, Any] = {}
@@ -96,14 +96,30 @@ def model_checks(model: Any) -> dict[str, Any]:
         model, S(max_tokens=12, temperature=0, ignore_eos=True, stop=[runs["greedy"]["text"][4:7]])
     )
     runs["unseeded"] = _run(model, S(max_tokens=16, temperature=3.0, ignore_eos=True))
+    batch = mg.generate_batch(
+        model,
+        [PROMPT, "The end"],
+        settings=S(max_tokens=6, temperature=0.7, seed=3, ignore_eos=True, logprobs=2),
+    )
+    for i, result in enumerate(batch):
+        runs[f"batch{i}"] = {
+            "tokens": result.token_ids,
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "logprobs": [{m: _lp(r) for m, r in step.items()} for step in result.logprobs],
+        }
+    scored = mg.score(model, PROMPT, runs["greedy"]["text"], top_n=2)
+    runs["score"] = {
+        "tokens": scored.token_ids,
+        "text": "",
+        "finish_reason": None,
+        "logprobs": [{"raw": _lp(r)} for r in scored.logprobs],
+    }
     return runs
 
 
 def run_checks(models: dict[str, str]) -> dict[str, Any]:
     """Load each model (sharded when launched as several ranks) and run the checks."""
-    import mlx_gen as mg
-    from mlx_gen.loading.distributed import parameter_bytes
-
     out: dict[str, Any] = {}
     for name, folder in models.items():
         mx.reset_peak_memory()
@@ -126,8 +142,6 @@ def main(spec_path: str, out_dir: str) -> None:
     if spec.get("fail") == "start" and rank == 1:
         sys.exit("rank 1 failed to start on purpose")
     if spec.get("fail") == "generate" and rank == 1:
-        import mlx_gen as mg
-
         model = mg.load(next(iter(spec["models"].values())))
         del model  # killed mid-run, while rank 0 waits in a collective
         os.kill(os.getpid(), signal.SIGKILL)
