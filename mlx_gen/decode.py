@@ -27,7 +27,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -36,6 +35,7 @@ import mlx.core as mx
 from mlx_gen.constraints import CompiledConstraint, compile_constraint
 from mlx_gen.controls import build_processors
 from mlx_gen.guided import decode_guided
+from mlx_gen.loading.distributed import agreed_seed
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
 from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN, feedable, has_choice, mark
@@ -112,9 +112,8 @@ class DecodePlan:
         processors = build_processors(
             settings, defaults, tokenizer=model.tokenizer, vocab_size=vocab, eos_token_ids=eos
         )
-        seed = (
-            settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "little")
-        )
+        # Unseeded: a fresh seed, rank 0's on every rank of a sharded model.
+        seed = settings.seed if settings.seed is not None else agreed_seed(model.group)
         constraint = None
         if settings.constraint is not None:  # compiled once per (grammar, tokenizer)
             constraint = compile_constraint(

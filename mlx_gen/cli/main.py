@@ -44,6 +44,7 @@ from mlx_gen.cli.output import (
     score_total,
     stats_lines,
 )
+from mlx_gen.cli.ranks import error_line, silenced
 from mlx_gen.cli.streams import check_output_path, check_stdout, quiet_stdout
 from mlx_gen.cli.terminal import for_terminal
 from mlx_gen.prompts import encode_prompt
@@ -76,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         if sys.stdout is not None:  # None: started with stdout closed
             sys.stdout.flush()
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        line = error_line(e, usage=isinstance(e, UsageError))  # one per rank that failed
+        if line is not None:
+            print(line, file=sys.stderr)
         return 2
 
 
@@ -90,6 +93,13 @@ def _run(options: CliOptions) -> int:
         gguf_precision=options.gguf_precision,
         dequantize=options.dequantize,
     )
+    if model.rank != 0:  # under mlx.launch, the other ranks compute and print nothing
+        with silenced(model.rank):
+            return _run_model(model, replace(options, output=None))
+    return _run_model(model, options)
+
+
+def _run_model(model: mg.LoadedModel, options: CliOptions) -> int:
     settings = settings_for_model(options, model)
     if options.batch_size is not None:
         return _batch(model, settings, options)

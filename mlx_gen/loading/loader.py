@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from mlx_gen.loading.architecture import build_model
 from mlx_gen.loading.checkpoint import Checkpoint, read_folder
 from mlx_gen.loading.dequantize import dequantize_layers
+from mlx_gen.loading.distributed import distributed_group, shard_model
 from mlx_gen.loading.generation_config import (
     CONFIG_JSON,
     GENERATION_CONFIG_JSON,
@@ -41,6 +43,8 @@ class LoadedModel:
         config: The architecture config (``config.json`` form).
         generation_config: The checkpoint's resolved generation settings.
         source: Where it was loaded from (a folder or a ``.gguf`` file).
+        group: The ``mx.distributed`` group the model is sharded over (tensor
+            parallel, one rank per process), ``None`` when this process holds it whole.
     """
 
     model: nn.Module
@@ -48,6 +52,12 @@ class LoadedModel:
     config: dict[str, Any]
     generation_config: GenerationConfig
     source: Path
+    group: mx.distributed.Group | None = None
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in :attr:`group` (0 when not distributed); rank 0 prints."""
+        return 0 if self.group is None else self.group.rank()
 
     @property
     def vocab_size(self) -> int:
@@ -109,6 +119,7 @@ def load(
     generation_overrides: Mapping[str, Any] | None = None,
     gguf_precision: str = "exact",
     dequantize: bool = False,
+    distributed: bool | None = None,
 ) -> LoadedModel:
     """Load a checkpoint with all of its generation settings.
 
@@ -125,20 +136,33 @@ def load(
             weight error). Ignored for folders.
         dequantize: Replace quantized layers by dense float32 ones after loading
             (faster on MLX's CPU backend, 4 bytes per weight).
+        distributed: Tensor parallelism over ``mx.distributed`` (processes started by
+            ``mlx.launch``): ``None`` (default) shards when this process is one of
+            several ranks, ``True`` always uses ``mx.distributed.init()``'s group,
+            ``False`` never shards. Sharded, each rank reads only its slice of every
+            projection (see :mod:`mlx_gen.loading.distributed`).
 
     Returns:
-        The :class:`LoadedModel`; weights are memory-mapped and read on first use.
+        The :class:`LoadedModel`; weights are memory-mapped and read on first use
+        (when sharded, this rank's shard is read before returning).
 
     Raises:
         FileNotFoundError: The source, its config, weights or tokenizer are missing.
         ValueError: Unknown ``model_type`` (supported ones listed), corrupt files (named),
-            a tensor whose shape disagrees with the config, malformed settings.
+            a tensor whose shape disagrees with the config, malformed settings; when
+            sharding, an architecture without ``shard`` or with indivisible heads.
     """
     path = resolve_source(source, revision=revision)
     checkpoint = read_checkpoint(path, gguf_precision=gguf_precision)
     generation_config = resolve_checkpoint_config(checkpoint, generation_overrides)
     model = build_model(checkpoint, dtype=dtype)
+    group = distributed_group(distributed)
+    if group is not None:
+        checkpoint.weights.clear()  # drop the unsharded tensors unread: only slices are read
+        shard_model(model, group, config=checkpoint.config, source=str(checkpoint.source))
     config = checkpoint.config
     if dequantize and dequantize_layers(model):
         config = {k: v for k, v in config.items() if k not in QUANTIZATION_KEYS}
-    return LoadedModel(model, checkpoint.tokenizer, config, generation_config, checkpoint.source)
+    return LoadedModel(
+        model, checkpoint.tokenizer, config, generation_config, checkpoint.source, group
+    )
