@@ -19,26 +19,21 @@ from mlx_gen.stream import GenerationChunk, GenerationStats, stream_generate
 class GenerationResult:
     """The outcome of :func:`generate`.
 
-        Attributes:
-            text: The generated text (EOS not rendered; stop string excluded unless asked).
-            token_ids: Every generated id, the EOS or stop-completing token included.
-            tokens: Each id decoded on its own, for display.
-            logprobs: Per token, ``{mode: TokenLogprob}`` (empty dicts when not requested).
-            finish_reason: ``stop``, ``stop_string``, ``criterion``, ``length`` or
-                ``no_allowed_token`` (every id was banned, or the logits were NaN; what was
-                generated before is kept) or ``constraint`` (the constraint and the other
-                controls left no allowed token).
-     (every id was banned, or the logits were NaN; what was
-                generated before is kept).
-    =======
-                ``constraint`` (the constraint and the other controls left no allowed token).
-    >>>>>>> structured
-            matched: The EOS id or stop string that ended generation, else ``None``.
-            stats: Token counts, tokens/s, time to first token, peak memory.
-            constraint_complete: Under a constraint, whether the generated tokens form a
-                complete match (``False`` after ``length``: the output is incomplete);
-                ``None`` without a constraint.
-            finish_message: Why a ``constraint`` finish happened, else ``None``.
+    Attributes:
+        text: The generated text (EOS not rendered; stop string excluded unless asked).
+        token_ids: Every generated id, the EOS or stop-completing token included.
+        tokens: Each id decoded on its own, for display.
+        logprobs: Per token, ``{mode: TokenLogprob}`` (empty dicts when not requested).
+        finish_reason: ``stop``, ``stop_string``, ``criterion``, ``length``,
+            ``no_allowed_token`` (every id was banned, or the logits were NaN; what was
+            generated before is kept) or ``constraint`` (the constraint and the other
+            controls left no allowed token).
+        matched: The EOS id or stop string that ended generation, else ``None``.
+        stats: Token counts, tokens/s, time to first token, peak memory.
+        constraint_complete: Under a constraint, whether the generated tokens form a
+            complete match (``False`` after ``length``: the output is incomplete);
+            ``None`` without a constraint.
+        finish_message: Why a ``constraint`` finish happened, else ``None``.
     """
 
     text: str
