@@ -25,7 +25,9 @@ from mlx_gen.logprobs.report import pack, unpack
 from mlx_gen.processors.context import ProcessorContext
 from mlx_gen.sampling import filter_logits, sample
 
-STREAM = mx.new_stream(mx.default_device())
+# Thread-local: the server runs the batch on a worker thread (mx.new_stream is bound to
+# the thread that created it).
+STREAM = mx.new_thread_local_stream(mx.default_device())
 
 
 @dataclass(eq=False)
