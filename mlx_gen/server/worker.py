@@ -120,6 +120,10 @@ class Worker:
         prefill_step_size: int = 512,
     ) -> None:
         self.model, self.max_batch_size, self.max_queue = model, max_batch_size, max_queue
+        # Weights load lazily, and a lazy MLX array is bound to the stream (so the thread)
+        # that created it: run one token here, on the loading thread, so the worker
+        # thread only ever sees evaluated weights.
+        mx.eval(model.model(mx.array([[0]], dtype=mx.int32)))
         self.prefill_step_size = prefill_step_size
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
