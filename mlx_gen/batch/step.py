@@ -25,9 +25,9 @@ from mlx_gen.logprobs.report import pack, unpack
 from mlx_gen.processors.context import ProcessorContext
 from mlx_gen.sampling import filter_logits, sample
 
-# Thread-local: the server runs the batch on a worker thread (mx.new_stream is bound to
-# the thread that created it).
-STREAM = mx.new_thread_local_stream(mx.default_device())
+# Usable from any thread (mx.new_stream is bound to the thread that created it; the
+# server decodes on a worker thread). Callers must not decode from two threads at once.
+STREAM = mx.new_thread_unsafe_stream(mx.default_device())
 
 
 @dataclass(eq=False)

@@ -75,7 +75,11 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "in_flight": worker.in_flight}
+        return {
+            "status": "ok",
+            "in_flight": worker.in_flight,
+            "generated_tokens": worker.generated_tokens,
+        }
 
     @app.get("/v1/models", dependencies=auth)
     async def models() -> ModelList:

@@ -17,6 +17,7 @@ Events reach the request handler through ``job.emit`` (thread-safe): :class:`Adm
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import queue
 import threading
@@ -28,6 +29,7 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_gen.batch.decode import BatchDecoder
+from mlx_gen.batch.step import STREAM
 from mlx_gen.decode import DecodePlan
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
@@ -128,6 +130,8 @@ class Worker:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._stopped = threading.Event()
+        self.generated_tokens = 0  # over the worker's life (read by /health)
         self._thread = threading.Thread(target=self._run, name="mlx-gen-worker", daemon=True)
         self._decoder: BatchDecoder | None = None
         self._active: dict[int, Job] = {}
@@ -144,7 +148,7 @@ class Worker:
     def stop(self, timeout: float = 10.0) -> None:
         """Fail every pending job ("server shutting down") and end the thread."""
         self._inbox.put(("stop", None))
-        self._thread.join(timeout)
+        self._stopped.wait(timeout)
 
     def submit(self, jobs: list[Job]) -> None:
         """Queue ``jobs`` (all of one request) for generation.
@@ -185,9 +189,24 @@ class Worker:
                     for later_kind, later in messages[i + 1 :]:
                         if later_kind == "add":
                             self._finish(later, Failed("the server is shutting down"))
+                    self._park()
                     return
             if self._active:
                 self._step()
+
+    def _park(self) -> None:
+        """End the worker's work, then keep the thread alive (a daemon) until exit.
+
+        MLX 0.32 aborts the process at exit ("terminate called without an active
+        exception") when an array evaluated on a thread outlives that thread, so this
+        thread frees what it can, signals ``stop``, and never returns.
+        """
+        self._decoder, self._active = None, {}
+        gc.collect()
+        mx.synchronize(STREAM)
+        mx.synchronize()
+        self._stopped.set()
+        threading.Event().wait()
 
     def _handle(self, kind: str, job: Job | None) -> bool:
         """One inbox message; False to stop the thread."""
@@ -207,6 +226,8 @@ class Worker:
                     self._decoder.cancel(index)
                     del self._active[index]
                     self._finish(job, Done())
+            if not self._active:
+                self._decoder = None
         return True
 
     def _admit(self, job: Job) -> None:
@@ -258,6 +279,7 @@ class Worker:
             job = self._active.get(index)
             if job is None:
                 continue
+            self.generated_tokens += 1
             try:
                 chunk = job.text.feed(out)
             except Exception as err:  # noqa: BLE001 - a stopping criterion of this job
