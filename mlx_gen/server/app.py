@@ -55,9 +55,9 @@ def create_app(
         api_key: Require ``Authorization: Bearer <api_key>`` (constant-time compare).
         strict: Refuse unknown request fields with a 400.
     """
-    for label, value in [("max_batch_size", max_batch_size), ("max_queue", max_queue)]:
-        if value < (1 if label == "max_batch_size" else 0):
-            raise ValueError(f"{label}={value!r} is invalid (expected a positive int)")
+    for label, value, low in [("max_batch_size", max_batch_size, 1), ("max_queue", max_queue, 0)]:
+        if value < low:
+            raise ValueError(f"{label}={value!r} is invalid (expected an int >= {low})")
     worker = Worker(model, max_batch_size=max_batch_size, max_queue=max_queue)
     limits = Limits(max_tokens_limit, max(1, min(64, max_batch_size + max_queue)))
     state = ServerState(model, name, worker, limits, strict, api_key)
@@ -71,19 +71,26 @@ def create_app(
     app = FastAPI(title="mlx_gen", lifespan=lifespan)
     app.state.server = state
     install_error_handlers(app)
-    auth = [Depends(_authorize(api_key))]
+    _routes(app, state, [Depends(_authorize(api_key))])
+    return app
+
+
+def _routes(app: FastAPI, state: ServerState, auth: list) -> None:
+    """Register every endpoint (``auth``: the API-key dependency, on all but /health)."""
 
     @app.get("/health")
     async def health() -> dict:
         return {
             "status": "ok",
-            "in_flight": worker.in_flight,
-            "generated_tokens": worker.generated_tokens,
+            "in_flight": state.worker.in_flight,
+            "generated_tokens": state.worker.generated_tokens,
         }
 
     @app.get("/v1/models", dependencies=auth)
     async def models() -> ModelList:
-        card = ModelCard(id=name, created=state.created, max_model_len=context_length(model))
+        card = ModelCard(
+            id=state.name, created=state.created, max_model_len=context_length(state.model)
+        )
         return ModelList(data=[card])
 
     @app.post("/v1/chat/completions", dependencies=auth)
@@ -105,8 +112,6 @@ def create_app(
     @app.get("/tokenizer_info", dependencies=auth)
     async def tokenizer_info_route() -> TokenizerInfo:
         return tokenizer_info(state)
-
-    return app
 
 
 def _authorize(api_key: str | None):

@@ -155,74 +155,54 @@ def _response(state: ServerState, req: ChatRequest, choices: list[_Choice], prom
     )
 
 
+def _piece(state: ServerState, req: ChatRequest, index: int, event: GenerationChunk):
+    """A streamed choice for one token, or ``None`` when it has nothing to say yet."""
+    entries = _entries(state, req, event)
+    reason, stop_reason = finish_fields(event) if event.finish_reason else (None, None)
+    if not event.text and not entries and reason is None and not req.return_token_ids:
+        return None  # Held back (a possible stop string or a partial character).
+    return ChunkChoice(
+        index=index,
+        delta=Delta(content=event.text),
+        logprobs=ChoiceLogprobs(content=entries) if entries else None,
+        finish_reason=reason,
+        stop_reason=stop_reason,
+        token_ids=[event.token] if req.return_token_ids else None,
+    )
+
+
 async def _stream(
     state: ServerState, req: ChatRequest, run: RequestRun, prompt_len: int
 ) -> AsyncIterator[str]:
     head = {"id": new_id("chatcmpl"), "created": now(), "model": state.name}
-    include_usage = req.stream_options is not None and req.stream_options.include_usage
     counts, finished = [0] * len(run.jobs), [False] * len(run.jobs)
     try:
-        yield sse(
-            ChatCompletionChunk(
-                **head,
-                choices=[
-                    ChunkChoice(index=i, delta=Delta(role="assistant", content=""))
-                    for i in range(len(run.jobs))
-                ],
-            )
-        )
+        opening = [
+            ChunkChoice(index=i, delta=Delta(role="assistant", content=""))
+            for i in range(len(run.jobs))
+        ]
+        yield sse(ChatCompletionChunk(**head, choices=opening))
         async for index, event in run.events():
             if isinstance(event, Failed):
                 yield sse_error(event.status, event.message)
                 continue
-            if not isinstance(event, GenerationChunk):
+            if not isinstance(event, GenerationChunk):  # Done
                 if not finished[index]:  # Nothing generated (max_tokens=0): say so.
                     finished[index] = True
-                    yield sse(
-                        ChatCompletionChunk(
-                            **head,
-                            choices=[
-                                ChunkChoice(index=index, delta=Delta(), finish_reason="length")
-                            ],
-                        )
-                    )
+                    last = ChunkChoice(index=index, delta=Delta(), finish_reason="length")
+                    yield sse(ChatCompletionChunk(**head, choices=[last]))
                 continue
             counts[index] += 1
-            entries = _entries(state, req, event)
-            reason, stop_reason = (None, None)
-            if event.finish_reason is not None:
-                reason, stop_reason = finish_fields(event)
-                finished[index] = True
-            if not event.text and not entries and reason is None and not req.return_token_ids:
-                continue  # Held back (a possible stop string or a partial character).
-            yield sse(
-                ChatCompletionChunk(
-                    **head,
-                    choices=[
-                        ChunkChoice(
-                            index=index,
-                            delta=Delta(content=event.text),
-                            logprobs=ChoiceLogprobs(content=entries) if entries else None,
-                            finish_reason=reason,
-                            stop_reason=stop_reason,
-                            token_ids=[event.token] if req.return_token_ids else None,
-                        )
-                    ],
-                )
-            )
-        if include_usage:
+            finished[index] = event.finish_reason is not None
+            piece = _piece(state, req, index, event)
+            if piece is not None:
+                yield sse(ChatCompletionChunk(**head, choices=[piece]))
+        if req.stream_options is not None and req.stream_options.include_usage:
             total = sum(counts)
-            yield sse(
-                ChatCompletionChunk(
-                    **head,
-                    choices=[],
-                    usage=Usage(
-                        prompt_tokens=prompt_len,
-                        completion_tokens=total,
-                        total_tokens=prompt_len + total,
-                    ),
-                )
+            usage = Usage(
+                prompt_tokens=prompt_len, completion_tokens=total, total_tokens=prompt_len + total
             )
+            yield sse(ChatCompletionChunk(**head, choices=[], usage=usage))
         yield DONE
     finally:
         run.cancel()

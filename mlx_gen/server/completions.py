@@ -136,11 +136,7 @@ async def completions(state: ServerState, req: CompletionRequest, request: Reque
         created=now(),
         model=state.name,
         choices=out,
-        usage=Usage(
-            prompt_tokens=prompt_len,
-            completion_tokens=completion,
-            total_tokens=prompt_len + completion,
-        ),
+        usage=_usage(prompt_len, completion),
     )
 
 
@@ -180,6 +176,14 @@ def _choice(req: CompletionRequest, index: int, c: _Choice, *, final: bool) -> C
     )
 
 
+def _usage(prompt_len: int, completion: int) -> Usage:
+    return Usage(
+        prompt_tokens=prompt_len,
+        completion_tokens=completion,
+        total_tokens=prompt_len + completion,
+    )
+
+
 async def _stream(
     state: ServerState,
     req: CompletionRequest,
@@ -188,57 +192,34 @@ async def _stream(
     prompt_len: int,
 ) -> AsyncIterator[str]:
     head = {"id": new_id("cmpl"), "created": now(), "model": state.name}
-    include_usage = req.stream_options is not None and req.stream_options.include_usage
     done = [False] * len(choices)
     try:
-        if req.echo and req.logprobs is None:
+        if req.echo and req.logprobs is None:  # The prompt first (with logprobs: once scored).
             for i, c in enumerate(choices):
-                yield sse(
-                    Completion(
-                        **head,
-                        choices=[CompletionChoice(index=i, text=c.prompt_text, finish_reason=None)],
-                    )
-                )
+                echo = CompletionChoice(index=i, text=c.prompt_text, finish_reason=None)
+                yield sse(Completion(**head, choices=[echo]))
         async for index, event in run.events():
             c = choices[index]
             if isinstance(event, Failed):
                 yield sse_error(event.status, event.message)
                 continue
+            if not isinstance(event, (PromptScores, GenerationChunk)):  # Done
+                if not done[index]:  # Nothing generated (max_tokens=0): say so.
+                    done[index] = True
+                    last = CompletionChoice(index=index, text="", finish_reason="length")
+                    yield sse(Completion(**head, choices=[last]))
+                continue
             piece = _Choice(c.prompt_ids, c.prompt_text, offset=c.offset)
             _collect(state, req, piece, event, run)
             if isinstance(event, PromptScores):
                 piece.text = [c.prompt_text]
-            elif not isinstance(event, GenerationChunk):
-                if not done[index]:
-                    done[index] = True
-                    yield sse(
-                        Completion(
-                            **head,
-                            choices=[
-                                CompletionChoice(index=index, text="", finish_reason="length")
-                            ],
-                        )
-                    )
-                continue
             c.ids += piece.ids
             c.offset += sum(len(e[0]) for e in piece.entries)
-            done[index] = done[index] or (
-                piece.last is not None and piece.last.finish_reason is not None
-            )
+            done[index] = piece.last is not None and piece.last.finish_reason is not None
             yield sse(Completion(**head, choices=[_choice(req, index, piece, final=False)]))
-        if include_usage:
+        if req.stream_options is not None and req.stream_options.include_usage:
             total = sum(len(c.ids) for c in choices)
-            yield sse(
-                Completion(
-                    **head,
-                    choices=[],
-                    usage=Usage(
-                        prompt_tokens=prompt_len,
-                        completion_tokens=total,
-                        total_tokens=prompt_len + total,
-                    ),
-                )
-            )
+            yield sse(Completion(**head, choices=[], usage=_usage(prompt_len, total)))
         yield DONE
     finally:
         run.cancel()

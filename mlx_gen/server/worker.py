@@ -8,10 +8,8 @@ runs the same text layer as :func:`~mlx_gen.stream.stream_generate`
 (:class:`~mlx_gen.stream.TextAssembler`), so its chunks are those of a single
 ``stream_generate`` call with the same settings and seed.
 
-Events reach the request handler through ``job.emit`` (thread-safe): :class:`Admitted`
-(or a 400 :class:`Failed` when the settings are invalid for the model), optionally one
-:class:`PromptScores`, then :class:`~mlx_gen.stream.GenerationChunk` s, then exactly one
-:class:`Done` or :class:`Failed`. A processor that raises fails its own job only.
+Events (:mod:`mlx_gen.server.jobs`) reach the request handler through ``job.emit``
+(thread-safe). A processor that raises fails its own job only.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
@@ -33,74 +29,13 @@ from mlx_gen.batch.step import STREAM
 from mlx_gen.decode import DecodePlan
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
-from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.scoring import score
-from mlx_gen.settings import GenerationSettings
+from mlx_gen.server.jobs import Admitted, Done, Failed, Guarded, Job, PromptScores, QueueFull
 from mlx_gen.stream import TextAssembler
 
+__all__ = ["Admitted", "Done", "Failed", "Job", "PromptScores", "QueueFull", "Worker"]
+
 LOG = logging.getLogger("mlx_gen.server")
-
-
-@dataclass(frozen=True)
-class Admitted:
-    """The job's settings resolved against the model; generation will follow."""
-
-
-@dataclass(frozen=True)
-class PromptScores:
-    """Teacher-forced raw logprobs of prompt tokens 1.. (token 0 has none)."""
-
-    reports: list[TokenLogprob]
-
-
-@dataclass(frozen=True)
-class Done:
-    """The job ended normally (its last chunk, if any, carries the finish reason)."""
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The job failed; the others go on."""
-
-    message: str
-    status: int = 500  # 400: the request was invalid (found when resolving it)
-
-
-class QueueFull(Exception):
-    """More jobs than ``max_batch_size + max_queue`` would be in flight."""
-
-
-@dataclass(eq=False)
-class Job:
-    """One choice of one request.
-
-    Args:
-        prompt_ids: The prompt.
-        settings: Its generation settings (seed included).
-        emit: Called from the worker thread with each event; must not block.
-        prompt_logprobs: With echo + logprobs: score the prompt with this many top entries.
-    """
-
-    prompt_ids: list[int]
-    settings: GenerationSettings
-    emit: Callable[[Any], None]
-    prompt_logprobs: int | None = None
-    failure: str | None = field(default=None, init=False)
-    text: TextAssembler | None = field(default=None, init=False)
-
-
-class _Guarded:
-    """A processor whose exception fails its job instead of the whole batch."""
-
-    def __init__(self, processor: LogitsProcessor, job: Job) -> None:
-        self.processor, self.job = processor, job
-
-    def __call__(self, logits: mx.array, ctx: ProcessorContext) -> mx.array:
-        try:
-            return self.processor(logits, ctx)
-        except Exception as err:  # noqa: BLE001 - any processor error fails this job only
-            self.job.failure = self.job.failure or f"a logits processor failed: {err}"
-            return logits
 
 
 class Worker:
@@ -246,9 +181,7 @@ class Worker:
         if plan.max_tokens == 0:
             self._finish(job, Done())
             return
-        plan = dataclasses.replace(
-            plan, processors=tuple(_Guarded(p, job) for p in plan.processors)
-        )
+        plan = dataclasses.replace(plan, processors=tuple(Guarded(p, job) for p in plan.processors))
         if self._decoder is None:
             self._decoder = BatchDecoder(
                 self.model,
