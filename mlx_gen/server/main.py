@@ -72,6 +72,11 @@ class _Server(uvicorn.Server):
             print(f"mlx_gen server ready on http://{host}:{port}/v1", flush=True)
 
 
+def served_name(model_arg: str | None, model: mlx_gen.LoadedModel) -> str:
+    """The default model id: ``--model`` as given, else the embedded file's stem."""
+    return model_arg or Path(model.source).stem
+
+
 def _check(args: argparse.Namespace) -> None:
     for name in ("max_batch_size", "max_tokens_limit"):
         value = getattr(args, name)
@@ -93,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    name = args.model_name or (args.model or Path(model.source).stem)
+    name = args.model_name or served_name(args.model, model)
     app = create_app(
         model,
         name=name,
