@@ -11,7 +11,7 @@ import openai
 import pytest
 
 import mlx_gen as mg
-from mlx_gen.server.worker import Done, Failed, Job, Worker
+from mlx_gen.server.worker import Done, Failed, Job, ShuttingDown, Worker
 from mlx_gen.stream import GenerationChunk
 from tests.checkpoints import llama_config, write_checkpoint
 from tests.serving import running_server
@@ -121,3 +121,14 @@ def test_two_conversations_sharing_a_system_prompt_never_mix(model):
             with ThreadPoolExecutor(len(order)) as pool:
                 answers = list(pool.map(ask, order))
             assert answers == [refs[conversations.index(c)] for c in order]
+
+
+def test_a_stopping_worker_fails_pending_jobs_and_refuses_new_ones(model):
+    worker = Worker(model, max_batch_size=1, max_queue=4)
+    events: list = []
+    worker.start()
+    worker.submit([Job([1, 2], S(max_tokens=2000, ignore_eos=True), events.append)])
+    worker.stop()
+    assert isinstance(events[-1], Failed) and "shutting down" in events[-1].message
+    with pytest.raises(ShuttingDown):
+        worker.submit([Job([1, 2], S(max_tokens=1), events.append)])

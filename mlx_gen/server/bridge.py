@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import Request
 
 from mlx_gen.server.errors import ApiError
-from mlx_gen.server.worker import Admitted, Done, Failed, Job, QueueFull, Worker
+from mlx_gen.server.worker import Admitted, Done, Failed, Job, QueueFull, ShuttingDown, Worker
 from mlx_gen.settings import GenerationSettings
 
 POLL_SECONDS = 0.5
@@ -44,7 +44,7 @@ class RequestRun:
         specs: One entry per choice, in choice order.
 
     Raises:
-        ApiError: 429 when the worker's queue is full.
+        ApiError: 429 when the worker's queue is full, 503 while it shuts down.
     """
 
     def __init__(self, worker: Worker, specs: list[ChoiceSpec]) -> None:
@@ -63,6 +63,8 @@ class RequestRun:
             raise ApiError(
                 429, f"the server is busy: {err}; retry later", code="queue_full"
             ) from err
+        except ShuttingDown as err:
+            raise ApiError(503, str(err), code="shutting_down") from err
 
     def _emitter(self, loop: asyncio.AbstractEventLoop, index: int) -> Any:
         def emit(event: Any) -> None:

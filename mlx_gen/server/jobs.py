@@ -49,6 +49,10 @@ class QueueFull(Exception):
     """More jobs than ``max_batch_size + max_queue`` would be in flight."""
 
 
+class ShuttingDown(Exception):
+    """The worker is stopping and takes no new jobs."""
+
+
 @dataclass(eq=False)
 class Job:
     """One choice of one request.

@@ -30,10 +30,28 @@ from mlx_gen.decode import DecodePlan
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
 from mlx_gen.scoring import score
-from mlx_gen.server.jobs import Admitted, Done, Failed, Guarded, Job, PromptScores, QueueFull
+from mlx_gen.server.jobs import (
+    Admitted,
+    Done,
+    Failed,
+    Guarded,
+    Job,
+    PromptScores,
+    QueueFull,
+    ShuttingDown,
+)
 from mlx_gen.stream import TextAssembler
 
-__all__ = ["Admitted", "Done", "Failed", "Job", "PromptScores", "QueueFull", "Worker"]
+__all__ = [
+    "Admitted",
+    "Done",
+    "Failed",
+    "Job",
+    "PromptScores",
+    "QueueFull",
+    "ShuttingDown",
+    "Worker",
+]
 
 LOG = logging.getLogger("mlx_gen.server")
 
@@ -66,6 +84,7 @@ class Worker:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._stopped = threading.Event()
+        self._closing = False
         self.generated_tokens = 0  # over the worker's life (read by /health)
         self._thread = threading.Thread(target=self._run, name="mlx-gen-worker", daemon=True)
         self._decoder: BatchDecoder | None = None
@@ -81,7 +100,9 @@ class Worker:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Fail every pending job ("server shutting down") and end the thread."""
+        """Fail every pending job ("server shutting down") and end the thread's work."""
+        with self._lock:
+            self._closing = True
         self._inbox.put(("stop", None))
         self._stopped.wait(timeout)
 
@@ -90,8 +111,11 @@ class Worker:
 
         Raises:
             QueueFull: When they do not fit in ``max_batch_size + max_queue``.
+            ShuttingDown: After :meth:`stop`.
         """
         with self._lock:
+            if self._closing:
+                raise ShuttingDown("the server is shutting down")
             if self._in_flight + len(jobs) > self.max_batch_size + self.max_queue:
                 raise QueueFull(
                     f"{self._in_flight} requests are in flight; the server takes at most "
