@@ -371,3 +371,21 @@ def test_api_key_strict_and_queue_full(model):
         with pytest.raises(openai.RateLimitError):
             good.chat.completions.create(model="test", messages=chat("x"), max_tokens=2)
         stream.close()
+
+
+def test_stream_pieces_are_those_of_stream_generate(model, client):
+    """Stop strings are held back exactly as in stream_generate: same pieces, same order."""
+    whole = mg.generate(model, messages=chat("pieces"), settings=S(max_tokens=16, ignore_eos=True))
+    settings = S(max_tokens=16, ignore_eos=True, stop=[whole.text[6:9]])
+    want = [c.text for c in mg.stream_generate(model, messages=chat("pieces"), settings=settings)]
+    got = []
+    for chunk in client.chat.completions.create(
+        model="test",
+        messages=chat("pieces"),
+        max_tokens=16,
+        stop=settings.stop,
+        stream=True,
+        extra_body={"ignore_eos": True, "return_token_ids": True},
+    ):
+        got += [c.delta.content for c in chunk.choices if c.delta.role is None]
+    assert got == want and "" in want  # a piece was held back while the stop was undecided
