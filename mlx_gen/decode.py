@@ -45,11 +45,13 @@ from mlx_gen.sampling import SamplingParams, filter_logits, sample
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.validation import check_fits, context_length, room, run_processors, token_ids
 
-_STREAM = mx.new_stream(mx.default_device())
+# Any thread, one at a time (see mlx_gen.batch.step.STREAM).
+_new_stream = getattr(mx, "new_thread_unsafe_stream", mx.new_stream)
+_STREAM = _new_stream(mx.default_device())
 # Logprob reports are read only after the token, so they run on a stream of their own and
 # can overlap the next step's forward pass. On the 2-core CPU the gain is within noise
 # (15M, all controls: 12.23 vs 12.34 ms per token on the main stream); see BENCHMARKS.md.
-_LOGPROB_STREAM = mx.new_stream(mx.default_device())
+_LOGPROB_STREAM = _new_stream(mx.default_device())
 ProgressCallback = Callable[[int, int], None]
 
 

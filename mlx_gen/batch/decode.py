@@ -112,6 +112,7 @@ class BatchDecoder:
         self.model, self.prefill_step_size = model, prefill_step_size
         self.batch_size = batch_size or max(len(rows), 1)
         self._rows = {r.index: r for r in rows}
+        self._next_index = len(rows)
         self._waiting = deque(r for r in rows if r.plan.max_tokens > 0)
         self._cache: list[Any] | None = None
         self._queued: QueuedStep | None = None
@@ -130,6 +131,32 @@ class BatchDecoder:
         row.done = True
         if row in self._waiting:
             self._waiting.remove(row)
+
+    def add(self, prompt_ids: Sequence[int], plan: DecodePlan) -> int:
+        """Queue one more prompt; it joins the running batch at the next step.
+
+        Rows that already finished are forgotten here (a long-running caller, such as
+        the server, adds rows forever); ``cancel`` on a forgotten index raises.
+
+        Returns:
+            The new row's index (indices are never reused).
+
+        Raises:
+            ValueError: An empty prompt.
+        """
+        ids = [int(t) for t in prompt_ids]
+        if not ids:
+            raise ValueError("prompt_ids is empty: each prompt needs at least one token")
+        self._rows = {i: r for i, r in self._rows.items() if not r.done}
+        index = self._next_index
+        self._next_index += 1
+        row = Row(index, plan, ids)
+        self._rows[index] = row
+        if plan.max_tokens > 0:
+            self._waiting.append(row)
+        else:
+            row.done = True  # Nothing to generate: it never yields.
+        return index
 
     def __iter__(self) -> Iterator[list[tuple[int, GeneratedToken]]]:
         while not self.done:

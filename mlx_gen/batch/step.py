@@ -35,7 +35,10 @@ from mlx_gen.processors.context import ProcessorContext
 from mlx_gen.sampling import filter_logits, sample
 from mlx_gen.validation import run_processors
 
-STREAM = mx.new_stream(mx.default_device())
+# Usable from any thread (MLX 0.32's mx.new_stream is bound to the thread that created it;
+# the server decodes on a worker thread). Callers must not decode from two threads at
+# once. Older MLX has no new_thread_unsafe_stream, and its new_stream is not thread-bound.
+STREAM = getattr(mx, "new_thread_unsafe_stream", mx.new_stream)(mx.default_device())
 
 
 @dataclass(eq=False)

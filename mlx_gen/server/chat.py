@@ -1,0 +1,208 @@
+"""``POST /v1/chat/completions``: messages through the chat template, streamed or not."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from mlx_gen.prompts import encode_prompt
+from mlx_gen.server.bridge import ChoiceSpec, ClientGone, RequestRun
+from mlx_gen.server.errors import ApiError
+from mlx_gen.server.logprob_format import chat_entry
+from mlx_gen.server.responses import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatMessage,
+    ChoiceLogprobs,
+    ChunkChoice,
+    Delta,
+    LogprobEntry,
+    Usage,
+)
+from mlx_gen.server.schemas import ChatRequest, Message
+from mlx_gen.server.settings_map import base_settings, choice_settings, max_tokens
+from mlx_gen.server.state import ServerState
+from mlx_gen.server.streaming import DONE, finish_fields, new_id, now, sse, sse_error
+from mlx_gen.server.worker import Failed
+from mlx_gen.stream import GenerationChunk
+
+
+def _content(message: Message, index: int) -> str:
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    parts = []
+    for part in message.content:
+        if part.type != "text" or part.text is None:
+            raise ApiError(
+                400,
+                f"messages[{index}].content: part type {part.type!r} is not supported "
+                "(only 'text')",
+                param=f"messages[{index}].content",
+            )
+        parts.append(part.text)
+    return "".join(parts)
+
+
+def _prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
+    messages = [{"role": m.role, "content": _content(m, i)} for i, m in enumerate(req.messages)]
+    try:
+        return encode_prompt(state.model.tokenizer, messages=messages)
+    except Exception as err:  # noqa: BLE001 - a template error is the request's fault
+        raise ApiError(400, f"messages: {err}", param="messages") from err
+
+
+def _specs(state: ServerState, req: ChatRequest) -> list[ChoiceSpec]:
+    if req.tools or req.tool_choice not in (None, "none"):
+        raise ApiError(400, "tools and tool_choice are not supported", param="tools")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+    if req.n > state.limits.max_choices:
+        raise ApiError(
+            400,
+            f"n={req.n} is more than the server's limit ({state.limits.max_choices})",
+            param="n",
+        )
+    ids = _prompt_ids(state, req)
+    param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+    requested = (
+        req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    )
+    limit = max_tokens(
+        requested, len(ids), state.model, state.limits, param, prompt_param="messages"
+    )
+    top = (req.top_logprobs or 0) if req.logprobs else None
+    base = base_settings(req, state.model, top_logprobs=top, response_format=req.response_format)
+    return [
+        ChoiceSpec(ids, choice_settings(base, seed=req.seed, choice=i, max_tokens=limit))
+        for i in range(req.n)
+    ]
+
+
+@dataclass
+class _Choice:
+    text: list[str] = field(default_factory=list)
+    entries: list[LogprobEntry] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    last: GenerationChunk | None = None
+
+
+def _entries(state: ServerState, req: ChatRequest, chunk: GenerationChunk) -> list[LogprobEntry]:
+    if not chunk.logprobs:
+        return []
+    modes = ("raw", "processed") if req.logprobs_mode == "both" else (req.logprobs_mode,)
+    return [chat_entry(state.texts, chunk.logprobs, modes)]
+
+
+async def chat_completions(state: ServerState, req: ChatRequest, request: Request):
+    """Answer a chat request (a JSON body, or an SSE stream when ``stream`` is true)."""
+    state.check_model(req.model)
+    state.check_fields(req)
+    specs = _specs(state, req)
+    run = RequestRun(state.worker, specs)
+    await run.admitted()
+    if req.stream:
+        return StreamingResponse(
+            _stream(state, req, run, len(specs[0].prompt_ids)), media_type="text/event-stream"
+        )
+    choices = [_Choice() for _ in specs]
+    try:
+        async for index, event in run.events(request):
+            if isinstance(event, Failed):
+                run.cancel()
+                raise ApiError(event.status, event.message)
+            if isinstance(event, GenerationChunk):
+                choice = choices[index]
+                choice.text.append(event.text)
+                choice.entries += _entries(state, req, event)
+                choice.ids.append(event.token)
+                choice.last = event
+    except ClientGone:
+        run.cancel()
+        raise ApiError(400, "the client disconnected") from None
+    return _response(state, req, choices, len(specs[0].prompt_ids))
+
+
+def _response(state: ServerState, req: ChatRequest, choices: list[_Choice], prompt_len: int):
+    out = []
+    for i, c in enumerate(choices):
+        reason, stop_reason = finish_fields(c.last)
+        logprobs = ChoiceLogprobs(content=c.entries) if c.entries or req.logprobs else None
+        out.append(
+            ChatChoice(
+                index=i,
+                message=ChatMessage(content="".join(c.text)),
+                logprobs=logprobs,
+                finish_reason=reason,
+                stop_reason=stop_reason,
+                token_ids=c.ids if req.return_token_ids else None,
+            )
+        )
+    completion = sum(len(c.ids) for c in choices)
+    return ChatCompletion(
+        id=new_id("chatcmpl"),
+        created=now(),
+        model=state.name,
+        choices=out,
+        usage=Usage(
+            prompt_tokens=prompt_len,
+            completion_tokens=completion,
+            total_tokens=prompt_len + completion,
+        ),
+    )
+
+
+def _piece(state: ServerState, req: ChatRequest, index: int, event: GenerationChunk):
+    """A streamed choice for one token, or ``None`` when it has nothing to say yet."""
+    entries = _entries(state, req, event)
+    reason, stop_reason = finish_fields(event) if event.finish_reason else (None, None)
+    if not event.text and not entries and reason is None and not req.return_token_ids:
+        return None  # Held back (a possible stop string or a partial character).
+    return ChunkChoice(
+        index=index,
+        delta=Delta(content=event.text),
+        logprobs=ChoiceLogprobs(content=entries) if entries else None,
+        finish_reason=reason,
+        stop_reason=stop_reason,
+        token_ids=[event.token] if req.return_token_ids else None,
+    )
+
+
+async def _stream(
+    state: ServerState, req: ChatRequest, run: RequestRun, prompt_len: int
+) -> AsyncIterator[str]:
+    head = {"id": new_id("chatcmpl"), "created": now(), "model": state.name}
+    counts, finished = [0] * len(run.jobs), [False] * len(run.jobs)
+    try:
+        opening = [
+            ChunkChoice(index=i, delta=Delta(role="assistant", content=""))
+            for i in range(len(run.jobs))
+        ]
+        yield sse(ChatCompletionChunk(**head, choices=opening))
+        async for index, event in run.events():
+            if isinstance(event, Failed):
+                yield sse_error(event.status, event.message)
+                continue
+            if not isinstance(event, GenerationChunk):  # Done
+                if not finished[index]:  # Nothing generated (max_tokens=0): say so.
+                    finished[index] = True
+                    last = ChunkChoice(index=index, delta=Delta(), finish_reason="length")
+                    yield sse(ChatCompletionChunk(**head, choices=[last]))
+                continue
+            counts[index] += 1
+            finished[index] = event.finish_reason is not None
+            piece = _piece(state, req, index, event)
+            if piece is not None:
+                yield sse(ChatCompletionChunk(**head, choices=[piece]))
+        if req.stream_options is not None and req.stream_options.include_usage:
+            total = sum(counts)
+            usage = Usage(
+                prompt_tokens=prompt_len, completion_tokens=total, total_tokens=prompt_len + total
+            )
+            yield sse(ChatCompletionChunk(**head, choices=[], usage=usage))
+        yield DONE
+    finally:
+        run.cancel()

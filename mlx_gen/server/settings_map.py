@@ -1,0 +1,172 @@
+"""Requests → :class:`~mlx_gen.GenerationSettings`, with the checks that need the model.
+
+OpenAI's fields map onto the engine's options one to one (``stop`` → ``stop``,
+``logit_bias`` → ``logit_bias`` with string keys parsed and values clamped to
+[-100, 100] as OpenAI documents, ``presence_penalty`` / ``frequency_penalty`` → the
+OpenAI penalties, ``seed`` → ``seed``); the extensions map onto their namesakes
+(``min_tokens`` → ``min_new_tokens``, ``include_stop_str_in_output`` →
+``include_stop_str``, ``logprobs_mode`` "both" → both modes). Choice ``i`` of a request
+with ``n > 1`` uses ``seed + i``, so each choice equals ``generate`` with that seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.server.errors import ApiError
+from mlx_gen.server.response_format import constraint_for
+from mlx_gen.server.schemas import SamplingRequest
+from mlx_gen.settings import GenerationSettings
+
+BIAS_LIMIT = 100.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-wide limits on one request.
+
+    Attributes:
+        max_tokens: The most tokens a request may ask for (``--max-tokens-limit``).
+        max_choices: The most choices (``n`` x prompts) one request may ask for.
+    """
+
+    max_tokens: int | None = None
+    max_choices: int = 64
+
+
+def context_length(model: LoadedModel) -> int | None:
+    """The model's context length (``max_position_embeddings``), if it says."""
+    value = model.config.get("max_position_embeddings")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _ids_in_vocab(name: str, ids: list[int] | None, vocab: int) -> None:
+    bad = [i for i in ids or () if not 0 <= i < vocab]
+    if bad:
+        raise ApiError(
+            400, f"{name}: ids {bad} are outside the vocabulary (0..{vocab - 1})", param=name
+        )
+
+
+def logit_bias(raw: dict[str, float] | None, vocab: int) -> dict[int, float] | None:
+    """Parse OpenAI's ``{"id": bias}`` (string keys), clamping each bias to [-100, 100]."""
+    if not raw:
+        return None
+    out = {}
+    for key, value in raw.items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise ApiError(
+                400, f"logit_bias: key {key!r} is not a token id (an integer)", param="logit_bias"
+            ) from None
+        if not 0 <= token < vocab:
+            raise ApiError(
+                400,
+                f"logit_bias: id {token} is outside the vocabulary (0..{vocab - 1})",
+                param="logit_bias",
+            )
+        out[token] = max(-BIAS_LIMIT, min(BIAS_LIMIT, float(value)))
+    return out
+
+
+def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    if any(not s for s in stops):
+        raise ApiError(400, f"stop: {list(stops)!r} contains an empty string", param="stop")
+    return stops
+
+
+def max_tokens(
+    requested: int | None,
+    prompt_len: int,
+    model: LoadedModel,
+    limits: Limits,
+    param: str,
+    *,
+    prompt_param: str = "prompt",
+) -> int:
+    """The request's ``max_tokens``, checked against the limit and the context length.
+
+    Unset, it is the model's default capped by the limit and the room left in the context.
+    """
+    window = context_length(model)
+    if window is not None and prompt_len >= window:
+        raise ApiError(
+            400,
+            f"the prompt has {prompt_len} tokens, more than the model's context "
+            f"({window} tokens) allows",
+            param=prompt_param,
+        )
+    if requested is not None and limits.max_tokens is not None and requested > limits.max_tokens:
+        raise ApiError(
+            400,
+            f"{param}={requested} is more than the server's limit ({limits.max_tokens})",
+            param=param,
+        )
+    if requested is not None and window is not None and prompt_len + requested > window:
+        raise ApiError(
+            400,
+            f"{param}={requested} plus the prompt's {prompt_len} tokens is more than the "
+            f"model's context ({window} tokens)",
+            param=param,
+        )
+    if requested is None:
+        default = GenerationSettings().resolved_max_tokens(model.generation_config)
+        caps = [c for c in (limits.max_tokens, window and window - prompt_len) if c]
+        requested = min([default, *caps])
+    return requested
+
+
+def base_settings(
+    req: SamplingRequest,
+    model: LoadedModel,
+    *,
+    top_logprobs: int | None,
+    response_format: Any,
+) -> GenerationSettings:
+    """The settings every choice of ``req`` shares (``max_tokens`` and ``seed`` set later)."""
+    vocab = model.vocab_size
+    for name in ("suppress_tokens", "begin_suppress_tokens", "logprob_token_ids"):
+        _ids_in_vocab(name, getattr(req, name), vocab)
+    if req.logprob_token_ids and top_logprobs is None:
+        top_logprobs = 0
+    modes = ("raw", "processed") if req.logprobs_mode == "both" else (req.logprobs_mode,)
+    fields: dict[str, Any] = {
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "top_k": 0 if req.top_k == -1 else req.top_k,
+        "min_p": req.min_p,
+        "logit_bias": logit_bias(req.logit_bias, vocab),
+        "suppress_tokens": req.suppress_tokens,
+        "begin_suppress_tokens": req.begin_suppress_tokens,
+        "min_new_tokens": req.min_tokens,
+        "repetition_penalty": req.repetition_penalty,
+        "presence_penalty": req.presence_penalty,
+        "frequency_penalty": req.frequency_penalty,
+        "bad_words": tuple(req.bad_words or ()),
+        "ignore_eos": req.ignore_eos,
+        "stop": _stops(req.stop),
+        "include_stop_str": req.include_stop_str_in_output,
+        "logprobs": top_logprobs,
+        "logprob_token_ids": tuple(req.logprob_token_ids or ()),
+        "logprobs_modes": modes,
+    }
+    constraint = constraint_for(response_format)
+    if constraint is not None:
+        fields["constraint"] = constraint
+    try:
+        return GenerationSettings(**fields)
+    except (ValueError, TypeError) as err:
+        raise ApiError(400, str(err)) from err
+
+
+def choice_settings(
+    base: GenerationSettings, *, seed: int | None, choice: int, max_tokens: int | None
+) -> GenerationSettings:
+    """Choice ``choice``'s settings: ``seed + choice`` (wrapping at 2**64) and ``max_tokens``."""
+    seed = None if seed is None else (seed + choice) % 2**64
+    return dataclasses.replace(base, seed=seed, max_tokens=max_tokens)

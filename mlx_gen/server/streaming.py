@@ -1,0 +1,51 @@
+"""Server-sent events, ids, and OpenAI's finish reasons (shared by both endpoints).
+
+``finish_reason`` is ``"length"`` when ``max_tokens`` was reached and ``"stop"``
+otherwise; the extension ``stop_reason`` says what matched: the EOS id, the stop
+string, or the engine's reason name for other endings (``"criterion"``, a
+constraint).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from pydantic import BaseModel
+
+from mlx_gen.server.errors import error_body
+from mlx_gen.stream import GenerationChunk
+
+DONE = "data: [DONE]\n\n"
+
+
+def sse(payload: BaseModel | dict) -> str:
+    """One ``data:`` event."""
+    if isinstance(payload, BaseModel):
+        return f"data: {payload.model_dump_json()}\n\n"
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+def sse_error(status: int, message: str) -> str:
+    """An error event in OpenAI's shape (the stream then ends with ``[DONE]``)."""
+    return sse(error_body(status, message))
+
+
+def new_id(prefix: str) -> str:
+    """A fresh response id such as ``chatcmpl-3f2a...``."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    """Unix seconds."""
+    return int(time.time())
+
+
+def finish_fields(chunk: GenerationChunk | None) -> tuple[str, int | str | None]:
+    """``(finish_reason, stop_reason)`` of a last chunk (``None``: nothing was generated)."""
+    if chunk is None or chunk.finish_reason in (None, "length"):
+        return "length", None
+    if chunk.finish_reason in ("stop", "stop_string"):
+        return "stop", chunk.matched
+    return "stop", chunk.finish_reason

@@ -1,0 +1,67 @@
+"""``/tokenize``, ``/detokenize`` and ``/tokenizer_info`` in vLLM's shapes.
+
+Evaluation harnesses (lm-eval's ``local-completions``) probe these so that they never
+download a tokenizer: ``/tokenizer_info`` gives the special tokens and chat template,
+``/tokenize`` text or messages → ids, ``/detokenize`` ids → text.
+"""
+
+from __future__ import annotations
+
+from mlx_gen.prompts import encode_prompt
+from mlx_gen.server.errors import ApiError
+from mlx_gen.server.responses import DetokenizeResponse, TokenizeResponse, TokenizerInfo
+from mlx_gen.server.schemas import DetokenizeRequest, TokenizeRequest
+from mlx_gen.server.settings_map import context_length
+from mlx_gen.server.state import ServerState
+
+
+def tokenize(state: ServerState, req: TokenizeRequest) -> TokenizeResponse:
+    """Ids of ``prompt`` (special tokens as asked) or of ``messages`` (chat template)."""
+    state.check_model(req.model)
+    state.check_fields(req)
+    tok = state.model.tokenizer
+    if (req.prompt is None) == (req.messages is None):
+        raise ApiError(400, "pass exactly one of prompt and messages", param="prompt")
+    if req.prompt is not None:
+        ids = list(tok.encode(req.prompt, add_special_tokens=req.add_special_tokens))
+    else:
+        messages = [{"role": m.role, "content": m.content or ""} for m in req.messages]
+        try:
+            ids = encode_prompt(tok, messages=messages)
+        except Exception as err:  # noqa: BLE001 - a template error is the request's fault
+            raise ApiError(400, f"messages: {err}", param="messages") from err
+    strs = [state.texts.text_of(i) for i in ids] if req.return_token_strs else None
+    return TokenizeResponse(
+        count=len(ids), max_model_len=context_length(state.model), tokens=ids, token_strs=strs
+    )
+
+
+def detokenize(state: ServerState, req: DetokenizeRequest) -> DetokenizeResponse:
+    """The text of ``tokens``."""
+    state.check_model(req.model)
+    state.check_fields(req)
+    vocab = state.model.vocab_size
+    bad = [t for t in req.tokens if not 0 <= t < vocab]
+    if bad:
+        raise ApiError(
+            400, f"tokens: ids {bad} are outside the vocabulary (0..{vocab - 1})", param="tokens"
+        )
+    return DetokenizeResponse(prompt=state.model.tokenizer.decode(req.tokens))
+
+
+def tokenizer_info(state: ServerState) -> TokenizerInfo:
+    """The tokenizer's class, special tokens, chat template and limits."""
+    tok = state.model.tokenizer
+    hf = getattr(tok, "_tokenizer", tok)
+    template = getattr(hf, "chat_template", None)
+    return TokenizerInfo(
+        tokenizer_class=type(hf).__name__,
+        eos_token=getattr(hf, "eos_token", None),
+        bos_token=getattr(hf, "bos_token", None),
+        pad_token=getattr(hf, "pad_token", None),
+        unk_token=getattr(hf, "unk_token", None),
+        chat_template=template if isinstance(template, str) else None,
+        model_max_length=context_length(state.model),
+        vocab_size=state.model.vocab_size,
+        eos_token_ids=list(state.model.generation_config.eos_token_ids),
+    )

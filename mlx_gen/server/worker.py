@@ -1,0 +1,265 @@
+"""The generation worker: one thread owns the model and runs continuous batching.
+
+Requests become :class:`Job` s (one per choice). Between two decode steps the worker
+admits new jobs into the running :class:`~mlx_gen.batch.decode.BatchDecoder` (they are
+prefilled and join the batch) and drops cancelled ones (their queued step is discarded).
+Each job keeps its own settings, seed, processors, stop strings and logprob request, and
+runs the same text layer as :func:`~mlx_gen.stream.stream_generate`
+(:class:`~mlx_gen.stream.TextAssembler`), so its chunks are those of a single
+``stream_generate`` call with the same settings and seed.
+
+Events (:mod:`mlx_gen.server.jobs`) reach the request handler through ``job.emit``
+(thread-safe). A processor that raises fails its own job only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import mlx.core as mx
+
+from mlx_gen.batch.decode import BatchDecoder
+from mlx_gen.batch.step import STREAM
+from mlx_gen.decode import DecodePlan
+from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.logprobs.report import TokenLogprob
+from mlx_gen.scoring import score
+from mlx_gen.server.jobs import (
+    Admitted,
+    Done,
+    Failed,
+    Guarded,
+    Job,
+    PromptScores,
+    QueueFull,
+    ShuttingDown,
+)
+from mlx_gen.stream import TextAssembler
+
+__all__ = [
+    "Admitted",
+    "Done",
+    "Failed",
+    "Job",
+    "PromptScores",
+    "QueueFull",
+    "ShuttingDown",
+    "Worker",
+]
+
+LOG = logging.getLogger("mlx_gen.server")
+
+
+class Worker:
+    """The thread that owns the model.
+
+    Args:
+        model: The loaded model.
+        max_batch_size: Jobs decoded at once.
+        max_queue: Jobs that may wait for a place beyond those.
+        prefill_step_size: Prompt tokens per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        max_batch_size: int = 16,
+        max_queue: int = 64,
+        prefill_step_size: int = 512,
+    ) -> None:
+        self.model, self.max_batch_size, self.max_queue = model, max_batch_size, max_queue
+        # Weights load lazily, and a lazy MLX array is bound to the stream (so the thread)
+        # that created it: run one token here, on the loading thread, so the worker
+        # thread only ever sees evaluated weights.
+        mx.eval(model.model(mx.array([[0]], dtype=mx.int32)))
+        self.prefill_step_size = prefill_step_size
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._stopped = threading.Event()
+        self._closing = False
+        self.generated_tokens = 0  # over the worker's life (read by /health)
+        self._thread = threading.Thread(target=self._run, name="mlx-gen-worker", daemon=True)
+        self._decoder: BatchDecoder | None = None
+        self._active: dict[int, Job] = {}
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs submitted and not yet finished."""
+        return self._in_flight
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Fail every pending job ("server shutting down") and end the thread's work."""
+        with self._lock:
+            self._closing = True
+        self._inbox.put(("stop", None))
+        self._stopped.wait(timeout)
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Queue ``jobs`` (all of one request) for generation.
+
+        Raises:
+            QueueFull: When they do not fit in ``max_batch_size + max_queue``.
+            ShuttingDown: After :meth:`stop`.
+        """
+        with self._lock:
+            if self._closing:
+                raise ShuttingDown("the server is shutting down")
+            if self._in_flight + len(jobs) > self.max_batch_size + self.max_queue:
+                raise QueueFull(
+                    f"{self._in_flight} requests are in flight; the server takes at most "
+                    f"{self.max_batch_size} running + {self.max_queue} queued"
+                )
+            self._in_flight += len(jobs)
+        for job in jobs:
+            self._inbox.put(("add", job))
+
+    def cancel(self, job: Job) -> None:
+        """Stop ``job`` (e.g. its client went away); its place is freed at the next step."""
+        self._inbox.put(("cancel", job))
+
+    def _finish(self, job: Job, event: Any) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        try:
+            job.emit(event)
+        except RuntimeError:  # The handler's event loop is gone (shutdown).
+            pass
+
+    def _run(self) -> None:
+        while True:
+            # Idle: block for work. Busy: take what arrived, then run one step.
+            messages = [] if self._active else [self._inbox.get()]
+            while not self._inbox.empty():
+                messages.append(self._inbox.get_nowait())
+            for i, (kind, job) in enumerate(messages):
+                if not self._handle(kind, job):
+                    for later_kind, later in messages[i + 1 :]:
+                        if later_kind == "add":
+                            self._finish(later, Failed("the server is shutting down"))
+                    self._park()
+                    return
+            if self._active:
+                self._step()
+
+    def _park(self) -> None:
+        """End the worker's work, then keep the thread alive (a daemon) until exit.
+
+        MLX 0.32 aborts the process at exit ("terminate called without an active
+        exception") when an array evaluated on a thread outlives that thread, so this
+        thread frees what it can, signals ``stop``, and never returns.
+        """
+        self._decoder, self._active = None, {}
+        gc.collect()
+        mx.synchronize(STREAM)
+        mx.synchronize()
+        self._stopped.set()
+        threading.Event().wait()
+
+    def _handle(self, kind: str, job: Job | None) -> bool:
+        """One inbox message; False to stop the thread."""
+        if kind == "stop":
+            message = "the server is shutting down"
+            self._fail_all(message)
+            while not self._inbox.empty():
+                kind, job = self._inbox.get_nowait()
+                if kind == "add":
+                    self._finish(job, Failed(message))
+            return False
+        if kind == "add":
+            self._admit(job)
+        elif kind == "cancel":
+            for index, active in list(self._active.items()):
+                if active is job:
+                    self._decoder.cancel(index)
+                    del self._active[index]
+                    self._finish(job, Done())
+            if not self._active:
+                self._decoder = None
+        return True
+
+    def _admit(self, job: Job) -> None:
+        try:
+            plan = DecodePlan.build(self.model, job.settings)
+        except ValueError as err:
+            self._finish(job, Failed(str(err), 400))
+            return
+        job.emit(Admitted())
+        try:
+            if job.prompt_logprobs is not None:
+                job.emit(PromptScores(self._score_prompt(job)))
+        except Exception as err:  # noqa: BLE001 - reported to this job's client only
+            self._finish(job, Failed(f"scoring the prompt failed: {type(err).__name__}: {err}"))
+            return
+        if plan.max_tokens == 0:
+            self._finish(job, Done())
+            return
+        plan = dataclasses.replace(plan, processors=tuple(Guarded(p, job) for p in plan.processors))
+        if self._decoder is None:
+            self._decoder = BatchDecoder(
+                self.model,
+                [],
+                [],
+                batch_size=self.max_batch_size,
+                prefill_step_size=self.prefill_step_size,
+            )
+        job.text = TextAssembler(
+            self.model.tokenizer, job.settings, job.prompt_ids, time.perf_counter()
+        )
+        self._active[self._decoder.add(job.prompt_ids, plan)] = job
+
+    def _score_prompt(self, job: Job) -> list[TokenLogprob]:
+        ids = job.prompt_ids
+        if len(ids) < 2:
+            return []
+        return score(self.model, ids[:1], ids[1:], top_n=job.prompt_logprobs).logprobs
+
+    def _step(self) -> None:
+        try:
+            events = self._decoder.step()
+        except Exception as err:  # noqa: BLE001 - not attributable to one job
+            LOG.exception("a decode step failed")
+            self._fail_all(f"generation failed: {type(err).__name__}: {err}")
+            return
+        for index, out in events:
+            job = self._active.get(index)
+            if job is None:
+                continue
+            self.generated_tokens += 1
+            try:
+                chunk = job.text.feed(out)
+            except Exception as err:  # noqa: BLE001 - a stopping criterion of this job
+                job.failure = f"{type(err).__name__}: {err}"
+                continue
+            if chunk.finish_reason is not None and out.finish_reason is None:
+                self._decoder.cancel(index)  # Ended by text: its queued step is discarded.
+            job.emit(chunk)
+            if chunk.finish_reason is not None:
+                del self._active[index]
+                self._finish(job, Done())
+        for index, job in list(self._active.items()):
+            if job.failure is not None:
+                self._decoder.cancel(index)
+                del self._active[index]
+                self._finish(job, Failed(job.failure))
+        if not self._active:
+            self._decoder = None
+            mx.clear_cache()
+
+    def _fail_all(self, message: str) -> None:
+        """Fail every active job (a step failed, or shutdown) and drop the batch."""
+        for job in self._active.values():
+            self._finish(job, Failed(message))
+        self._active.clear()
+        self._decoder = None
