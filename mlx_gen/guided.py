@@ -39,8 +39,8 @@ from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams, filter_logits, sample
 
-_STREAM = mx.new_stream(mx.default_device())
-_LOGPROB_STREAM = mx.new_stream(mx.default_device())
+_STREAM = getattr(mx, "new_thread_unsafe_stream", mx.new_stream)(mx.default_device())
+_LOGPROB_STREAM = getattr(mx, "new_thread_unsafe_stream", mx.new_stream)(mx.default_device())
 
 
 class GuidedPlan(Protocol):

@@ -12,6 +12,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import jsonschema
 import numpy as np
 import openai
 import pytest
@@ -304,31 +305,54 @@ def test_response_format(model, client):
         r.choices[0].message.content
         == mg.generate(model, messages=chat("x"), settings=S(max_tokens=3)).text
     )
-    if hasattr(mg, "JsonSchema"):
-        pytest.skip("structured output is present: covered by the JSON tests")
-    with pytest.raises(openai.BadRequestError, match="structured output"):
-        client.chat.completions.create(
-            model="test", messages=chat("x"), response_format={"type": "json_object"}
-        )
 
 
-@pytest.mark.skipif(not hasattr(mg, "JsonSchema"), reason="needs structured output")
-def test_response_format_json_schema(client):
-    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+SCHEMA = {
+    "type": "object",
+    "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9}},
+    "required": ["a"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_response_format_json_schema(client, seed):
+    fmt = {"type": "json_schema", "json_schema": {"name": "t", "schema": SCHEMA, "strict": True}}
     r = client.chat.completions.create(
-        model="test",
-        messages=chat("json"),
-        max_tokens=40,
-        temperature=1.0,
-        seed=1,
-        response_format={
-            "type": "json_schema",
-            "json_schema": {"name": "t", "schema": schema, "strict": True},
-        },
-    )
+        model="test", messages=chat("json"), max_tokens=60, temperature=1.0, seed=seed,
+        response_format=fmt,
+    )  # fmt: skip
     choice = r.choices[0]
-    if choice.finish_reason == "stop":
-        assert isinstance(json.loads(choice.message.content)["a"], int)
+    assert choice.finish_reason == "stop", choice
+    jsonschema.validate(json.loads(choice.message.content), SCHEMA)
+    # The same request streamed gives the same text.
+    parts = client.chat.completions.create(
+        model="test", messages=chat("json"), max_tokens=60, temperature=1.0, seed=seed,
+        response_format=fmt, stream=True,
+    )  # fmt: skip
+    assert "".join(p.choices[0].delta.content or "" for p in parts if p.choices) == (
+        choice.message.content
+    )
+
+
+def test_response_format_json_object_and_errors(client):
+    r = client.chat.completions.create(
+        model="test", messages=chat("json"), max_tokens=80, temperature=0.0,
+        response_format={"type": "json_object"},
+    )  # fmt: skip
+    if r.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(r.choices[0].message.content), dict)
+    else:  # an object still open at max_tokens: a prefix of one
+        assert r.choices[0].finish_reason == "length"
+        assert r.choices[0].message.content.lstrip().startswith("{")
+    bad = {"type": "json_schema", "json_schema": {"name": "t", "schema": {"type": "nonsense"}}}
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        client.chat.completions.create(model="test", messages=chat("x"), response_format=bad)
+    with pytest.raises(openai.BadRequestError, match="schema is required"):
+        client.chat.completions.create(
+            model="test", messages=chat("x"),
+            response_format={"type": "json_schema", "json_schema": {"name": "t"}},
+        )  # fmt: skip
 
 
 def test_models_health_and_tokenizer_routes(model, url):

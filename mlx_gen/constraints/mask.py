@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-_SHIFTS = mx.arange(32, dtype=mx.int32)
+# Built from data, not `mx.arange`: a lazy module-level array belongs to the importing
+# thread's stream, and the server samples on its worker thread.
+_SHIFTS = mx.array(list(range(32)), dtype=mx.int32)
 
 
 def apply_token_bitmask(logits: mx.array, bitmask: mx.array) -> mx.array:

@@ -95,6 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check(args)
         model = mlx_gen.load(args.model)
+        if model.group is not None and model.group.size() > 1:
+            raise ValueError(
+                "the server does not run under mlx.launch yet (each rank would serve on its "
+                "own); start it as one process, or use python -m mlx_gen.generate for "
+                "tensor-parallel generation"
+            )
     except (ValueError, OSError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
