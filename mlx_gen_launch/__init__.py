@@ -5,20 +5,30 @@ Ctrl-C during that import would print a traceback and end the process with SIGIN
 This package is outside :mod:`mlx_gen` so that importing it costs nothing; it imports
 the command line inside ``try`` (a guard, not a way around an import cycle), so an
 interrupt at any point exits with status 130 and one ``interrupted`` line.
-It imports only :mod:`mlx_gen.cli.main`, and only when called.
+It imports only :mod:`mlx_gen.cli.main` (and :mod:`mlx_gen.convert.main` for
+``mlx-gen-convert``), and only when called.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+
+def _guarded(module: str) -> int:
+    """Import ``module`` and run its ``main``; a Ctrl-C at any point exits with 130."""
+    try:
+        return importlib.import_module(module).main()
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return 130
 
 
 def mlx_gen() -> int:
     """Run ``mlx-gen``: :func:`mlx_gen.cli.main.main`, Ctrl-C during start-up included."""
-    try:
-        from mlx_gen.cli.main import main
+    return _guarded("mlx_gen.cli.main")
 
-        return main()
-    except KeyboardInterrupt:
-        sys.stderr.write("\ninterrupted\n")
-        return 130
+
+def convert() -> int:
+    """Run ``mlx-gen-convert``: :func:`mlx_gen.convert.main.main`, Ctrl-C included."""
+    return _guarded("mlx_gen.convert.main")

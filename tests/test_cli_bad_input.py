@@ -118,6 +118,18 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tiny, delay):
     assert (proc.returncode, out, err) == (130, b"", b"\ninterrupted\n")
 
 
+def test_ctrl_c_during_mlx_gen_convert_start_up_exits_130(tmp_path):
+    # The mlx-gen-convert console script's entry, interrupted while importing mlx_gen.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = "import mlx_gen_launch, sys; sys.exit(mlx_gen_launch.convert())"
+    cmd = [sys.executable, "-c", code, "--hf-path", str(tmp_path), "--mlx-path", "x"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert (proc.returncode, out, err) == (130, b"", b"\ninterrupted\n")
+
+
 def test_a_broken_pipe_exits_quietly(tiny):
     proc = launch("--model", str(tiny), "--prompt", "hello", "--max-tokens", "50", "--ignore-eos")
     proc.stdout.close()  # the reader is gone before anything is written (`| head -c 0`)
