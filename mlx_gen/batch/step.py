@@ -210,8 +210,11 @@ def read_step(current: QueuedStep) -> list[tuple[int, GeneratedToken]]:
         if row.done:  # EOS read or cancelled after this step was queued.
             offset += sum(widths)
             continue
-        if value == NO_TOKEN:
+        if value == NO_TOKEN:  # nothing allowed: a constrained row says why
             offset += sum(widths)
+            if row.guide is not None:
+                out.append((row.index, _guided_event(row, step, value, {})))
+                continue
             row.done = True
             out.append((row.index, GeneratedToken(NO_TOKEN, step, {}, NO_ALLOWED_TOKEN)))
             continue
