@@ -170,9 +170,13 @@ def stream_generate(
     tokens = generate_tokens(
         model, prompt_ids, settings, prompt_cache=prompt_cache, on_prefill=on_prefill
     )
-    for out in tokens:
-        chunk = text.feed(out)
-        yield chunk
-        if chunk.finish_reason is not None:
-            tokens.close()  # Discards the queued look-ahead step.
-            return
+    try:
+        for out in tokens:
+            chunk = text.feed(out)
+            yield chunk
+            if chunk.finish_reason is not None:
+                return
+    finally:
+        # Discards the queued look-ahead step and settles the PromptCache now, however
+        # this stream ends (finished, stop string, closed early, an exception).
+        tokens.close()

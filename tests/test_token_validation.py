@@ -145,3 +145,11 @@ def test_text_that_was_not_utf8_is_named_not_a_tokenizer_type_error(stories):
         mg.score(stories, "ab", "c\udcff")
     with pytest.raises(ValueError, match=r"^bad_words is not valid text"):
         mg.generate(stories, "ab", settings=S(max_tokens=2, bad_words=["x\udcff"]))
+
+
+def test_a_gguf_file_gives_its_context_length(default_model_file):
+    # SmolLM2's GGUF header: llama.context_length = 8192 (stored as max_position_embeddings).
+    model = mg.load(default_model_file)
+    assert context_length(model.config) == 8192
+    with pytest.raises(ValueError, match="has 8192 tokens, but the model's context is 8192"):
+        mg.next_token_distribution(model, [1] * 8192)
