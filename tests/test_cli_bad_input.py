@@ -288,3 +288,14 @@ def _tiny_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "api"
     write_checkpoint(folder, llama_config())
     return folder
+
+
+def test_batch_results_on_a_terminal_escape_c1_characters(monkeypatch):
+    from mlx_gen.cli.batch_io import write_jsonl_results
+
+    result = mg.GenerationResult("a\x9bb\x1b", [5], ["x"], [{}], "length", None, None)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    write_jsonl_results("-", [result], decode=str)
+    assert "\x9b" not in terminal.getvalue() and "\x1b" not in terminal.getvalue()
+    assert json.loads(terminal.getvalue())["text"] == "a\x9bb\x1b"
