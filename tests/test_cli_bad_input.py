@@ -299,3 +299,11 @@ def test_batch_results_on_a_terminal_escape_c1_characters(monkeypatch):
     write_jsonl_results("-", [result], decode=str)
     assert "\x9b" not in terminal.getvalue() and "\x1b" not in terminal.getvalue()
     assert json.loads(terminal.getvalue())["text"] == "a\x9bb\x1b"
+
+
+def test_the_console_script_entry_imports_nothing_heavy():
+    # Its import must be instant, or Ctrl-C could land before its try: block.
+    code = "import sys, mlx_gen_launch; print(sorted(m for m in sys.modules if 'mlx' in m))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "['mlx_gen_launch']", out.stderr
