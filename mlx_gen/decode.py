@@ -41,7 +41,14 @@ from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams, filter_logits, sample
 from mlx_gen.settings import GenerationSettings
-from mlx_gen.validation import check_fits, context_length, room, run_processors, token_ids
+from mlx_gen.validation import (
+    check_fits,
+    context_length,
+    room,
+    run_processors,
+    token_ids,
+    truncated,
+)
 
 _STREAM = mx.new_stream(mx.default_device())
 # Logprob reports are read only after the token, so they run on a stream of their own and
@@ -205,7 +212,7 @@ def generate_tokens(
             ``prompt_cache`` another call took over while this one was running.
     """
     settings = settings or GenerationSettings()
-    prompt_ids = token_ids(prompt_ids, model.vocab_size)
+    prompt_ids = truncated(token_ids(prompt_ids, model.vocab_size), settings.truncate_prompt)
     if not prompt_ids:
         raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
     plan = DecodePlan.build(model, settings)

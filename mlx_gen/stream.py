@@ -22,6 +22,7 @@ from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.stopping import StoppingContext, StopStrings
+from mlx_gen.validation import truncated
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ def stream_generate(
     prompt_ids = encode_prompt(
         model.tokenizer, prompt, messages=messages, add_special_tokens=add_special_tokens
     )
+    prompt_ids = truncated(prompt_ids, settings.truncate_prompt)  # as generate_tokens does
     text = TextAssembler(model.tokenizer, settings, prompt_ids, time.perf_counter())
     mx.reset_peak_memory()
     tokens = generate_tokens(

@@ -27,7 +27,7 @@ from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.prompts import Messages, encode_prompt
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.stream import GenerationChunk, TextAssembler
-from mlx_gen.validation import check_fits, context_length, room, token_ids
+from mlx_gen.validation import check_fits, context_length, room, token_ids, truncated
 
 #: One batch entry: text, token ids, or chat messages (``[{"role", "content"}, ...]``).
 BatchPrompt = str | Sequence[int] | Messages
@@ -81,6 +81,7 @@ def _requests(
     for i, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
         try:
             ids = token_ids(_encode(model.tokenizer, prompt, add_special_tokens), vocab)
+            ids = truncated(ids, row.truncate_prompt)
             plan = DecodePlan.build(model, row)
             check_fits(len(ids), context)
             plan = replace(plan, max_tokens=room(len(ids), context, plan.max_tokens))

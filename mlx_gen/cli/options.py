@@ -142,6 +142,7 @@ def _settings(v: dict[str, Any]) -> GenerationSettings:
         include_stop_str=v["include_stop"], logprobs=logprobs,
         logprob_token_ids=v["logprob_token_ids"] or (),
         logprobs_modes=LOGPROB_MODES[v["logprobs_mode"] or "raw"],
+        truncate_prompt=v["truncate_prompt"],
     )  # fmt: skip
 
 
