@@ -185,6 +185,30 @@ class _Stepper:
         return token, packed
 
 
+def checked_call(
+    model: LoadedModel, prompt_ids: Sequence[int], settings: GenerationSettings
+) -> tuple[list[int], DecodePlan]:
+    """The boundary of every decode loop: the prompt checked, and the call's plan.
+
+    The ids are checked against the vocabulary (the first bad one named with its
+    position), cut to their last ``settings.truncate_prompt`` when asked, and checked
+    against the model's context; the plan's ``max_tokens`` is clamped so that prompt +
+    generated tokens fit it. Any decode loop (plain, batched, speculative) calls this
+    before its first forward pass.
+
+    Raises:
+        ValueError: An empty prompt, an id outside the vocabulary, a prompt that does not
+            fit the context (both lengths named), or invalid settings.
+    """
+    ids = truncated(token_ids(prompt_ids, model.vocab_size), settings.truncate_prompt)
+    if not ids:
+        raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
+    plan = DecodePlan.build(model, settings)
+    context = context_length(model.config)
+    check_fits(len(ids), context)
+    return ids, replace(plan, max_tokens=room(len(ids), context, plan.max_tokens))
+
+
 def generate_tokens(
     model: LoadedModel,
     prompt_ids: Sequence[int],
@@ -212,13 +236,7 @@ def generate_tokens(
             ``prompt_cache`` another call took over while this one was running.
     """
     settings = settings or GenerationSettings()
-    prompt_ids = truncated(token_ids(prompt_ids, model.vocab_size), settings.truncate_prompt)
-    if not prompt_ids:
-        raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
-    plan = DecodePlan.build(model, settings)
-    context = context_length(model.config)
-    check_fits(len(prompt_ids), context)
-    plan = replace(plan, max_tokens=room(len(prompt_ids), context, plan.max_tokens))
+    prompt_ids, plan = checked_call(model, prompt_ids, settings)
     if plan.max_tokens == 0:
         return
     cache = prompt_cache or PromptCache(model.model)
