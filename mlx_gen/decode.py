@@ -43,7 +43,14 @@ from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams, filter_logits, sample
 from mlx_gen.settings import GenerationSettings
-from mlx_gen.validation import check_fits, context_length, room, run_processors, token_ids
+from mlx_gen.validation import (
+    check_fits,
+    context_length,
+    room,
+    run_processors,
+    token_ids,
+    truncated,
+)
 
 # Any thread, one at a time (see mlx_gen.batch.step.STREAM).
 _new_stream = getattr(mx, "new_thread_unsafe_stream", mx.new_stream)
@@ -198,6 +205,30 @@ class _Stepper:
         return token, packed
 
 
+def checked_call(
+    model: LoadedModel, prompt_ids: Sequence[int], settings: GenerationSettings
+) -> tuple[list[int], DecodePlan]:
+    """The boundary of every decode loop: the prompt checked, and the call's plan.
+
+    The ids are checked against the vocabulary (the first bad one named with its
+    position), cut to their last ``settings.truncate_prompt`` when asked, and checked
+    against the model's context; the plan's ``max_tokens`` is clamped so that prompt +
+    generated tokens fit it. Any decode loop (plain, batched, speculative) calls this
+    before its first forward pass.
+
+    Raises:
+        ValueError: An empty prompt, an id outside the vocabulary, a prompt that does not
+            fit the context (both lengths named), or invalid settings.
+    """
+    ids = truncated(token_ids(prompt_ids, model.vocab_size), settings.truncate_prompt)
+    if not ids:
+        raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
+    plan = DecodePlan.build(model, settings)
+    context = context_length(model.config)
+    check_fits(len(ids), context)
+    return ids, replace(plan, max_tokens=room(len(ids), context, plan.max_tokens))
+
+
 def generate_tokens(
     model: LoadedModel,
     prompt_ids: Sequence[int],
@@ -225,18 +256,12 @@ def generate_tokens(
             ``prompt_cache`` another call took over while this one was running.
     """
     settings = settings or GenerationSettings()
-    prompt_ids = token_ids(prompt_ids, model.vocab_size)
-    if not prompt_ids:
-        raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
+    prompt_ids, plan = checked_call(model, prompt_ids, settings)
     if settings.speculative is not None:  # dispatched by stream_generate, not here
         raise ValueError(
             "settings.speculative is set: generate_tokens decodes one token per step; "
             "use mlx_gen.speculative_generate_tokens (or stream_generate / generate)"
         )
-    plan = DecodePlan.build(model, settings)
-    context = context_length(model.config)
-    check_fits(len(prompt_ids), context)
-    plan = replace(plan, max_tokens=room(len(prompt_ids), context, plan.max_tokens))
     if plan.max_tokens == 0:
         return
     cache = prompt_cache or PromptCache(model.model)

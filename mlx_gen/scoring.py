@@ -29,6 +29,7 @@ from mlx_gen.validation import (
     check_text,
     context_length,
     run_processors,
+    truncated,
 )
 from mlx_gen.validation import token_ids as checked_ids
 
@@ -163,7 +164,7 @@ def next_token_distribution(
     check_count("top_n", top_n, 0, model.vocab_size)
     settings = settings or GenerationSettings()
     ids = encode_prompt(model.tokenizer, prompt, messages=messages)
-    ids = checked_ids(ids, model.vocab_size)
+    ids = truncated(checked_ids(ids, model.vocab_size), settings.truncate_prompt)
     check_fits(len(ids), context_length(model.config))
     prompt_ids = mx.array(ids, dtype=mx.int32)
     logits = model.model(prompt_ids[None])[:, -1, :].astype(mx.float32)

@@ -71,6 +71,9 @@ class GenerationSettings:
 
     Prefill:
         prefill_step_size: Prompt tokens per forward pass while prefilling.
+        truncate_prompt: Keep only the last N prompt tokens (vLLM's
+            ``truncate_prompt_tokens``; a BOS at the start is cut too). ``None``: a
+            prompt that does not fit the model's context is refused, never truncated.
 
     Speculative decoding (see :mod:`mlx_gen.speculative`):
         speculative: ``PromptLookup(...)`` or ``DraftModel(...)`` drafts tokens that the
@@ -109,6 +112,7 @@ class GenerationSettings:
     logprobs_modes: Sequence[str] = ("raw",)
     prefill_step_size: int = 2048
     speculative: PromptLookup | DraftModel | None = None
+    truncate_prompt: int | None = None
 
     def __post_init__(self) -> None:
         check_setting_types(self)  # ints only (no 2.5, True, 1e999), bounded; before ranges
@@ -117,6 +121,7 @@ class GenerationSettings:
             ("begin_suppress_steps", self.begin_suppress_steps, lambda v: v >= 0, "an int >= 0"),
             ("logprobs", self.logprobs, lambda v: v is None or 0 <= v <= 1000, "None or 0..1000"),
             ("prefill_step_size", self.prefill_step_size, lambda v: v >= 1, "an int >= 1"),
+            ("truncate_prompt", self.truncate_prompt, lambda v: v is None or v >= 1, "an int >= 1"),
             (
                 "seed",
                 self.seed,

@@ -23,6 +23,7 @@ from mlx_gen.prompts import Messages, Prompt, encode_prompt
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.speculative import speculative_generate_tokens
 from mlx_gen.stopping import StoppingContext, StopStrings
+from mlx_gen.validation import truncated
 
 
 @dataclass(frozen=True)
@@ -177,13 +178,18 @@ def stream_generate(
     prompt_ids = encode_prompt(
         model.tokenizer, prompt, messages=messages, add_special_tokens=add_special_tokens
     )
+    prompt_ids = truncated(prompt_ids, settings.truncate_prompt)  # as generate_tokens does
     text = TextAssembler(model.tokenizer, settings, prompt_ids, time.perf_counter())
     mx.reset_peak_memory()
     decode = generate_tokens if settings.speculative is None else speculative_generate_tokens
     tokens = decode(model, prompt_ids, settings, prompt_cache=prompt_cache, on_prefill=on_prefill)
-    for out in tokens:
-        chunk = text.feed(out)
-        yield chunk
-        if chunk.finish_reason is not None:
-            tokens.close()  # Discards the queued look-ahead step.
-            return
+    try:
+        for out in tokens:
+            chunk = text.feed(out)
+            yield chunk
+            if chunk.finish_reason is not None:
+                return
+    finally:
+        # Discards the queued look-ahead step and settles the PromptCache now, however
+        # this stream ends (finished, stop string, closed early, an exception).
+        tokens.close()

@@ -101,6 +101,15 @@ def check_fits(
         )
 
 
+def truncated(ids: list[int], keep: int | None) -> list[int]:
+    """The last ``keep`` of ``ids`` (all of them when ``keep`` is ``None``).
+
+    >>> truncated([1, 2, 3, 4], 2), truncated([1, 2], None)
+    ([3, 4], [1, 2])
+    """
+    return ids if keep is None else ids[-keep:]
+
+
 def room(prompt_length: int, context: int | None, max_tokens: int) -> int:
     """``max_tokens`` clamped so that prompt + generated tokens fit ``context``.
 

@@ -300,3 +300,22 @@ def _tiny_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "api"
     write_checkpoint(folder, llama_config())
     return folder
+
+
+def test_batch_results_on_a_terminal_escape_c1_characters(monkeypatch):
+    from mlx_gen.cli.batch_io import write_jsonl_results
+
+    result = mg.GenerationResult("a\x9bb\x1b", [5], ["x"], [{}], "length", None, None)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    write_jsonl_results("-", [result], decode=str)
+    assert "\x9b" not in terminal.getvalue() and "\x1b" not in terminal.getvalue()
+    assert json.loads(terminal.getvalue())["text"] == "a\x9bb\x1b"
+
+
+def test_the_console_script_entry_imports_nothing_heavy():
+    # Its import must be instant, or Ctrl-C could land before its try: block.
+    code = "import sys, mlx_gen_launch; print(sorted(m for m in sys.modules if m[:3] == 'mlx'))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "['mlx_gen_launch']", out.stderr

@@ -7,6 +7,7 @@ checks ``generate(model, [1, 99999])`` crashed the process (SIGSEGV) and ids 512
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -145,3 +146,36 @@ def test_text_that_was_not_utf8_is_named_not_a_tokenizer_type_error(stories):
         mg.score(stories, "ab", "c\udcff")
     with pytest.raises(ValueError, match=r"^bad_words is not valid text"):
         mg.generate(stories, "ab", settings=S(max_tokens=2, bad_words=["x\udcff"]))
+
+
+def test_a_gguf_file_gives_its_context_length(default_model_file):
+    # SmolLM2's GGUF header: llama.context_length = 8192 (stored as max_position_embeddings).
+    model = mg.load(default_model_file)
+    assert context_length(model.config) == 8192
+    with pytest.raises(ValueError, match="has 8192 tokens, but the model's context is 8192"):
+        mg.next_token_distribution(model, [1] * 8192)
+
+
+def test_truncate_prompt_keeps_the_last_tokens_only_when_asked(stories):
+    prompt = [1] + [300, 301, 302] * 200  # 601 tokens: refused without truncation
+    settings = S(max_tokens=3, ignore_eos=True, truncate_prompt=500)
+    alone = mg.generate(stories, prompt[-500:], settings=S(max_tokens=3, ignore_eos=True))
+    result = mg.generate(stories, prompt, settings=settings)
+    assert result.token_ids == alone.token_ids and result.stats.prompt_tokens == 500
+    [batched] = mg.generate_batch(stories, [prompt], settings=settings)
+    assert batched.token_ids == alone.token_ids
+    dist = mg.next_token_distribution(stories, prompt, settings=settings)
+    assert dist.top == mg.next_token_distribution(stories, prompt[-500:]).top
+    with pytest.raises(ValueError, match="truncate_prompt=0 is invalid"):
+        S(truncate_prompt=0)
+
+
+def test_truncate_prompt_flag(stories, capsys):
+    from mlx_gen.cli.main import main
+
+    args = ["--model", str(STORIES), "--prompt", "Once upon a time", "--max-tokens", "3"]
+    assert main([*args, "--truncate-prompt", "2", "--json", "--ignore-eos"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    ids = stories.tokenizer.encode("Once upon a time")[-2:]
+    expected = mg.generate(stories, ids, settings=S(max_tokens=3, ignore_eos=True))
+    assert doc["usage"]["prompt_tokens"] == 2 and doc["token_ids"] == expected.token_ids

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
 
 from mlx_gen.batch.decode import BatchDecoder
-from mlx_gen.decode import DecodePlan
+from mlx_gen.decode import DecodePlan, checked_call
 from mlx_gen.generation import GenerationResult
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.prompts import Messages, encode_prompt
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.stream import GenerationChunk, TextAssembler
-from mlx_gen.validation import check_fits, context_length, room, token_ids
 
 #: One batch entry: text, token ids, or chat messages (``[{"role", "content"}, ...]``).
 BatchPrompt = str | Sequence[int] | Messages
@@ -77,7 +76,7 @@ def _requests(
     if isinstance(prompts, str) or not prompts:
         raise ValueError(f"prompts={prompts!r} is invalid: pass a non-empty list of prompts")
     rows = _row_settings(len(prompts), settings, per_prompt)
-    out, vocab, context = [], model.vocab_size, context_length(model.config)
+    out = []
     for i, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
         try:
             if row.speculative is not None:
@@ -85,10 +84,9 @@ def _requests(
                     f"speculative={row.speculative!r} is not supported in batched "
                     "generation; use generate/stream_generate per prompt, or speculative=None"
                 )
-            ids = token_ids(_encode(model.tokenizer, prompt, add_special_tokens), vocab)
-            plan = DecodePlan.build(model, row)
-            check_fits(len(ids), context)
-            plan = replace(plan, max_tokens=room(len(ids), context, plan.max_tokens))
+            ids, plan = checked_call(
+                model, _encode(model.tokenizer, prompt, add_special_tokens), row
+            )
             out.append(_Request(ids, row, plan))
         except ValueError as err:
             raise ValueError(f"prompts[{i}]: {err}") from err

@@ -10,8 +10,9 @@ After the batched forward pass everything is per row and mirrors :mod:`mlx_gen.d
 * logprobs (same modes and report as :mod:`mlx_gen.logprobs.report`) are packed per row and
   concatenated, so reading a step costs one read of the ``(B,)`` ids plus one read of
   the packs, only when some row asked for logprobs;
-* a row with nothing to sample from (every id banned, or NaN) reads back ``NO_TOKEN``
-  and finishes with ``"no_allowed_token"``, exactly as in :mod:`mlx_gen.decode`.
+* a row with nothing to sample from (no finite maximum: every id banned, a NaN or a
+  ``+inf``) reads back ``NO_TOKEN`` and finishes with ``"no_allowed_token"``, exactly as
+  in :mod:`mlx_gen.decode`.
 * rows with a constraint (structured output, :mod:`mlx_gen.guided`): when any row has
   one, ``build_step`` queues only the forward pass and processors, and
   :func:`sample_pending` applies every constrained row's bitmask (built on the host
@@ -125,7 +126,7 @@ def _pack(
 
 
 def _valid(logits: mx.array, filtered: mx.array, rows: list[Row]) -> mx.array:
-    """``(B,)``: the row has a token to choose, and no NaN in a reported raw row."""
+    """``(B,)``: the row has a token to choose, and a finite raw row if raw is reported."""
     raw = [r.plan.logprobs is not None and "raw" in r.plan.logprobs.modes for r in rows]
     ok = has_choice(filtered)
     if any(raw):

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from mlx_gen.batch.generation import BatchPrompt
 from mlx_gen.cli.input_text import read_text
 from mlx_gen.cli.output import generation_json
+from mlx_gen.cli.terminal import for_terminal
 from mlx_gen.generation import GenerationResult
 from mlx_gen.prompts import check_messages
 from mlx_gen.settings import GenerationSettings
@@ -182,8 +183,8 @@ def write_jsonl_results(
         prompt_tokens = result.stats.prompt_tokens if result.stats else None
         record = {"index": index, **generation_json(result, decode, prompt_tokens, with_logprobs)}
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    if str(path) == "-":
-        sys.stdout.writelines(lines)
+    if str(path) == "-":  # on a terminal, DEL and C1 characters escaped (valid JSON)
+        sys.stdout.writelines(for_terminal(sys.stdout, line, json=True) for line in lines)
         return
     target = Path(path)
     if target.exists() and not overwrite:

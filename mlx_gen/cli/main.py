@@ -48,6 +48,7 @@ from mlx_gen.cli.ranks import error_line, silenced
 from mlx_gen.cli.streams import check_output_path, check_stdout, quiet_stdout
 from mlx_gen.cli.terminal import for_terminal
 from mlx_gen.prompts import encode_prompt
+from mlx_gen.validation import truncated
 
 # Settings fields holding token ids, and the flag each comes from.
 ID_FLAGS = {
@@ -103,7 +104,7 @@ def _run_model(model: mg.LoadedModel, options: CliOptions) -> int:
     settings = settings_for_model(options, model)
     if options.batch_size is not None:
         return _batch(model, settings, options)
-    prompt_ids = _prompt_ids(options, model)
+    prompt_ids = truncated(_prompt_ids(options, model), settings.truncate_prompt)
     if options.verbose:
         _lines(sys.stderr, defaults_lines(model) + call_lines(model, settings))
     if options.score is not None:

@@ -158,6 +158,7 @@ def _settings(v: dict[str, Any]) -> GenerationSettings:
         logprobs_modes=LOGPROB_MODES[v["logprobs_mode"] or "raw"],
         speculative=PromptLookup(num_draft=v["prompt_lookup"]) if v["prompt_lookup"] else None,
         constraint=constraint_from_flags(v),
+        truncate_prompt=v["truncate_prompt"],
     )  # fmt: skip
 
 

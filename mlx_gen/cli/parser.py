@@ -140,6 +140,9 @@ def _add_model_and_input(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--system", metavar="TEXT", help="a system message (with --chat)")
     group.add_argument("--no-bos", action="store_true",
                        help="encode a plain prompt without special tokens (no BOS)")
+    group.add_argument("--truncate-prompt", metavar="N", type=_POSITIVE,
+                       help="keep only the last N prompt tokens (default: a prompt longer than "
+                       "the model's context is refused)")
     group.add_argument("--batch-size", metavar="N", type=_POSITIVE,
                        help="batch mode: --prompt-file holds one prompt per line, or JSONL lines "
                        "({\"prompt\": ..., or \"messages\": ..., plus any setting}); N prompts run "
