@@ -155,11 +155,14 @@ def add_metadata(writer: gguf.GGUFWriter, arch: str, config: dict[str, Any]) -> 
             writer.add_string(key, value)
 
 
-def write_gguf_model(path, arch, config, weights, quantized: dict[str, T] | None = None):
+def write_gguf_model(path, arch, config, weights, quantized=None, extra=None):
     """Write ``weights`` as llama.cpp's converter would; ``quantized`` maps HF names to a
-    type whose random blocks replace the weight (``weights`` gets their decoded value)."""
+    type whose random blocks replace the weight (``weights`` gets their decoded value);
+    ``extra`` tensors are written as they are."""
     writer = gguf.GGUFWriter(path, arch)
     add_metadata(writer, arch, config)
+    for name, value in (extra or {}).items():
+        writer.add_tensor(name, value)
     rng = np.random.default_rng(1)
     heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
     for name, w in weights.items():
@@ -246,3 +249,40 @@ def test_converted_folder_gives_the_same_logits(tmp_path, kind):
     dense = load(tmp_path / "f32")
     assert "quantization" not in dense.config
     assert np.abs(logits(dense.model) - expected).max() < 1e-4 * max(1, np.abs(expected).max())
+
+
+def test_llama3_rope_freqs_tensor_becomes_rope_scaling(tmp_path):
+    # Llama 3.1+: llama.cpp stores the scaled RoPE as per-frequency divisors.
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    config = {**BASE, "model_type": "llama", "rope_theta": 500000.0, "rope_scaling": scaling}
+    config["tie_word_embeddings"] = False
+    weights = random_hf_weights(config)
+    dims = config["hidden_size"] // config["num_attention_heads"]
+    # As convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors, independently written.
+    freqs = 1.0 / 500000.0 ** (np.arange(0, dims, 2) / dims)
+    factors = []
+    for wavelen in 2 * np.pi / freqs:
+        if wavelen < 8192 / 4:
+            factors.append(1.0)
+        elif wavelen > 8192 / 1:
+            factors.append(8.0)
+        else:
+            smooth = (8192 / wavelen - 1) / (4 - 1)
+            factors.append(1 / ((1 - smooth) / 8 + smooth))
+    assert 1.0 in factors and 8.0 in factors and len(set(factors)) > 2
+    extra = {"rope_freqs.weight": np.array(factors, np.float32)}
+    write_gguf_model(tmp_path / "m.gguf", "llama", config, dict(weights), extra=extra)
+    write_hf_folder(tmp_path / "hf", config, weights)
+    from_gguf = load(tmp_path / "m.gguf")
+    assert from_gguf.config["rope_scaling"] == scaling
+    positions = list(range(200))  # long enough for the scaled frequencies to matter
+    ids = [IDS[i % len(IDS)] for i in positions]
+    a = np.array(from_gguf.model(mx.array([ids]))[0])
+    b = np.array(load(tmp_path / "hf").model(mx.array([ids]))[0])
+    assert np.abs(a - b).max() < 1e-4 * max(1, np.abs(b).max())
