@@ -286,3 +286,20 @@ def test_llama3_rope_freqs_tensor_becomes_rope_scaling(tmp_path):
     a = np.array(from_gguf.model(mx.array([ids]))[0])
     b = np.array(load(tmp_path / "hf").model(mx.array([ids]))[0])
     assert np.abs(a - b).max() < 1e-4 * max(1, np.abs(b).max())
+
+
+def test_compact_precision_keeps_float32_activations(tmp_path):
+    config = {**BASE, **CASES["qwen3"][1], "hidden_size": 256, "intermediate_size": 256}
+    config["head_dim"] = 64
+    weights = random_hf_weights(config)
+    quantized = {n: T.Q4_K for n, w in weights.items() if w.ndim == 2}
+    write_gguf_model(tmp_path / "m.gguf", "qwen3", config, weights, quantized)
+    write_hf_folder(tmp_path / "hf", config, weights)
+    compact = load(tmp_path / "m.gguf", gguf_precision="compact")
+    assert compact.model.model.layers[0].mlp.down_proj.scales.dtype == mx.float16
+    assert compact.model.model.embed_tokens.scales.dtype == mx.float32
+    out = compact.model(mx.array([IDS]))
+    assert out.dtype == mx.float32
+    expected = logits(load(tmp_path / "hf").model)
+    error = np.abs(np.array(out[0]) - expected).max() / np.abs(expected).max()
+    assert 0 < error < 1e-2

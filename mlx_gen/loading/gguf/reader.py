@@ -197,7 +197,10 @@ def read_weights(
     data = np.memmap(path, np.uint8, mode="r")
     weights, layers, rope_freqs = {}, {}, None
     for info in tensors:
-        loaded = load_tensor(data, info, precision)
+        # The embedding's dequantized rows set the activations' dtype: float16 scales there
+        # would run the whole model in float16 (Gemma 3 270M: KL 0.17 to llama.cpp).
+        exact = info.name == "token_embd.weight"
+        loaded = load_tensor(data, info, "exact" if exact else precision)
         if info.name == "rope_freqs.weight":
             rope_freqs = np.array(loaded.arrays["weight"].astype(mx.float32))
             continue

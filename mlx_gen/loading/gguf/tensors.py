@@ -8,7 +8,8 @@ Two precisions (:data:`PRECISIONS`):
   Q2_K keep their 16-element groups (see :mod:`mlx_gen.loading.subblock`).
 * ``"compact"``: float16 scales and biases (scales round, and ``mx.dequantize`` yields
   float16: about 1e-3 of the largest weight), and Q6_K re-quantized to 8 bits in groups
-  of 64 (about 1e-2); Q2_K keeps its 16-element groups, which take less memory.
+  of 64 (about 1e-2); Q2_K keeps its 16-element groups, which take less memory. The
+  reader keeps the token embedding exact (see :func:`~mlx_gen.loading.gguf.reader.read_weights`).
 """
 
 from __future__ import annotations
