@@ -117,7 +117,9 @@ def gguf_name(name: str, arch: str) -> str:
     return f"blk.{block[1]}.{table[block[2]]}.{suffix}"
 
 
-def add_metadata(writer: gguf.GGUFWriter, arch: str, config: dict[str, Any]) -> None:
+def add_metadata(
+    writer: gguf.GGUFWriter, arch: str, config: dict[str, Any], *, chat_template: bool = True
+) -> None:
     head_dim = config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])
     u32 = {
         "embedding_length": config["hidden_size"],
@@ -145,6 +147,8 @@ def add_metadata(writer: gguf.GGUFWriter, arch: str, config: dict[str, Any]) -> 
     for key, value in f32.items():
         writer.add_float32(f"{arch}.{key}", value)
     for key, value in byte_level_metadata().items():
+        if key == "tokenizer.chat_template" and not chat_template:
+            continue
         if isinstance(value, list):
             writer.add_array(key, value)
         elif isinstance(value, bool):
@@ -155,12 +159,12 @@ def add_metadata(writer: gguf.GGUFWriter, arch: str, config: dict[str, Any]) -> 
             writer.add_string(key, value)
 
 
-def write_gguf_model(path, arch, config, weights, quantized=None, extra=None):
+def write_gguf_model(path, arch, config, weights, quantized=None, extra=None, chat_template=True):
     """Write ``weights`` as llama.cpp's converter would; ``quantized`` maps HF names to a
     type whose random blocks replace the weight (``weights`` gets their decoded value);
     ``extra`` tensors are written as they are."""
     writer = gguf.GGUFWriter(path, arch)
-    add_metadata(writer, arch, config)
+    add_metadata(writer, arch, config, chat_template=chat_template)
     for name, value in (extra or {}).items():
         writer.add_tensor(name, value)
     rng = np.random.default_rng(1)
@@ -303,3 +307,23 @@ def test_compact_precision_keeps_float32_activations(tmp_path):
     expected = logits(load(tmp_path / "hf").model)
     error = np.abs(np.array(out[0]) - expected).max() / np.abs(expected).max()
     assert 0 < error < 1e-2
+
+
+def test_gemma_without_a_chat_template_gets_gemmas_turn_format(tmp_path):
+    arch, changes = CASES["gemma3"]
+    config = {**BASE, **changes}
+    weights = random_hf_weights(config)
+    write_gguf_model(tmp_path / "m.gguf", arch, config, weights, chat_template=False)
+    tokenizer = load(tmp_path / "m.gguf").tokenizer
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi "},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Bye"},
+    ]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == (
+        tokenizer.bos_token + "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+        "<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n"
+        "<start_of_turn>model\n"
+    )

@@ -65,6 +65,19 @@ PHI3_BLOCK = {
 }
 
 
+# Gemma's turn format (as llama.cpp's built-in "gemma" template and Gemma's own): a system
+# message joins the first user turn; the assistant is "model"; turns end with <end_of_turn>.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{% set prefix = messages[0]['content'] + '\\n\\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set prefix = '' %}{% set turns = messages %}{% endif %}"
+    "{% for m in turns %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + (prefix if loop.first else '') + m['content'] | trim"
+    " + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
 @dataclass(frozen=True)
 class Architecture:
     """How one GGUF architecture becomes an mlx-lm model.
@@ -80,6 +93,7 @@ class Architecture:
         always_tied: The model always ties the output to the embedding.
         partial_rotary: ``rope.dimension_count`` below the head size becomes
             ``partial_rotary_factor``; otherwise it must equal the head size.
+        chat_template: Used when the file has no ``tokenizer.chat_template``.
     """
 
     model_type: str
@@ -90,6 +104,7 @@ class Architecture:
     norm_plus_one: bool = False
     always_tied: bool = False
     partial_rotary: bool = False
+    chat_template: str | None = None
 
 
 ARCHITECTURES = {
@@ -107,6 +122,7 @@ ARCHITECTURES = {
         defaults={"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0},
         norm_plus_one=True,
         always_tied=True,
+        chat_template=GEMMA_CHAT_TEMPLATE,
     ),
     "gemma3": Architecture(
         "gemma3_text",
@@ -120,6 +136,7 @@ ARCHITECTURES = {
         rope_traditional=None,
         norm_plus_one=True,
         always_tied=True,
+        chat_template=GEMMA_CHAT_TEMPLATE,
     ),
     "phi3": Architecture(
         "phi3",

@@ -275,6 +275,8 @@ def read_gguf(path: Path, *, precision: str = "exact") -> Checkpoint:
     check_config(config, weights, path)
     if rope_freqs is not None:
         config["rope_scaling"] = llama3_rope_scaling(rope_freqs, config, path)
+    if spec.chat_template and not metadata.get("tokenizer.chat_template"):
+        metadata = {**metadata, "tokenizer.chat_template": spec.chat_template}
     described = f"{path} (GGUF metadata)"
     return Checkpoint(
         config=config,
