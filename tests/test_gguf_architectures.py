@@ -90,6 +90,19 @@ CASES = {
         },
     ),
     "phi3": ("phi3", {"model_type": "phi3", "partial_rotary_factor": 0.5}),
+    "mistral3": (
+        "mistral3",
+        {
+            "model_type": "ministral3",
+            "tie_word_embeddings": False,
+            "rope_parameters": {  # a period of 4 so the attention temperature varies over IDS
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "llama_4_scaling_beta": 0.5,
+                "original_max_position_embeddings": 4,
+            },
+        },
+    ),
 }
 
 
@@ -142,6 +155,9 @@ def add_metadata(
         f32["final_logit_softcapping"] = config.get("final_logit_softcapping", 30.0)
     if arch == "gemma3":
         f32["rope.freq_base_swa"] = config["rope_local_base_freq"]
+    if arch == "mistral3":
+        f32["attention.temperature_scale"] = config["rope_parameters"]["llama_4_scaling_beta"]
+        u32["rope.scaling.original_context_length"] = 4
     for key, value in u32.items():
         writer.add_uint32(f"{arch}.{key}", value)
     for key, value in f32.items():
@@ -177,7 +193,7 @@ def write_gguf_model(path, arch, config, weights, quantized=None, extra=None, ch
             weights[name] = dequantize(raw, kind)
             writer.add_tensor(gname, raw, raw_dtype=kind)
             continue
-        if arch == "llama" and gname.split(".")[-2] in heads:
+        if arch in ("llama", "mistral3") and gname.split(".")[-2] in heads:
             w = permute_for_gguf(w, heads[gname.split(".")[-2]])
         if arch.startswith("gemma") and name.endswith("norm.weight"):
             w = w + 1

@@ -25,8 +25,10 @@ from mlx_gen.loading.gguf.architectures import (
     OPTIONAL_KEYS,
     REQUIRED_KEYS,
     Architecture,
+    mistral3_rope_parameters,
     query_pre_attn_scalar,
     supported,
+    unpermute_rows,
 )
 from mlx_gen.loading.gguf.header import TensorInfo, read_header
 from mlx_gen.loading.gguf.rope import llama3_rope_scaling
@@ -125,7 +127,11 @@ def gguf_config(
     config["tie_word_embeddings"] = spec.always_tied or "lm_head.weight" not in weights
     config["attention_bias"] = "model.layers.0.self_attn.q_proj.bias" in weights
     if scaling := _rope_scaling(metadata, arch, path):
+        if spec.model_type == "ministral3":
+            raise ValueError(f"{path}: mistral3 with RoPE scaling ({scaling['type']}) is not supported")
         config["rope_scaling"] = scaling
+    if spec.model_type == "ministral3":
+        config["rope_parameters"] = mistral3_rope_parameters(config)
     if layers:
         pairs = Counter((v["group_size"], v["bits"]) for v in layers.values())
         group_size, bits = pairs.most_common(1)[0][0]
@@ -189,11 +195,31 @@ def _check_names(tensors: list[TensorInfo], spec: Architecture, path: Path) -> N
         )
 
 
+def _heads(metadata: dict[str, Any], arch: str) -> dict[str, int]:
+    """Heads per q/k projection, for undoing llama.cpp's row permutation."""
+    heads = metadata.get(f"{arch}.attention.head_count")
+    return {"q_proj": heads, "k_proj": metadata.get(f"{arch}.attention.head_count_kv", heads)}
+
+
+def _unpermute(arrays: dict[str, mx.array], heads: int, name: str, path: Path) -> None:
+    rows = arrays["weight"].shape[0]
+    if not isinstance(heads, int) or heads <= 0 or rows % (2 * heads):
+        raise ValueError(f"{path}: tensor {name} has {rows} rows, not 2 x {heads} heads' worth")
+    order = mx.array(unpermute_rows(rows, heads))
+    for key, value in arrays.items():
+        arrays[key] = value[order]
+
+
 def read_weights(
-    path: Path, tensors: list[TensorInfo], spec: Architecture, precision: str
+    path: Path,
+    tensors: list[TensorInfo],
+    spec: Architecture,
+    precision: str,
+    heads: dict[str, int] | None = None,
 ) -> tuple[dict[str, mx.array], dict[str, dict[str, int]], np.ndarray | None]:
     """Every tensor under its mlx-lm name, the quantized layers' ``{bits, group_size}``,
-    and Llama 3's ``rope_freqs`` factors (``None`` when absent)."""
+    and Llama 3's ``rope_freqs`` factors (``None`` when absent). ``heads`` (q/k heads)
+    is needed when ``spec.unpermute_qk``."""
     data = np.memmap(path, np.uint8, mode="r")
     weights, layers, rope_freqs = {}, {}, None
     for info in tensors:
@@ -205,6 +231,9 @@ def read_weights(
             rope_freqs = np.array(loaded.arrays["weight"].astype(mx.float32))
             continue
         module, suffix = mlx_name(info.name, spec, path) or ("", "")
+        projection = module.rsplit(".", 1)[-1]
+        if spec.unpermute_qk and heads and projection in heads:  # weight or bias rows
+            _unpermute(loaded.arrays, heads[projection], info.name, path)
         if suffix == "bias":
             weights[f"{module}.bias"] = loaded.arrays["weight"]
             continue
@@ -270,7 +299,8 @@ def read_gguf(path: Path, *, precision: str = "exact") -> Checkpoint:
     for info in header.tensors:
         check_type(info, path)
     _check_names(header.tensors, spec, path)
-    weights, layers, rope_freqs = read_weights(path, header.tensors, spec, precision)
+    heads = _heads(metadata, metadata["general.architecture"])
+    weights, layers, rope_freqs = read_weights(path, header.tensors, spec, precision, heads)
     config = gguf_config(metadata, weights, layers, path)
     check_config(config, weights, path)
     if rope_freqs is not None:
