@@ -128,7 +128,8 @@ def gguf_config(
     config["attention_bias"] = "model.layers.0.self_attn.q_proj.bias" in weights
     if scaling := _rope_scaling(metadata, arch, path):
         if spec.model_type == "ministral3":
-            raise ValueError(f"{path}: mistral3 with RoPE scaling ({scaling['type']}) is not supported")
+            kind = scaling["type"]
+            raise ValueError(f"{path}: mistral3 with RoPE scaling ({kind}) is not supported")
         config["rope_scaling"] = scaling
     if spec.model_type == "ministral3":
         config["rope_parameters"] = mistral3_rope_parameters(config)
