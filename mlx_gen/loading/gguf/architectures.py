@@ -181,10 +181,7 @@ def unpermute_rows(n_rows: int, n_heads: int) -> list[int]:
     half = n_rows // n_heads // 2
     # original (head, part, i) sits at GGUF (head, i, part)
     return [
-        h * 2 * half + i * 2 + part
-        for h in range(n_heads)
-        for part in (0, 1)
-        for i in range(half)
+        h * 2 * half + i * 2 + part for h in range(n_heads) for part in (0, 1) for i in range(half)
     ]
 
 
