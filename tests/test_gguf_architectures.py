@@ -230,7 +230,20 @@ def test_gguf_and_hf_folder_give_the_same_logits(tmp_path, name):
     assert np.abs(logits(from_gguf.model) - expected).max() < 1e-4 * max(1, np.abs(expected).max())
 
 
-K_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"]
+K_TYPES = [
+    "Q2_K",
+    "Q3_K",
+    "Q4_K",
+    "Q5_K",
+    "Q6_K",
+    "IQ4_XS",
+    "IQ4_NL",
+    "Q4_0",
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "Q8_0",
+]
 
 
 @pytest.mark.parametrize("kind", K_TYPES)
