@@ -19,6 +19,7 @@ from gguf.quants import dequantize
 from mlx.utils import tree_flatten
 from safetensors.numpy import save_file
 
+from mlx_gen.cli.main import main as cli_main
 from mlx_gen.convert.main import convert
 from mlx_gen.loading.architecture import model_classes
 from mlx_gen.loading.loader import load
@@ -356,3 +357,28 @@ def test_gemma_without_a_chat_template_gets_gemmas_turn_format(tmp_path):
         "<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n"
         "<start_of_turn>model\n"
     )
+
+
+def test_cli_precision_and_dequantize_flags(tmp_path, capsys):
+    config = {**BASE, **CASES["qwen3"][1], "hidden_size": 256, "intermediate_size": 256}
+    config["head_dim"] = 64
+    weights = random_hf_weights(config)
+    quantized = {n: T.Q6_K for n, w in weights.items() if w.ndim == 2}
+    write_gguf_model(tmp_path / "m.gguf", "qwen3", config, weights, quantized)
+    base = [
+        "--model",
+        str(tmp_path / "m.gguf"),
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "3",
+        "--temp",
+        "0",
+    ]
+    outputs = []
+    for flags in ([], ["--dequantize"], ["--gguf-precision", "compact"]):
+        assert cli_main([*base, *flags, "--json"]) == 0, capsys.readouterr().err
+        outputs.append(json.loads(capsys.readouterr().out)["token_ids"])
+    assert outputs[0] == outputs[1]  # the same weights, dense
+    assert cli_main([*base, "--gguf-precision", "tiny"]) == 2
+    assert "--gguf-precision: invalid choice: 'tiny'" in capsys.readouterr().err
