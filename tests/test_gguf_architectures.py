@@ -19,6 +19,7 @@ from gguf.quants import dequantize
 from mlx.utils import tree_flatten
 from safetensors.numpy import save_file
 
+from mlx_gen.cli.main import main as cli_main
 from mlx_gen.convert.main import convert
 from mlx_gen.loading.architecture import model_classes
 from mlx_gen.loading.loader import load
@@ -90,6 +91,19 @@ CASES = {
         },
     ),
     "phi3": ("phi3", {"model_type": "phi3", "partial_rotary_factor": 0.5}),
+    "mistral3": (
+        "mistral3",
+        {
+            "model_type": "ministral3",
+            "tie_word_embeddings": False,
+            "rope_parameters": {  # a period of 4 so the attention temperature varies over IDS
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "llama_4_scaling_beta": 0.5,
+                "original_max_position_embeddings": 4,
+            },
+        },
+    ),
 }
 
 
@@ -117,7 +131,9 @@ def gguf_name(name: str, arch: str) -> str:
     return f"blk.{block[1]}.{table[block[2]]}.{suffix}"
 
 
-def add_metadata(writer: gguf.GGUFWriter, arch: str, config: dict[str, Any]) -> None:
+def add_metadata(
+    writer: gguf.GGUFWriter, arch: str, config: dict[str, Any], *, chat_template: bool = True
+) -> None:
     head_dim = config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])
     u32 = {
         "embedding_length": config["hidden_size"],
@@ -140,11 +156,16 @@ def add_metadata(writer: gguf.GGUFWriter, arch: str, config: dict[str, Any]) -> 
         f32["final_logit_softcapping"] = config.get("final_logit_softcapping", 30.0)
     if arch == "gemma3":
         f32["rope.freq_base_swa"] = config["rope_local_base_freq"]
+    if arch == "mistral3":
+        f32["attention.temperature_scale"] = config["rope_parameters"]["llama_4_scaling_beta"]
+        u32["rope.scaling.original_context_length"] = 4
     for key, value in u32.items():
         writer.add_uint32(f"{arch}.{key}", value)
     for key, value in f32.items():
         writer.add_float32(f"{arch}.{key}", value)
     for key, value in byte_level_metadata().items():
+        if key == "tokenizer.chat_template" and not chat_template:
+            continue
         if isinstance(value, list):
             writer.add_array(key, value)
         elif isinstance(value, bool):
@@ -155,11 +176,14 @@ def add_metadata(writer: gguf.GGUFWriter, arch: str, config: dict[str, Any]) -> 
             writer.add_string(key, value)
 
 
-def write_gguf_model(path, arch, config, weights, quantized: dict[str, T] | None = None):
+def write_gguf_model(path, arch, config, weights, quantized=None, extra=None, chat_template=True):
     """Write ``weights`` as llama.cpp's converter would; ``quantized`` maps HF names to a
-    type whose random blocks replace the weight (``weights`` gets their decoded value)."""
+    type whose random blocks replace the weight (``weights`` gets their decoded value);
+    ``extra`` tensors are written as they are."""
     writer = gguf.GGUFWriter(path, arch)
-    add_metadata(writer, arch, config)
+    add_metadata(writer, arch, config, chat_template=chat_template)
+    for name, value in (extra or {}).items():
+        writer.add_tensor(name, value)
     rng = np.random.default_rng(1)
     heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
     for name, w in weights.items():
@@ -170,7 +194,7 @@ def write_gguf_model(path, arch, config, weights, quantized: dict[str, T] | None
             weights[name] = dequantize(raw, kind)
             writer.add_tensor(gname, raw, raw_dtype=kind)
             continue
-        if arch == "llama" and gname.split(".")[-2] in heads:
+        if arch in ("llama", "mistral3") and gname.split(".")[-2] in heads:
             w = permute_for_gguf(w, heads[gname.split(".")[-2]])
         if arch.startswith("gemma") and name.endswith("norm.weight"):
             w = w + 1
@@ -207,7 +231,20 @@ def test_gguf_and_hf_folder_give_the_same_logits(tmp_path, name):
     assert np.abs(logits(from_gguf.model) - expected).max() < 1e-4 * max(1, np.abs(expected).max())
 
 
-K_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"]
+K_TYPES = [
+    "Q2_K",
+    "Q3_K",
+    "Q4_K",
+    "Q5_K",
+    "Q6_K",
+    "IQ4_XS",
+    "IQ4_NL",
+    "Q4_0",
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "Q8_0",
+]
 
 
 @pytest.mark.parametrize("kind", K_TYPES)
@@ -246,3 +283,102 @@ def test_converted_folder_gives_the_same_logits(tmp_path, kind):
     dense = load(tmp_path / "f32")
     assert "quantization" not in dense.config
     assert np.abs(logits(dense.model) - expected).max() < 1e-4 * max(1, np.abs(expected).max())
+
+
+def test_llama3_rope_freqs_tensor_becomes_rope_scaling(tmp_path):
+    # Llama 3.1+: llama.cpp stores the scaled RoPE as per-frequency divisors.
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    config = {**BASE, "model_type": "llama", "rope_theta": 500000.0, "rope_scaling": scaling}
+    config["tie_word_embeddings"] = False
+    weights = random_hf_weights(config)
+    dims = config["hidden_size"] // config["num_attention_heads"]
+    # As convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors, independently written.
+    freqs = 1.0 / 500000.0 ** (np.arange(0, dims, 2) / dims)
+    factors = []
+    for wavelen in 2 * np.pi / freqs:
+        if wavelen < 8192 / 4:
+            factors.append(1.0)
+        elif wavelen > 8192 / 1:
+            factors.append(8.0)
+        else:
+            smooth = (8192 / wavelen - 1) / (4 - 1)
+            factors.append(1 / ((1 - smooth) / 8 + smooth))
+    assert 1.0 in factors and 8.0 in factors and len(set(factors)) > 2
+    extra = {"rope_freqs.weight": np.array(factors, np.float32)}
+    write_gguf_model(tmp_path / "m.gguf", "llama", config, dict(weights), extra=extra)
+    write_hf_folder(tmp_path / "hf", config, weights)
+    from_gguf = load(tmp_path / "m.gguf")
+    assert from_gguf.config["rope_scaling"] == scaling
+    positions = list(range(200))  # long enough for the scaled frequencies to matter
+    ids = [IDS[i % len(IDS)] for i in positions]
+    a = np.array(from_gguf.model(mx.array([ids]))[0])
+    b = np.array(load(tmp_path / "hf").model(mx.array([ids]))[0])
+    assert np.abs(a - b).max() < 1e-4 * max(1, np.abs(b).max())
+
+
+def test_compact_precision_keeps_float32_activations(tmp_path):
+    config = {**BASE, **CASES["qwen3"][1], "hidden_size": 256, "intermediate_size": 256}
+    config["head_dim"] = 64
+    weights = random_hf_weights(config)
+    quantized = {n: T.Q4_K for n, w in weights.items() if w.ndim == 2}
+    write_gguf_model(tmp_path / "m.gguf", "qwen3", config, weights, quantized)
+    write_hf_folder(tmp_path / "hf", config, weights)
+    compact = load(tmp_path / "m.gguf", gguf_precision="compact")
+    assert compact.model.model.layers[0].mlp.down_proj.scales.dtype == mx.float16
+    assert compact.model.model.embed_tokens.scales.dtype == mx.float32
+    out = compact.model(mx.array([IDS]))
+    assert out.dtype == mx.float32
+    expected = logits(load(tmp_path / "hf").model)
+    error = np.abs(np.array(out[0]) - expected).max() / np.abs(expected).max()
+    assert 0 < error < 1e-2
+
+
+def test_gemma_without_a_chat_template_gets_gemmas_turn_format(tmp_path):
+    arch, changes = CASES["gemma3"]
+    config = {**BASE, **changes}
+    weights = random_hf_weights(config)
+    write_gguf_model(tmp_path / "m.gguf", arch, config, weights, chat_template=False)
+    tokenizer = load(tmp_path / "m.gguf").tokenizer
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi "},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Bye"},
+    ]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == (
+        tokenizer.bos_token + "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+        "<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n"
+        "<start_of_turn>model\n"
+    )
+
+
+def test_cli_precision_and_dequantize_flags(tmp_path, capsys):
+    config = {**BASE, **CASES["qwen3"][1], "hidden_size": 256, "intermediate_size": 256}
+    config["head_dim"] = 64
+    weights = random_hf_weights(config)
+    quantized = {n: T.Q6_K for n, w in weights.items() if w.ndim == 2}
+    write_gguf_model(tmp_path / "m.gguf", "qwen3", config, weights, quantized)
+    base = [
+        "--model",
+        str(tmp_path / "m.gguf"),
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "3",
+        "--temp",
+        "0",
+    ]
+    outputs = []
+    for flags in ([], ["--dequantize"], ["--gguf-precision", "compact"]):
+        assert cli_main([*base, *flags, "--json"]) == 0, capsys.readouterr().err
+        outputs.append(json.loads(capsys.readouterr().out)["token_ids"])
+    assert outputs[0] == outputs[1]  # the same weights, dense
+    assert cli_main([*base, "--gguf-precision", "tiny"]) == 2
+    assert "--gguf-precision: invalid choice: 'tiny'" in capsys.readouterr().err

@@ -65,6 +65,19 @@ PHI3_BLOCK = {
 }
 
 
+# Gemma's turn format (as llama.cpp's built-in "gemma" template and Gemma's own): a system
+# message joins the first user turn; the assistant is "model"; turns end with <end_of_turn>.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{% set prefix = messages[0]['content'] + '\\n\\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set prefix = '' %}{% set turns = messages %}{% endif %}"
+    "{% for m in turns %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + (prefix if loop.first else '') + m['content'] | trim"
+    " + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
 @dataclass(frozen=True)
 class Architecture:
     """How one GGUF architecture becomes an mlx-lm model.
@@ -80,6 +93,9 @@ class Architecture:
         always_tied: The model always ties the output to the embedding.
         partial_rotary: ``rope.dimension_count`` below the head size becomes
             ``partial_rotary_factor``; otherwise it must equal the head size.
+        chat_template: Used when the file has no ``tokenizer.chat_template``.
+        unpermute_qk: Undo llama.cpp's interleaved q/k row order (for models without a
+            ``rope_traditional`` option): a pure row permutation of codes and scales.
     """
 
     model_type: str
@@ -90,6 +106,8 @@ class Architecture:
     norm_plus_one: bool = False
     always_tied: bool = False
     partial_rotary: bool = False
+    chat_template: str | None = None
+    unpermute_qk: bool = False
 
 
 ARCHITECTURES = {
@@ -107,6 +125,7 @@ ARCHITECTURES = {
         defaults={"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0},
         norm_plus_one=True,
         always_tied=True,
+        chat_template=GEMMA_CHAT_TEMPLATE,
     ),
     "gemma3": Architecture(
         "gemma3_text",
@@ -120,6 +139,19 @@ ARCHITECTURES = {
         rope_traditional=None,
         norm_plus_one=True,
         always_tied=True,
+        chat_template=GEMMA_CHAT_TEMPLATE,
+    ),
+    # Ministral 3 / Devstral 2: Llama's layout and q/k permutation; mlx-lm's ministral3
+    # takes RoPE settings as rope_parameters (filled by mistral3_rope_parameters).
+    "mistral3": Architecture(
+        "ministral3",
+        LLAMA_BLOCK,
+        keys={
+            "llama_4_scaling_beta": "attention.temperature_scale",
+            "original_max_position_embeddings": "rope.scaling.original_context_length",
+        },
+        rope_traditional=None,
+        unpermute_qk=True,
     ),
     "phi3": Architecture(
         "phi3",
@@ -141,3 +173,25 @@ def query_pre_attn_scalar(config: dict[str, Any]) -> float:
     if config["num_hidden_layers"] == 62:
         return config["hidden_size"] / config["num_attention_heads"]
     return float(config["head_dim"])
+
+
+def unpermute_rows(n_rows: int, n_heads: int) -> list[int]:
+    """Row order that undoes llama.cpp's q/k permutation: GGUF row ``order[j]`` is the
+    original row ``j`` (each head's rotate-half pairs were interleaved)."""
+    half = n_rows // n_heads // 2
+    # original (head, part, i) sits at GGUF (head, i, part)
+    return [
+        h * 2 * half + i * 2 + part for h in range(n_heads) for part in (0, 1) for i in range(half)
+    ]
+
+
+def mistral3_rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
+    """mlx-lm ministral3's ``rope_parameters`` from the flat config keys (no scaling);
+    the attention temperature's period is the original context (else the context)."""
+    original = config.pop("original_max_position_embeddings", None)
+    return {
+        "rope_type": "default",
+        "rope_theta": config.pop("rope_theta", 10000.0),
+        "llama_4_scaling_beta": config.pop("llama_4_scaling_beta", 0.0),
+        "original_max_position_embeddings": original or config["max_position_embeddings"],
+    }

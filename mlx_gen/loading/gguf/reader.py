@@ -10,7 +10,6 @@ used: it dequantizes Q4_K wrongly), names and config keys come from the tables i
 from __future__ import annotations
 
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,10 @@ from mlx_gen.loading.generation_config import CONFIG_JSON, GENERATION_CONFIG_JSO
 from mlx_gen.loading.gguf.architectures import (
     ARCHITECTURES,
     GLOBAL_TENSORS,
-    OPTIONAL_KEYS,
-    REQUIRED_KEYS,
     Architecture,
-    query_pre_attn_scalar,
-    supported,
+    unpermute_rows,
 )
+from mlx_gen.loading.gguf.config import architecture, check_config, gguf_config
 from mlx_gen.loading.gguf.header import TensorInfo, read_header
 from mlx_gen.loading.gguf.rope import llama3_rope_scaling
 from mlx_gen.loading.gguf.tensors import PRECISIONS, check_type, load_tensor
@@ -36,134 +33,6 @@ from mlx_gen.loading.gguf.tokenizer import CONTROL, USER_DEFINED, read_gguf_toke
 _TENSOR_NAME = re.compile(r"(?:blk\.(\d+)\.)?(\w+)\.(weight|bias)")
 # End-of-turn control tokens llama.cpp also ends generation on, when the vocabulary has them.
 END_OF_TURN_TOKENS = ("<end_of_turn>", "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<EOT>")
-
-
-def _number(metadata: dict[str, Any], key: str, path: Path) -> int | float:
-    value = metadata[key]
-    if isinstance(value, float):  # float32 in the file: 1e-05, not 9.999999747378752e-06.
-        return float(str(np.float32(value)))
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(
-            f"{path}: metadata {key}={value!r} is not a number (per-layer values are not supported)"
-        )
-    return value
-
-
-def _rope_scaling(metadata: dict[str, Any], arch: str, path: Path) -> dict[str, Any] | None:
-    kind = metadata.get(f"{arch}.rope.scaling.type", "none")
-    factor = metadata.get(f"{arch}.rope.scaling.factor")
-    if kind == "none" or factor is None:
-        return None
-    if kind == "linear":
-        return {"type": "linear", "factor": float(factor)}
-    original = metadata.get(f"{arch}.rope.scaling.original_context_length")
-    if kind == "yarn" and original is not None:
-        return {
-            "type": "yarn",
-            "factor": float(factor),
-            "original_max_position_embeddings": int(original),
-        }
-    raise ValueError(
-        f"{path}: {arch}.rope.scaling.type={kind!r} is not supported "
-        "(supported: none, linear, yarn with original_context_length)"
-    )
-
-
-def architecture(metadata: dict[str, Any], path: Path) -> str:
-    """``general.architecture``, checked against :data:`ARCHITECTURES`."""
-    arch = metadata.get("general.architecture")
-    if arch not in ARCHITECTURES:
-        raise ValueError(
-            f"{path}: GGUF architecture {arch!r} is not supported; supported "
-            f"GGUF architectures: {supported()}"
-        )
-    return arch
-
-
-def _rotary(config: dict[str, Any], metadata: dict[str, Any], arch: str, path: Path) -> None:
-    head_dim = config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])
-    rotary = metadata.get(f"{arch}.rope.dimension_count", head_dim)
-    if rotary != head_dim and ARCHITECTURES[arch].partial_rotary and 0 < rotary < head_dim:
-        config["partial_rotary_factor"] = rotary / head_dim
-    elif rotary != head_dim:
-        raise ValueError(
-            f"{path}: {arch}.rope.dimension_count={rotary} differs from the head "
-            f"size {head_dim}; partial rotary embeddings are not supported for {arch}"
-        )
-
-
-def gguf_config(
-    metadata: dict[str, Any],
-    weights: dict[str, mx.array],
-    layers: dict[str, dict[str, int]],
-    path: Path,
-) -> dict[str, Any]:
-    """The ``config.json`` dictionary that GGUF ``metadata`` describes.
-
-    ``weights`` are mlx-lm-named; they decide ``tie_word_embeddings`` (no ``lm_head``)
-    and ``attention_bias``. ``layers`` maps each quantized module to its bits and group
-    size; they become ``quantization``'s per-layer entries (the most common pair is the
-    default), as mlx-lm writes mixed-precision configs.
-    """
-    arch = architecture(metadata, path)
-    spec = ARCHITECTURES[arch]
-    missing = [f"{arch}.{k}" for k in REQUIRED_KEYS.values() if f"{arch}.{k}" not in metadata]
-    if missing:
-        raise ValueError(f"{path}: GGUF metadata lacks {', '.join(missing)}")
-    config: dict[str, Any] = {"model_type": spec.model_type, **spec.defaults}
-    if spec.rope_traditional is not None:
-        config["rope_traditional"] = spec.rope_traditional
-    for name, key in {**REQUIRED_KEYS, **OPTIONAL_KEYS, **spec.keys}.items():
-        if f"{arch}.{key}" in metadata:
-            config[name] = _number(metadata, f"{arch}.{key}", path)
-    config.setdefault("vocab_size", len(metadata.get("tokenizer.ggml.tokens", [])))
-    config.setdefault("num_key_value_heads", config["num_attention_heads"])
-    config.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
-    _rotary(config, metadata, arch, path)
-    if spec.norm_plus_one:
-        config["query_pre_attn_scalar"] = query_pre_attn_scalar(config)
-    config["tie_word_embeddings"] = spec.always_tied or "lm_head.weight" not in weights
-    config["attention_bias"] = "model.layers.0.self_attn.q_proj.bias" in weights
-    if scaling := _rope_scaling(metadata, arch, path):
-        config["rope_scaling"] = scaling
-    if layers:
-        pairs = Counter((v["group_size"], v["bits"]) for v in layers.values())
-        group_size, bits = pairs.most_common(1)[0][0]
-        config["quantization"] = {"group_size": group_size, "bits": bits, **layers}
-    return config
-
-
-def _rows(weights: dict[str, mx.array], module: str) -> int | None:
-    """Rows (output features) of ``module``'s weight, packed or not; ``None`` if absent."""
-    w = weights.get(f"{module}.weight")
-    return None if w is None or w.ndim != 2 else w.shape[0]
-
-
-def check_config(config: dict[str, Any], weights: dict[str, mx.array], path: Path) -> None:
-    """Check the metadata's sizes against the tensors before a model is built from them,
-    so a corrupt number (``block_count`` = 2**31) is an error, not a huge allocation.
-
-    Raises:
-        ValueError: A size disagrees with the tensors (both are named).
-    """
-    blocks = {int(k.split(".")[2]) for k in weights if k.startswith("model.layers.")}
-    checks = [("num_hidden_layers", config["num_hidden_layers"], len(blocks))]
-    if max(blocks, default=-1) + 1 != len(blocks):
-        checks.append(("num_hidden_layers", config["num_hidden_layers"], max(blocks) + 1))
-    if (vocab := _rows(weights, "model.embed_tokens")) is not None:
-        checks.append(("vocab_size", config["vocab_size"], vocab))
-    if (q := _rows(weights, "model.layers.0.self_attn.q_proj")) is not None:
-        heads = config["num_attention_heads"] * config["head_dim"]
-        checks.append(("num_attention_heads * head_dim", heads, q))
-    for name, value, found in checks:
-        if value != found:
-            raise ValueError(
-                f"{path}: GGUF metadata gives {name} = {value}, but the tensors imply {found}; "
-                "the file is corrupt"
-            )
-    for name in ("hidden_size", "intermediate_size", "num_attention_heads", "head_dim"):
-        if not isinstance(config[name], int) or not 0 < config[name] <= 1 << 20:
-            raise ValueError(f"{path}: GGUF metadata gives {name} = {config[name]!r}")
 
 
 def mlx_name(name: str, spec: Architecture, path: Path) -> tuple[str, str] | None:
@@ -189,19 +58,45 @@ def _check_names(tensors: list[TensorInfo], spec: Architecture, path: Path) -> N
         )
 
 
+def _heads(metadata: dict[str, Any], arch: str) -> dict[str, int]:
+    """Heads per q/k projection, for undoing llama.cpp's row permutation."""
+    heads = metadata.get(f"{arch}.attention.head_count")
+    return {"q_proj": heads, "k_proj": metadata.get(f"{arch}.attention.head_count_kv", heads)}
+
+
+def _unpermute(arrays: dict[str, mx.array], heads: int, name: str, path: Path) -> None:
+    rows = arrays["weight"].shape[0]
+    if not isinstance(heads, int) or heads <= 0 or rows % (2 * heads):
+        raise ValueError(f"{path}: tensor {name} has {rows} rows, not 2 x {heads} heads' worth")
+    order = mx.array(unpermute_rows(rows, heads))
+    for key, value in arrays.items():
+        arrays[key] = value[order]
+
+
 def read_weights(
-    path: Path, tensors: list[TensorInfo], spec: Architecture, precision: str
+    path: Path,
+    tensors: list[TensorInfo],
+    spec: Architecture,
+    precision: str,
+    heads: dict[str, int] | None = None,
 ) -> tuple[dict[str, mx.array], dict[str, dict[str, int]], np.ndarray | None]:
     """Every tensor under its mlx-lm name, the quantized layers' ``{bits, group_size}``,
-    and Llama 3's ``rope_freqs`` factors (``None`` when absent)."""
+    and Llama 3's ``rope_freqs`` factors (``None`` when absent). ``heads`` (q/k heads)
+    is needed when ``spec.unpermute_qk``."""
     data = np.memmap(path, np.uint8, mode="r")
     weights, layers, rope_freqs = {}, {}, None
     for info in tensors:
-        loaded = load_tensor(data, info, precision)
+        # The embedding's dequantized rows set the activations' dtype: float16 scales there
+        # would run the whole model in float16 (Gemma 3 270M: KL 0.17 to llama.cpp).
+        exact = info.name == "token_embd.weight"
+        loaded = load_tensor(data, info, "exact" if exact else precision)
         if info.name == "rope_freqs.weight":
             rope_freqs = np.array(loaded.arrays["weight"].astype(mx.float32))
             continue
         module, suffix = mlx_name(info.name, spec, path) or ("", "")
+        projection = module.rsplit(".", 1)[-1]
+        if spec.unpermute_qk and heads and projection in heads:  # weight or bias rows
+            _unpermute(loaded.arrays, heads[projection], info.name, path)
         if suffix == "bias":
             weights[f"{module}.bias"] = loaded.arrays["weight"]
             continue
@@ -267,11 +162,14 @@ def read_gguf(path: Path, *, precision: str = "exact") -> Checkpoint:
     for info in header.tensors:
         check_type(info, path)
     _check_names(header.tensors, spec, path)
-    weights, layers, rope_freqs = read_weights(path, header.tensors, spec, precision)
+    heads = _heads(metadata, metadata["general.architecture"])
+    weights, layers, rope_freqs = read_weights(path, header.tensors, spec, precision, heads)
     config = gguf_config(metadata, weights, layers, path)
     check_config(config, weights, path)
     if rope_freqs is not None:
         config["rope_scaling"] = llama3_rope_scaling(rope_freqs, config, path)
+    if spec.chat_template and not metadata.get("tokenizer.chat_template"):
+        metadata = {**metadata, "tokenizer.chat_template": spec.chat_template}
     described = f"{path} (GGUF metadata)"
     return Checkpoint(
         config=config,

@@ -6,8 +6,10 @@ Two precisions (:data:`PRECISIONS`):
 * ``"exact"`` (default): float32 scales and biases, so ``mx.dequantize`` gives every
   weight bit for bit as llama.cpp (``gguf.quants.dequantize``) decodes it; Q6_K and
   Q2_K keep their 16-element groups (see :mod:`mlx_gen.loading.subblock`).
-* ``"compact"``: float16 scales and biases (Q4_K/Q5_K/IQ4_XS scales round, about
-  1e-3 of the largest weight), and Q6_K/Q2_K re-quantized to 8 bits in groups of 64.
+* ``"compact"``: float16 scales and biases (scales round, and ``mx.dequantize`` yields
+  float16: about 1e-3 of the largest weight), and Q6_K re-quantized to 8 bits in groups
+  of 64 (about 1e-2); Q2_K keeps its 16-element groups, which take less memory. The
+  reader keeps the token embedding exact (see :func:`~mlx_gen.loading.gguf.reader.read_weights`).
 """
 
 from __future__ import annotations
@@ -85,8 +87,9 @@ def _float(raw: np.ndarray, info: TensorInfo) -> mx.array:
 
 
 def _quantized(codes: Codes, shape: tuple[int, ...], precision: str) -> Loaded:
-    if precision == "compact" and codes.group_size == 16:
-        # No MLX kernel has group 16: re-quantize to 8 bits in groups of 64.
+    if precision == "compact" and codes.group_size == 16 and codes.bits == 6:
+        # Q6_K: 8-bit groups of 64 (8.5 bits/weight, one matmul instead of the two-pass
+        # form's two). Q2_K stays at group 16: 4 bits/weight with float16 scales.
         w, s, b = mx.quantize(mx.array(dense(codes)), group_size=64, bits=8)
         half = {"weight": w, "scales": s.astype(mx.float16), "biases": b.astype(mx.float16)}
         return Loaded(half, 8, 64)
