@@ -14,6 +14,9 @@ top-5 logprobs raw and processed; greedy):
 * the random 110M Llama drafted by the random 15M Llama (same vocabulary; mechanics
   and the back-off: its drafts are almost never accepted).
 
+``scaling`` times one forward pass over k = 1..11 new tokens, which decides whether
+verifying k drafts can pay at all.
+
 Each repeat runs the plain and the speculative call in alternating order on the same
 loaded model; both produce the same tokens (checked), and the tokens go through the
 same text layer (detokenizer, stop strings) as ``stream_generate``. Reported: median
@@ -127,6 +130,27 @@ def bench_case(name, model, prompt_ids, settings, speculative, repeats):
     return row
 
 
+def forward_scaling(name: str, model, sizes=(1, 2, 4, 8, 11), repeats: int = 5) -> dict:
+    """Milliseconds of one forward pass over k new tokens (min over repeats), 100 cached."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import trim_prompt_cache
+
+    cache = mg.PromptCache(model.model)
+    model.model(mx.array([list(range(10, 110))]), cache=cache.layers)
+    mx.eval([c.state for c in cache.layers])
+    row = {"case": f"forward {name}"}
+    for k in sizes:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            mx.eval(model.model(mx.array([list(range(200, 200 + k))]), cache=cache.layers))
+            times.append(time.perf_counter() - start)
+            trim_prompt_cache(cache.layers, k)
+        row[f"{k}_tokens_ms"] = 1000 * min(times)
+    print(f"forward {name:14s} " + "  ".join(f"{k}: {row[f'{k}_tokens_ms']:.0f} ms" for k in sizes))
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -142,6 +166,13 @@ def main() -> None:
         rows.append(bench_case(name, model, ids, base, drafter, args.repeats))
         save(args.out, args.repeats, rows)
 
+    if "scaling" in cases:
+        smol = mg.load(None)
+        rows.append(forward_scaling("SmolLM2 4-bit", smol))
+        dequantize_model(smol.model)
+        rows.append(forward_scaling("SmolLM2 f32", smol))
+        rows.append(forward_scaling("110M f32", mg.load(write_preset("110M", Path(args.root)))))
+        save(args.out, args.repeats, rows)
     for case in [c for c in cases if c.startswith("smollm2")]:
         model = mg.load(None)
         if case == "smollm2-f32":  # MLX's CPU quantized matmul costs ~k x for k tokens

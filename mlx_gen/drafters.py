@@ -26,6 +26,8 @@ from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams, filter_logits, sample
 
+_MAX_PAUSE = 64
+
 
 def _check(ok: bool, name: str, value: object, expected: str) -> None:
     if not ok:
@@ -204,3 +206,35 @@ class ModelDrafter:
         self.key, key = mx.random.split(self.key)
         log_q = filtered - mx.logsumexp(filtered, axis=-1, keepdims=True)
         return sample(filtered, key, False), log_q
+
+
+class Backoff:
+    """The adaptive draft length and the pause after rejected drafts.
+
+    >>> b = Backoff(4)
+    >>> b.update(drafted=4, accepted=0); (b.length, b.ready())
+    (1, False)
+    >>> b.tick(); b.tick(); b.ready()
+    True
+    """
+
+    def __init__(self, num_draft: int) -> None:
+        self.max_length, self.length = num_draft, num_draft
+        self.misses, self.pause = 0, 0
+
+    def ready(self) -> bool:
+        """Whether drafting is allowed now."""
+        return self.pause == 0
+
+    def tick(self) -> None:
+        """One token was decoded without drafting."""
+        self.pause = max(0, self.pause - 1)
+
+    def update(self, *, drafted: int, accepted: int) -> None:
+        """Adapt after a round that accepted ``accepted`` of ``drafted`` drafts."""
+        if accepted == drafted:
+            self.length = min(self.max_length, self.length + 2)
+        else:
+            self.length = max(1, accepted + 1)
+        self.misses = self.misses + 1 if accepted == 0 else 0
+        self.pause = min(2**self.misses, _MAX_PAUSE) if self.misses else 0

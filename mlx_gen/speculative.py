@@ -15,9 +15,9 @@ The loop alternates two modes:
   queued before token ``n`` is read), used when there is nothing to draft or while
   drafting is backed off.
 
-Adaptive back-off (:class:`Backoff`): the draft length grows after a fully accepted
-draft and shrinks to one more than the accepted run otherwise; a round that accepts
-nothing pauses drafting for 2, 4, 8, ... (at most 64) tokens, so text the drafter cannot
+Adaptive back-off (:class:`~mlx_gen.drafters.Backoff`): the draft length grows after a
+fully accepted draft and shrinks to one more than the accepted run otherwise; a round that
+accepts nothing pauses drafting for 2, 4, 8, ... (at most 64) tokens, so text the drafter cannot
 predict runs at the plain speed.
 """
 
@@ -38,14 +38,19 @@ from mlx_gen.decode import (
     generate_tokens,
     prefill,
 )
-from mlx_gen.drafters import Draft, DraftModel, LookupDrafter, ModelDrafter, PromptLookup
+from mlx_gen.drafters import (
+    Backoff,
+    Draft,
+    DraftModel,
+    LookupDrafter,
+    ModelDrafter,
+    PromptLookup,
+)
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import unpack
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.verify import Verified, verify_logits
-
-_MAX_PAUSE = 64
 
 
 @dataclass
@@ -66,38 +71,6 @@ class SpeculationStats:
     def acceptance_rate(self) -> float:
         """``accepted / drafted`` (0 when nothing was drafted)."""
         return self.accepted / self.drafted if self.drafted else 0.0
-
-
-class Backoff:
-    """The adaptive draft length and the pause after rejected drafts.
-
-    >>> b = Backoff(4)
-    >>> b.update(drafted=4, accepted=0); (b.length, b.ready())
-    (1, False)
-    >>> b.tick(); b.tick(); b.ready()
-    True
-    """
-
-    def __init__(self, num_draft: int) -> None:
-        self.max_length, self.length = num_draft, num_draft
-        self.misses, self.pause = 0, 0
-
-    def ready(self) -> bool:
-        """Whether drafting is allowed now."""
-        return self.pause == 0
-
-    def tick(self) -> None:
-        """One token was decoded without drafting."""
-        self.pause = max(0, self.pause - 1)
-
-    def update(self, *, drafted: int, accepted: int) -> None:
-        """Adapt after a round that accepted ``accepted`` of ``drafted`` drafts."""
-        if accepted == drafted:
-            self.length = min(self.max_length, self.length + 2)
-        else:
-            self.length = max(1, accepted + 1)
-        self.misses = self.misses + 1 if accepted == 0 else 0
-        self.pause = min(2**self.misses, _MAX_PAUSE) if self.misses else 0
 
 
 def speculative_generate_tokens(
