@@ -159,6 +159,8 @@ def decode_guided(
             if on_prefill is not None:
                 on_prefill(len(prompt_ids), len(prompt_ids))
         if value < 0:
+            if not last:  # The queued look-ahead fed a placeholder id (0) to the KV cache.
+                cache.record([0])
             yield GuidedToken(-1, n, {}, "constraint", matcher.accepting, matcher.stop_message())
             return
         matcher.consume(value)
