@@ -9,8 +9,8 @@ JSON is expressible and the mask is computed over a real vocabulary), and the em
 SmolLM2-135M (4-bit GGUF, 49,152 tokens). Both are loaded once; the two modes alternate
 on every repeat (unconstrained, constrained, unconstrained, ...), on the same prompt,
 with the same seed, each generating exactly ``--gen`` tokens: EOS is ignored without
-the constraint and held back by ``min_new_tokens`` with it (the schema's open array
-never forces an end). Decode tokens/s is from the result's stats (first token excluded).
+the constraint, and with it the schema cannot be complete (so no EOS is allowed) before
+``--gen`` tokens. Decode tokens/s is from the result's stats (first token excluded).
 
 Also reported: schema compile time (constructor + compile for the model's tokenizer, the
 token table already built, fresh grammar cache) for the test schemas, the one-off token
@@ -39,13 +39,18 @@ from mlx_gen.constraints import Matcher, compile_constraint  # noqa: E402
 from mlx_gen.constraints.compiled import GrammarCache, build_token_table  # noqa: E402
 from tests.test_structured import LISTS, PERSON, SMALL  # noqa: E402
 
-OPEN = {  # an open-ended document, so a random model can keep going for --gen tokens
-    "type": "object",
-    "properties": {
-        "id": {"type": "integer", "minimum": 0},
-        "items": {"type": "array", "items": {"type": "string", "maxLength": 16}},
+OPEN = {  # cannot complete within --gen tokens (20 objects of >= 30-character names)
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 30, "maxLength": 60},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 16}},
+        },
+        "required": ["name", "tags"],
+        "additionalProperties": False,
     },
-    "required": ["id", "items"],
+    "minItems": 20,
 }
 
 
@@ -85,7 +90,6 @@ def decode_tps(model, constraint, gen: int, seed: int) -> tuple[float, list[int]
         seed=seed,
         constraint=constraint,
         ignore_eos=constraint is None,
-        min_new_tokens=gen if constraint is not None else None,
     )
     result = mg.generate(model, "The inventory as JSON:", settings=settings)
     assert len(result.token_ids) == gen, (result.finish_reason, result.finish_message)
