@@ -68,9 +68,9 @@ class GuidedToken:
 
 
 def masked_step(
-    logits: mx.array, processed: mx.array, bitmask: mx.array, params: SamplingParams, key
+    processed: mx.array, bitmask: mx.array, params: SamplingParams, key: mx.array | None
 ) -> tuple[mx.array, mx.array]:
-    """Mask → filters → sample for ``(B, V)`` logits: ``(tokens (B,), filtered (B, V))``.
+    """Mask → filters → sample for ``(B, V)`` processed logits: ``(tokens (B,), filtered)``.
 
     A row whose mask and processors leave no finite logit samples ``-1``.
     """
@@ -116,7 +116,7 @@ class _GuidedStepper:
         with mx.stream(_STREAM):
             if not plan.sampling.greedy:
                 self.key, key = mx.random.split(self.key)
-            token, filtered = masked_step(logits, processed, mx.array(bitmask), plan.sampling, key)
+            token, filtered = masked_step(processed, mx.array(bitmask), plan.sampling, key)
         packed = []
         if plan.logprobs is not None:
             with mx.stream(_LOGPROB_STREAM):
@@ -159,6 +159,8 @@ def decode_guided(
             if on_prefill is not None:
                 on_prefill(len(prompt_ids), len(prompt_ids))
         if value < 0:
+            if not last:  # The queued look-ahead fed a placeholder id (0) to the KV cache.
+                cache.record([0])
             yield GuidedToken(-1, n, {}, "constraint", matcher.accepting, matcher.stop_message())
             return
         matcher.consume(value)

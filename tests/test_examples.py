@@ -109,3 +109,11 @@ def test_stopping():
     assert "finish=stop_string, matched='elegance, and'" in out
     assert "finish=stop_string, matched='.'" in out
     assert re.search(r"'Paris is a city that embodies'\n\s+finish=criterion", out)
+
+
+def test_json_schema():
+    out = run_example("json_schema")
+    assert line(out, "finish:") == "finish: stop, complete: True"
+    assert line(out, "validated:").startswith("validated: City(name=")
+    forced, total = map(int, re.search(r"(\d+) of (\d+) tokens were forced", out).groups())
+    assert 0 < forced < total

@@ -267,3 +267,14 @@ def test_smollm2_json_schema_outputs_validate(smollm2):
         assert (result.finish_reason, result.constraint_complete) == ("stop", True), result.text
         assert result.matched in smollm2.generation_config.eos_token_ids
         jsonschema.validate(json.loads(result.text), SMALL)
+
+
+def test_a_prompt_cache_stays_true_after_a_constraint_finish(stories):
+    cache = mg.PromptCache(stories.model)
+    settings = S(constraint=mg.Regex("[0-9]"), suppress_tokens=_digit_ids(stories))
+    ended = mg.generate(stories, "Once upon a time", settings=settings, prompt_cache=cache)
+    assert ended.finish_reason == "constraint"
+    assert len(cache.token_ids) == cache.layers[0].offset  # every KV position is accounted for
+    again = mg.generate(stories, "Once upon a time", settings=S(max_tokens=8), prompt_cache=cache)
+    fresh = mg.generate(stories, "Once upon a time", settings=S(max_tokens=8))
+    assert again.token_ids == fresh.token_ids

@@ -141,9 +141,12 @@ def report_json(r: TokenLogprob, decode: Decode) -> dict[str, Any]:
 def generation_json(
     result: GenerationResult, decode: Decode, prompt_tokens: int, logprobs: bool
 ) -> dict[str, Any]:
-    """The ``--json`` document of a generation (``logprobs`` null unless requested)."""
+    """The ``--json`` document of a generation (``logprobs`` null unless requested).
+
+    Under a constraint it also has ``constraint_complete`` and ``finish_message``.
+    """
     stats = result.stats
-    return {
+    doc = {
         "text": result.text,
         "token_ids": result.token_ids,
         "tokens": result.tokens,
@@ -152,8 +155,6 @@ def generation_json(
         else None,
         "finish_reason": result.finish_reason,
         "matched": result.matched,
-        "constraint_complete": result.constraint_complete,
-        "finish_message": result.finish_message,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(result.token_ids)},
         "timings": {
             "ttft_s": stats.time_to_first_token if stats else None,
@@ -162,6 +163,10 @@ def generation_json(
         },
         "peak_memory_gb": stats.peak_memory_gb if stats else None,
     }
+    if result.constraint_complete is not None:
+        doc["constraint_complete"] = result.constraint_complete
+        doc["finish_message"] = result.finish_message
+    return doc
 
 
 def constraint_note(result: GenerationResult) -> str | None:
