@@ -35,6 +35,7 @@ from mlx_gen.decode import (
     GeneratedToken,
     ProgressCallback,
     _Stepper,
+    checked_call,
     generate_tokens,
     prefill,
 )
@@ -97,10 +98,8 @@ def speculative_generate_tokens(
             model, prompt_ids, settings, prompt_cache=prompt_cache, on_prefill=on_prefill
         )
         return
-    prompt_ids = [int(i) for i in prompt_ids]
-    if not prompt_ids:
-        raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
-    plan = DecodePlan.build(model, settings)
+    # The same boundary as plain decoding: ids, truncation, context, max_tokens clamp.
+    prompt_ids, plan = checked_call(model, prompt_ids, settings)
     if plan.max_tokens == 0:
         return
     cache = prompt_cache or PromptCache(model.model)

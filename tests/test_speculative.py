@@ -297,3 +297,14 @@ def test_cli_speculation_prints_the_same_text(capsys, flags):
 def test_cli_speculation_errors(capsys, flags, message):
     code, _, err = run_cli(["--model", str(STORIES), "--prompt", "Lily"] + flags, capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_speculative_calls_check_ids_and_context_like_plain_ones(story):
+    s = mg.GenerationSettings(speculative=mg.PromptLookup(num_draft=4), max_tokens=5)
+    with pytest.raises(ValueError, match=r"prompt\[1\]=99999 .*size 512"):
+        list(speculative_generate_tokens(story, [1, 99999], s))
+    with pytest.raises(ValueError, match="600.*512"):
+        mg.generate(story, [1] * 600, settings=s)
+    plain = mg.generate(story, [1] * 508, settings=replace(s, speculative=None))
+    spec = mg.generate(story, [1] * 508, settings=s)
+    assert spec.token_ids == plain.token_ids and len(plain.token_ids) <= 4  # clamped to fit
