@@ -285,7 +285,7 @@ def test_cli_speculation_prints_the_same_text(capsys, flags):
     ("flags", "message"),
     [
         (["--num-draft", "3"], "error: --num-draft needs --draft-model"),
-        (["--prompt-lookup", "0"], "error: argument --prompt-lookup: '0' is not an int in 1..2147483647"),
+        (["--prompt-lookup", "0"], "argument --prompt-lookup: '0' is not an int in 1..2147483647"),
         (["--prompt-lookup", "2", "--draft-model", "x"], "not allowed with argument"),
         (["--draft-model", "/nonexistent"], "error: argument --draft-model: model '/nonexistent'"),
         (
