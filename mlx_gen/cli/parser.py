@@ -130,7 +130,7 @@ def _add_model_and_input(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", choices=DTYPES, help="cast floating weights (default: as stored)")
     group.add_argument("--gguf-precision", choices=GGUF_PRECISIONS, default="exact",
                        help="GGUF: exact keeps every weight as llama.cpp decodes it (float32 "
-                       "scales); compact uses float16 scales and 8-bit Q6_K/Q2_K (default: exact)")
+                       "scales); compact uses float16 scales and 8-bit Q6_K (default: exact)")
     group.add_argument("--dequantize", action="store_true",
                        help="replace quantized layers by float32 ones (faster on CPU, more memory)")
     source = group.add_mutually_exclusive_group()
