@@ -7,10 +7,12 @@ Models: the 110M random preset (benchmarks/presets.py weights) given a 32,000-to
 byte-level BPE tokenizer (SmolLM2's first 32,000 tokens and the merges among them, so
 JSON is expressible and the mask is computed over a real vocabulary), and the embedded
 SmolLM2-135M (4-bit GGUF, 49,152 tokens). Both are loaded once; the two modes alternate
-on every repeat (unconstrained, constrained, unconstrained, ...), on the same prompt,
+on every repeat (unconstrained, constrained, constrained, unconstrained, ...), on the same prompt,
 with the same seed, each generating exactly ``--gen`` tokens: EOS is ignored without
 the constraint, and with it the schema cannot be complete (so no EOS is allowed) before
-``--gen`` tokens. Decode tokens/s is from the result's stats (first token excluded).
+``--gen`` tokens. Decode tokens/s is from the result's stats (first token excluded); on
+a contended host, wall time is mostly other processes' load, so the process CPU time
+per token (every thread of this process, prefill included) is reported too.
 
 Also reported: schema compile time (constructor + compile for the model's tokenizer, the
 token table already built, fresh grammar cache) for the test schemas, the one-off token
@@ -83,7 +85,8 @@ def bpe_110m(root: Path) -> Path:
     return folder
 
 
-def decode_tps(model, constraint, gen: int, seed: int) -> tuple[float, list[int]]:
+def decode_tps(model, constraint, gen: int, seed: int) -> tuple[float, float, list[int]]:
+    """Decode tokens/s, process CPU ms per generated token (all threads), and the tokens."""
     settings = mg.GenerationSettings(
         max_tokens=gen,
         temperature=1.0,
@@ -91,9 +94,11 @@ def decode_tps(model, constraint, gen: int, seed: int) -> tuple[float, list[int]
         constraint=constraint,
         ignore_eos=constraint is None,
     )
+    cpu = time.process_time()
     result = mg.generate(model, "The inventory as JSON:", settings=settings)
+    cpu_ms = (time.process_time() - cpu) * 1000 / gen
     assert len(result.token_ids) == gen, (result.finish_reason, result.finish_message)
-    return result.stats.decode_tps, result.token_ids
+    return result.stats.decode_tps, cpu_ms, result.token_ids
 
 
 def matcher_ms(model, constraint, tokens: list[int]) -> float:
@@ -137,13 +142,16 @@ def bench(name: str, model, gen: int, repeats: int) -> dict:
     decode_tps(model, constraint, 4, 0)  # warm up both paths and the grammar cache
     decode_tps(model, None, 4, 0)
     runs: dict[str, list[float]] = {"plain": [], "json_schema": []}
+    cpu: dict[str, list[float]] = {"plain": [], "json_schema": []}
     tokens: list[int] = []
     for r in range(repeats):
         for mode in ("plain", "json_schema") if r % 2 == 0 else ("json_schema", "plain"):
-            tps, ids = decode_tps(model, constraint if mode == "json_schema" else None, gen, r)
+            tps, ms, ids = decode_tps(model, constraint if mode == "json_schema" else None, gen, r)
             runs[mode].append(tps)
+            cpu[mode].append(ms)
             tokens = ids if mode == "json_schema" else tokens
     plain, guided = statistics.median(runs["plain"]), statistics.median(runs["json_schema"])
+    cpu_plain, cpu_guided = statistics.median(cpu["plain"]), statistics.median(cpu["json_schema"])
     return {
         "model": name,
         "vocab_size": model.vocab_size,
@@ -152,6 +160,8 @@ def bench(name: str, model, gen: int, repeats: int) -> dict:
         "json_schema_tps": guided,
         "overhead_pct": (plain / guided - 1) * 100,
         "per_token_ms": {"plain": 1000 / plain, "json_schema": 1000 / guided},
+        "cpu_ms_per_token": cpu,
+        "cpu_overhead_pct": (cpu_guided / cpu_plain - 1) * 100,
         "matcher_host_ms_per_token": matcher_ms(model, constraint, tokens),
         "token_table_s": table_s,
         "schema_compile_ms": compile_ms(model),
@@ -176,7 +186,8 @@ def main() -> None:
         compiled = ", ".join(f"{k} {v:.1f}" for k, v in row["schema_compile_ms"].items())
         print(
             f"{name}: plain {row['plain_tps']:.2f} tok/s, json_schema "
-            f"{row['json_schema_tps']:.2f} tok/s, overhead {row['overhead_pct']:+.1f}%, "
+            f"{row['json_schema_tps']:.2f} tok/s, overhead {row['overhead_pct']:+.1f}% (CPU time "
+            f"{row['cpu_overhead_pct']:+.1f}%), "
             f"matcher {row['matcher_host_ms_per_token']:.3f} ms/token, "
             f"table {row['token_table_s']:.2f} s, compile ms {compiled}",
             flush=True,
