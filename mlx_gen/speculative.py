@@ -49,6 +49,7 @@ from mlx_gen.drafters import (
 )
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import unpack
+from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.verify import Verified, verify_logits
@@ -111,17 +112,21 @@ def speculative_generate_tokens(
             "model uses sliding-window layers)"
         )
     loop = _Speculator(model, plan, settings, prompt_ids, cache, stats or SpeculationStats())
-    cached = cache.reuse_for(prompt_ids)
-    prefill(
-        model,
-        cache,
-        prompt_ids[cached:-1],
-        step_size=settings.prefill_step_size,
-        on_progress=on_prefill,
-        done=cached,
-        total=len(prompt_ids),
-    )
-    yield from loop.run(on_prefill)
+    claim = cache.claim()
+    try:
+        cached = cache.reuse_for(prompt_ids)
+        prefill(
+            model,
+            cache,
+            prompt_ids[cached:-1],
+            step_size=settings.prefill_step_size,
+            on_progress=on_prefill,
+            done=cached,
+            total=len(prompt_ids),
+        )
+        yield from loop.run(on_prefill)
+    finally:
+        cache.release(claim)  # The token list and the KV cache agree on every exit.
 
 
 class _Speculator:
@@ -175,16 +180,16 @@ class _Speculator:
                     return
                 last = (self.prompt_ids + self.generated)[-1]  # nothing to draft: go plain
                 gen = mx.array(self.generated, dtype=mx.int32)
-                token, packed = self._queue(mx.array([last], dtype=mx.int32), gen)
+                token, packed = self._queue(mx.array([last], dtype=mx.int32), gen, len(gen))
                 self.cache.record([last])
             n = len(self.generated)  # ``token`` is step n, its input already fed
             queued = None
             if n + 1 < plan.max_tokens and not (switch := self._worth_drafting()):
                 if plan.processors:
                     gen = mx.concatenate([gen, token])
-                queued = self._queue(token, gen)  # step n + 1 before reading step n
+                queued = self._queue(token, gen, n + 1)  # step n + 1 before reading step n
             value = token.item()  # The one host read per token.
-            if queued is not None:
+            if queued is not None and value != NO_TOKEN:
                 self.cache.record([value])
             out = self._emit(value, packed[0].tolist() if packed else None)
             yield from self._yield(out)
@@ -194,9 +199,11 @@ class _Speculator:
                 token, packed = queued
             self.backoff.tick()
 
-    def _queue(self, inputs: mx.array, gen: mx.array) -> tuple[mx.array, list[mx.array]]:
-        """Queue the plain step for token ``len(generated)`` (the caller records ``inputs``)."""
-        token, packed = self.stepper(inputs, len(self.generated), gen)
+    def _queue(
+        self, inputs: mx.array, gen: mx.array, step: int
+    ) -> tuple[mx.array, list[mx.array]]:
+        """Queue the plain step for generated token ``step`` (the caller records ``inputs``)."""
+        token, packed = self.stepper(inputs, step, gen)
         mx.async_eval(token, *packed)
         return token, packed
 
@@ -260,6 +267,8 @@ class _Speculator:
 
     def _emit(self, value: int, rows: list[list[float]] | None) -> GeneratedToken:
         plan, n = self.plan, len(self.generated)
+        if value == NO_TOKEN:  # nothing to sample from: end, as plain decoding does
+            return GeneratedToken(NO_TOKEN, n, {}, NO_ALLOWED_TOKEN)
         if n == 0 and self.on_prefill is not None:
             total = len(self.prompt_ids)
             self.on_prefill(total, total)

@@ -28,6 +28,7 @@ import mlx.core as mx
 
 from mlx_gen.drafters import Draft
 from mlx_gen.logprobs.report import LogprobRequest, pack
+from mlx_gen.no_allowed_token import has_choice, mark
 from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.sampling import SamplingParams, filter_logits, sample
 
@@ -134,4 +135,8 @@ def verify_logits(
         sources = {"raw": logits, "processed": filtered}
         rows = mx.concatenate([sources[m] for m in logprobs.modes])
         packed = pack(rows, mx.concatenate([tokens] * len(logprobs.modes)), logprobs)
+    # A position with nothing to sample from (every id banned, a NaN) reads back NO_TOKEN,
+    # as in plain decoding; a raw report needs finite raw logits too.
+    raw = logprobs is not None and "raw" in logprobs.modes
+    tokens = mark(tokens, has_choice(filtered, *([logits] if raw else [])))
     return Verified(tokens, accepted, packed)

@@ -308,3 +308,22 @@ def test_speculative_calls_check_ids_and_context_like_plain_ones(story):
     plain = mg.generate(story, [1] * 508, settings=replace(s, speculative=None))
     spec = mg.generate(story, [1] * 508, settings=s)
     assert spec.token_ids == plain.token_ids and len(plain.token_ids) <= 4  # clamped to fit
+
+
+@pytest.mark.parametrize("kind", ["lookup", "draft_model"])
+def test_nothing_to_sample_ends_like_plain_decoding(story, noisy_draft, kind):
+    spec = mg.PromptLookup(num_draft=4) if kind == "lookup" else mg.DraftModel(noisy_draft, 3)
+
+    # Every id banned from step 2 on by a processor; NaN logits from step 3 on.
+    def ban_all_after_two(logits, ctx):
+        return logits if ctx.step < 2 else mx.full(logits.shape, -mx.inf)
+
+    def nan_after_three(logits, ctx):
+        return logits if ctx.step < 3 else logits * mx.nan
+
+    for proc in (ban_all_after_two, nan_after_three):
+        s = mg.GenerationSettings(max_tokens=12, ignore_eos=True, logits_processors=[proc])
+        plain = mg.generate(story, "Lily and Ben", settings=s)
+        fast = mg.generate(story, "Lily and Ben", settings=replace(s, speculative=spec))
+        assert plain.finish_reason == fast.finish_reason == "no_allowed_token"
+        assert fast.token_ids == plain.token_ids and -1 not in fast.token_ids
