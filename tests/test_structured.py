@@ -278,3 +278,27 @@ def test_a_prompt_cache_stays_true_after_a_constraint_finish(stories):
     again = mg.generate(stories, "Once upon a time", settings=S(max_tokens=8), prompt_cache=cache)
     fresh = mg.generate(stories, "Once upon a time", settings=S(max_tokens=8))
     assert again.token_ids == fresh.token_ids
+
+
+def test_smollm2_choice_and_regex_with_exact_logprobs(smollm2):
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    choices = ["Paris", "London", "The capital is Rome"]
+    settings = S(constraint=mg.Choice(choices), temperature=1.0, seed=0, logprobs=1000,
+                 logprobs_modes=("raw", "processed"))  # fmt: skip
+    result = mg.generate(smollm2, messages=messages, settings=settings)
+    assert result.text in choices and result.finish_reason == "stop"
+    eos = list(smollm2.generation_config.eos_token_ids)
+    prompt = smollm2.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    allowed = _allowed_replay(smollm2, mg.Choice(choices), eos, result.token_ids)
+    for report, ids in zip(result.logprobs, allowed, strict=True):
+        finite = {i: v for i, v in report["processed"].top if np.isfinite(v)}
+        assert set(finite) == ids  # every allowed id (fewer than 1000) and nothing else
+        assert abs(np.exp(np.array(list(finite.values()), dtype=np.float64)).sum() - 1) < 1e-4
+    scored = mg.score(smollm2, prompt, result.token_ids)
+    np.testing.assert_allclose(
+        [r["raw"].logprob for r in result.logprobs], [r.logprob for r in scored.logprobs],
+        atol=1e-4,
+    )  # fmt: skip
+    year = mg.generate(smollm2, messages=[{"role": "user", "content": "When did WW2 end?"}],
+                       settings=S(constraint=mg.Regex(r"[12][0-9]{3}")))  # fmt: skip
+    assert re.fullmatch(r"[12][0-9]{3}", year.text) and year.finish_reason == "stop"
