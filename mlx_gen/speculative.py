@@ -180,14 +180,16 @@ class _Speculator:
                     return
                 last = (self.prompt_ids + self.generated)[-1]  # nothing to draft: go plain
                 gen = mx.array(self.generated, dtype=mx.int32)
-                token, packed = self._queue(mx.array([last], dtype=mx.int32), gen, len(gen))
+                token, packed = self._queue(
+                    mx.array([last], dtype=mx.int32), gen, n=len(self.generated)
+                )
                 self.cache.record([last])
             n = len(self.generated)  # ``token`` is step n, its input already fed
             queued = None
             if n + 1 < plan.max_tokens and not (switch := self._worth_drafting()):
                 if plan.processors:
                     gen = mx.concatenate([gen, token])
-                queued = self._queue(token, gen, n + 1)  # step n + 1 before reading step n
+                queued = self._queue(token, gen, n=n + 1)  # queued before reading step n
             value = token.item()  # The one host read per token.
             if queued is not None and value != NO_TOKEN:
                 self.cache.record([value])
@@ -199,11 +201,9 @@ class _Speculator:
                 token, packed = queued
             self.backoff.tick()
 
-    def _queue(
-        self, inputs: mx.array, gen: mx.array, step: int
-    ) -> tuple[mx.array, list[mx.array]]:
-        """Queue the plain step for generated token ``step`` (the caller records ``inputs``)."""
-        token, packed = self.stepper(inputs, step, gen)
+    def _queue(self, inputs: mx.array, gen: mx.array, *, n: int) -> tuple[mx.array, list]:
+        """Queue the plain step for generated token ``n`` (the caller records ``inputs``)."""
+        token, packed = self.stepper(inputs, n, gen)
         mx.async_eval(token, *packed)
         return token, packed
 

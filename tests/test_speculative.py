@@ -51,6 +51,15 @@ def noisy_draft() -> mg.LoadedModel:
     return draft
 
 
+def step_aware(logits: mx.array, ctx: mg.ProcessorContext) -> mx.array:
+    """A custom processor that reads ``ctx``: no immediate repeat; a push every third step."""
+    assert ctx.step == ctx.generated_ids.shape[0]  # each position gets its own context
+    if ctx.step > 0:
+        last = mx.arange(logits.shape[-1]) == ctx.generated_ids[-1]
+        logits = mx.where(last, -mx.inf, logits)
+    return logits + (mx.arange(logits.shape[-1]) == BALL) * (2.0 if ctx.step % 3 == 0 else 0.0)
+
+
 CONTROLS = {
     "plain": {},
     "bias": {"logit_bias": {BALL: 3.0, THE: -2.0, 999 % 512: 1.5}},
@@ -62,6 +71,8 @@ CONTROLS = {
     "frequency": {"frequency_penalty": 0.2},
     "bad_words": {"bad_words": ["ball", [452, 406]]},
     "no_repeat_ngram": {"no_repeat_ngram_size": 4},
+    "sequence_bias": {"sequence_bias": {(452, 406): -5.0, (280,): 2.0}},
+    "custom_processor": {"logits_processors": [step_aware]},
     "logprobs": {
         "logprobs": 4, "logprob_token_ids": [BALL, 3], "logprobs_modes": ("raw", "processed")
     },
