@@ -19,6 +19,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from mlx_gen.batch.tail import group_for
 from mlx_gen.decode import DecodePlan, GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import pack, unpack
@@ -115,9 +116,16 @@ def build_step(
     """Queue one lazy step for ``rows`` (``inputs``: their last tokens, ``(B,)``)."""
     with mx.stream(STREAM):
         logits = model.model(inputs[:, None], cache=cache)[:, -1, :]  # (B, V)
-        processed = _process(logits, rows)
-        tokens, filtered = _sample(processed, rows)
-        packed, widths = _pack(logits, filtered, tokens, rows)
+        group = group_for(rows, logits.shape[-1])  # rows sharing one config: compiled tail
+        if group is not None:
+            tokens, packed = group.step(logits)
+            n_modes = len(rows[0].plan.logprobs.modes) if packed is not None else 0
+            widths = [[packed.shape[-1]] * n_modes if n_modes else [] for _ in rows]
+            packed = None if packed is None else packed.reshape(-1)
+        else:
+            processed = _process(logits, rows)
+            tokens, filtered = _sample(processed, rows)
+            packed, widths = _pack(logits, filtered, tokens, rows)
     # Queue the step now; the caller reads the previous one meanwhile.
     mx.async_eval(tokens, *([packed] if packed is not None else []))
     return QueuedStep(rows, [r.step for r in rows], tokens, packed, widths)
