@@ -81,11 +81,11 @@ def test_shared_configuration_rows_equal_single_runs_bit_for_bit(model, grouped_
 def test_rows_move_between_grouped_and_per_row_steps_keeping_their_key_chains(model, grouped_steps):
     """A differently configured row joins mid-run: the others leave their group and return."""
     shared = dict(CONTROLS, temperature=1.0, ignore_eos=True)
-    rows = [S(max_tokens=n, seed=i, **shared) for i, n in enumerate((12, 3, 3, 5))]
-    # Rows 0 and 1 start grouped; row 2 (another configuration) replaces row 1, so row 0
-    # takes the per-row path, then joins row 3 in a new group.
-    rows[2] = S(max_tokens=3, seed=2, temperature=1.0, ignore_eos=True, frequency_penalty=0.5)
-    batch = generate_batch(model, PROMPTS[:4], per_prompt_settings=rows, batch_size=2)
-    singles = [mg.generate(model, p, settings=s) for p, s in zip(PROMPTS, rows, strict=False)]
+    rows = [S(max_tokens=n, seed=i, **shared) for i, n in enumerate((14, 3, 3, 3, 5))]
+    # Row 0 runs grouped with row 1, then (regrouped) with row 2, then per-row beside
+    # row 3 (another configuration), then grouped again with row 4.
+    rows[3] = S(max_tokens=3, seed=3, temperature=1.0, ignore_eos=True, frequency_penalty=0.5)
+    batch = generate_batch(model, PROMPTS, per_prompt_settings=rows, batch_size=2)
+    singles = [mg.generate(model, p, settings=s) for p, s in zip(PROMPTS, rows, strict=True)]
     assert_identical(batch, singles)
     assert grouped_steps["grouped"] > 0 and grouped_steps["per_row"] > 0

@@ -33,19 +33,37 @@ class Group:
         rows: The rows, in batch order.
         state: The fused state, one row per row.
         keys: ``(B, 2)`` keys (sampling) or ``None`` (greedy).
+
+    While a row is grouped, ``row.generated`` is not extended every step (its state
+    holds what the processors read); the group keeps each step's tokens and gives the
+    row its ids back when it leaves (:func:`release`).
     """
 
-    def __init__(self, rows: Sequence[Any], state: State, keys: mx.array | None, fn: Callable):
+    def __init__(
+        self,
+        rows: Sequence[Any],
+        state: State,
+        keys: mx.array | None,
+        fn: Callable,
+        bases: list[mx.array],
+    ) -> None:
         self.rows, self.state, self.keys, self._fn = tuple(rows), state, keys, fn
+        self._bases, self._tokens = bases, []
 
     def step(self, logits: mx.array) -> tuple[mx.array, mx.array | None]:
         """Build one step (lazily): ``(tokens (B,), packed (B * modes, width) or None)``."""
         tokens, self.state, self.keys, packed = self._fn(logits, self.state, self.keys)
+        self._tokens.append(tokens)
         return tokens, packed
 
     def key_of(self, row: Any) -> mx.array:
         """``row``'s current key (its chain as the per-row path would hold it)."""
         return self.keys[self.rows.index(row)]
+
+    def generated_of(self, row: Any) -> mx.array:
+        """``row``'s generated ids: those it joined with, then every step's token."""
+        i = self.rows.index(row)
+        return mx.concatenate([self._bases[i], *(t[i : i + 1] for t in self._tokens)])
 
 
 _groups: weakref.WeakKeyDictionary[Any, Group] = weakref.WeakKeyDictionary()
@@ -98,7 +116,10 @@ def group_for(rows: Sequence[Any], vocab_size: int) -> Group | None:
     old = [_groups.get(r) for r in rows]
     fresh = [(r.prompt, r.generated) for r, g in zip(rows, old, strict=True) if g is None]
     state = _stack_state(rows, old, initial_state(forms, fresh, vocab_size) if fresh else None)
-    group = Group(rows, state, keys, _compiled_for(plan, forms))
+    bases = [
+        r.generated if g is None else g.generated_of(r) for r, g in zip(rows, old, strict=True)
+    ]
+    group = Group(rows, state, keys, _compiled_for(plan, forms), bases)
     for r in rows:
         _groups[r] = group
     return group
@@ -137,8 +158,15 @@ def _compiled_for(plan: DecodePlan, forms: tuple[FusedForm, ...]) -> Callable:
 
 
 def release(rows: Sequence[Any]) -> None:
-    """Hand ``rows`` back to the per-row path: their keys return to ``row.key``."""
+    """Hand ``rows`` back to the per-row path: ``row.key`` and ``row.generated`` catch up."""
     for r in rows:
         group = _groups.pop(r, None)
-        if group is not None and group.keys is not None:
-            r.key = group.key_of(r)
+        if group is not None:
+            r.generated = group.generated_of(r)
+            if group.keys is not None:
+                r.key = group.key_of(r)
+
+
+def grouped(row: Any) -> bool:
+    """Whether ``row`` is in a group (then its ``generated`` is kept by the group)."""
+    return row in _groups
