@@ -1,0 +1,121 @@
+"""Decode time per token with every control on, in one process, against mlx-lm plain.
+
+    python benchmarks/bench_controls.py --models stories260K,110M --repeats 9
+
+Fresh processes (``bench_generate.py``) add start-up noise that hides differences of
+a few percent; here the settings alternate inside one process, each repeat a fresh
+call on the same prompt, in a rotating order: mlx-lm plain, mlx_gen plain, mlx_gen
+with all controls (compiled tail), and the same controls with the tail uncompiled
+(``StepTail(compiled=False)``: the chain as it was built before). Decode time per
+token is measured after the first token. Reported: min and median ms per token and
+each setting's ratio of tokens/s to mlx-lm plain (medians).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import mlx.core as mx  # noqa: E402
+import mlx_lm  # noqa: E402
+from presets import PRESETS, write_preset  # noqa: E402
+from worker import controls  # noqa: E402
+
+import mlx_gen as mg  # noqa: E402
+import mlx_gen.decode as decode  # noqa: E402
+from mlx_gen.step_tail import StepTail  # noqa: E402
+
+
+class UncompiledTail(StepTail):
+    """The same chain, called op by op every step."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **dict(kwargs, compiled=False))
+
+
+def _ms_per_token(chunks) -> float:
+    next(chunks)
+    start = time.perf_counter()
+    n = sum(1 for _ in chunks)
+    return (time.perf_counter() - start) / n * 1000
+
+
+def runners(folder: str, prompt_len: int, gen: int) -> dict:
+    model = mg.load(folder)
+    lm, tokenizer = mlx_lm.load(folder)
+    vocab = model.vocab_size
+    prompt = [3 + (7 * i) % (vocab - 3) for i in range(prompt_len)]
+    plain = mg.GenerationSettings(max_tokens=gen, ignore_eos=True)
+    full = mg.GenerationSettings(max_tokens=gen, ignore_eos=True, **controls(vocab))
+
+    def gen_run(settings, tail=StepTail):
+        decode.StepTail = tail
+        try:
+            return _ms_per_token(
+                c.token for c in mg.stream_generate(model, prompt, settings=settings)
+            )
+        finally:
+            decode.StepTail = StepTail
+
+    def lm_run():
+        return _ms_per_token(
+            r.token for r in mlx_lm.stream_generate(lm, tokenizer, prompt, max_tokens=gen)
+        )
+
+    return {
+        "mlx_lm plain": lm_run,
+        "mlx_gen plain": lambda: gen_run(plain),
+        "mlx_gen controls": lambda: gen_run(full),
+        "mlx_gen controls, uncompiled tail": lambda: gen_run(full, UncompiledTail),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="stories260K,110M")
+    parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument("--gen", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--root", type=Path, default=HERE / ".models")
+    parser.add_argument(
+        "--stories", type=Path, default=HERE.parents[1] / "shared" / "models" / "stories260K"
+    )
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    print(f"device {mx.default_device()}, mlx {mx.__version__}, {args.repeats} repeats")
+    report = {}
+    for name in args.models.split(","):
+        folder = args.stories if name == "stories260K" else name
+        if name in PRESETS:
+            folder = write_preset(name, args.root)
+        runs = runners(str(folder), args.prompt_len, args.gen)
+        for run in runs.values():  # warm-up: compile and allocate once
+            run()
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        names = list(runs)
+        for r in range(args.repeats):
+            for k in names[r % len(names) :] + names[: r % len(names)]:
+                times[k].append(runs[k]())
+        base = statistics.median(times["mlx_lm plain"])
+        print(f"\n{name}: ms per token (min / median), tokens/s ratio to mlx-lm plain (medians)")
+        for k, v in times.items():
+            med = statistics.median(v)
+            print(f"  {k:34s} {min(v):7.3f} / {med:7.3f}   {base / med:.3f}x")
+        report[name] = {
+            k: {"min": min(v), "median": statistics.median(v), "runs": v} for k, v in times.items()
+        }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"device": str(mx.default_device()), **report}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
