@@ -101,9 +101,13 @@ def sample_and_report(
     if logprobs is not None:
         sources = {"raw": raw, "processed": filtered}
         n_modes = len(logprobs.modes)
-        rows = mx.stack([sources[m] for m in logprobs.modes], axis=1)  # (B, modes, V)
-        rows = rows.reshape(-1, rows.shape[-1])
-        packed = pack(rows, mx.repeat(tokens, n_modes), logprobs)
+        if raw.shape[0] == 1:  # (modes, V): fewer ops than the general case
+            rows = mx.concatenate([sources[m] for m in logprobs.modes])
+            packed = pack(rows, mx.broadcast_to(tokens, (n_modes,)), logprobs)
+        else:
+            rows = mx.stack([sources[m] for m in logprobs.modes], axis=1)  # (B, modes, V)
+            rows = rows.reshape(-1, rows.shape[-1])
+            packed = pack(rows, mx.repeat(tokens, n_modes), logprobs)
     return tokens, keys, packed
 
 

@@ -38,7 +38,7 @@ from mlx_gen.processors.penalties import PresencePenalty, RepetitionPenalty
 from mlx_gen.processors.suppress import BeginSuppressTokens, MinNewTokens, SuppressTokens
 
 State = dict[str, mx.array]
-"""Fused state: ``step`` always; ``context_counts``, ``generated_counts``, ``tail`` if needed."""
+"""Fused state: ``step``, ``context_counts``, ``generated_counts``, ``tail``, each if needed."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class FusedForm:
 
     Attributes:
         apply: The computation; pure, lazy, traced once per call.
-        needs: The optional state fields it reads (``"context_counts"``,
-            ``"generated_counts"``; ``step`` is always there).
+        needs: The state fields it reads (``"step"``, ``"context_counts"``,
+            ``"generated_counts"``).
         tail: How many trailing context ids it reads from ``state["tail"]``.
     """
 
@@ -67,7 +67,7 @@ def _until(limit: int, p: Any) -> FusedForm:
         active = (state["step"] < limit)[:, None]
         return mx.where(active, p._tokens.ban(logits), logits)
 
-    return FusedForm(apply)
+    return FusedForm(apply, frozenset({"step"}))
 
 
 def _presence(ids: mx.array, vocab: int) -> mx.array:
@@ -209,13 +209,16 @@ def initial_state(
     """The state before the next step, one row per ``(prompt_ids, generated_ids)`` pair.
 
     Only the fields some form needs are built; ``step`` is ``len(generated_ids)``.
+    With no form, the state is empty.
     """
     needs = set().union(*(f.needs for f in forms))
     width = max((f.tail for f in forms), default=0)
     rows: dict[str, list[mx.array]] = {}
     for prompt, generated in contexts:
         context = mx.concatenate([prompt, generated]).astype(mx.int32)
-        row = {"step": mx.array([generated.shape[0]], dtype=mx.int32)}
+        row = {}
+        if "step" in needs:
+            row["step"] = mx.array([generated.shape[0]], dtype=mx.int32)
         if "context_counts" in needs:
             row["context_counts"] = _counts(context, vocab_size)
         if "generated_counts" in needs:
@@ -238,7 +241,7 @@ def _counts(ids: mx.array, vocab_size: int) -> mx.array:
 def advance(state: State, tokens: mx.array) -> State:
     """Fold the sampled ``tokens`` ``(B,)`` into ``state``: the state of the next step."""
     rows = mx.arange(tokens.shape[0])
-    out = {"step": state["step"] + 1}
+    out = {"step": state["step"] + 1} if "step" in state else {}
     for name in ("context_counts", "generated_counts"):
         if name in state:
             out[name] = state[name].at[rows, tokens].add(1)
