@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from mlx_gen.loading.architecture import build_model
 from mlx_gen.loading.checkpoint import Checkpoint, read_folder
+from mlx_gen.loading.cpu_layers import compile_cpu_layers
 from mlx_gen.loading.generation_config import (
     CONFIG_JSON,
     GENERATION_CONFIG_JSON,
@@ -115,6 +117,8 @@ def load(
     checkpoint = read_checkpoint(resolve_source(source, revision=revision))
     generation_config = resolve_checkpoint_config(checkpoint, generation_overrides)
     model = build_model(checkpoint, dtype=dtype)
+    if mx.default_device().type == mx.cpu:  # fast ops have no CPU kernels: compile them
+        compile_cpu_layers(model)
     return LoadedModel(
         model, checkpoint.tokenizer, checkpoint.config, generation_config, checkpoint.source
     )
