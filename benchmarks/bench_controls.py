@@ -5,8 +5,9 @@
 Fresh processes (``bench_generate.py``) add start-up noise that hides differences of
 a few percent; here the settings alternate inside one process, each repeat a fresh
 call on the same prompt, in a rotating order: mlx-lm plain, mlx_gen plain, mlx_gen
-with all controls (compiled tail), and the same controls with the tail uncompiled
-(``StepTail(compiled=False)``: the chain as it was built before). Decode time per
+plain with MLX's reference RMSNorm / RoPE layers (``mlx_gen/loading/cpu_layers.py``
+undone), mlx_gen with all controls (compiled tail), and the same controls with the
+tail uncompiled (``StepTail(compiled=False)``: the chain as it was built before). Decode time per
 token is measured after the first token, as wall-clock time and as the process's CPU
 time (all threads: the Python thread building steps and MLX's evaluating them). On a
 machine shared with other work, wall-clock time mostly measures the others; CPU time
@@ -18,6 +19,7 @@ clocks.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import sys
@@ -29,12 +31,15 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
 import mlx_lm  # noqa: E402
+from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 from presets import PRESETS, write_preset  # noqa: E402
 from worker import controls  # noqa: E402
 
 import mlx_gen as mg  # noqa: E402
 import mlx_gen.decode as decode  # noqa: E402
+from mlx_gen.loading.cpu_layers import CompiledRMSNorm, CompiledRoPE  # noqa: E402
 from mlx_gen.step_tail import StepTail  # noqa: E402
 
 
@@ -53,20 +58,39 @@ def _ms_per_token(chunks) -> tuple[float, float]:
     return (time.perf_counter() - start) / n * 1000, (time.process_time() - cpu) / n * 1000
 
 
+def step_primitives(model, prompt: list[int]) -> int:
+    """Primitives in one decode step's forward graph (after a prefill of ``prompt``)."""
+    cache = make_prompt_cache(model)
+    mx.eval(model(mx.array([prompt]), cache=cache))
+    dot = io.StringIO()
+    mx.export_to_dot(dot, model(mx.array([[prompt[-1]]]), cache=cache))
+    return sum("shape=rectangle" in line for line in dot.getvalue().splitlines())
+
+
 def runners(folder: str, prompt_len: int, gen: int) -> dict:
     model = mg.load(folder)
     lm, tokenizer = mlx_lm.load(folder)
     vocab = model.vocab_size
     prompt = [3 + (7 * i) % (vocab - 3) for i in range(prompt_len)]
+    print(
+        f"forward primitives per decode step: mlx_gen {step_primitives(model.model, prompt)}, "
+        f"mlx-lm {step_primitives(lm, prompt)}"
+    )
     plain = mg.GenerationSettings(max_tokens=gen, ignore_eos=True)
     full = mg.GenerationSettings(max_tokens=gen, ignore_eos=True, **controls(vocab))
 
-    def gen_run(settings, tail=StepTail):
+    reference = mg.load(folder)  # the same model with MLX's reference RMSNorm / RoPE
+    for _, module in reference.model.named_modules():
+        if type(module) is CompiledRMSNorm:
+            module.__class__ = nn.RMSNorm
+        elif type(module) is CompiledRoPE:
+            module.__class__ = nn.RoPE
+
+    def gen_run(settings, tail=StepTail, loaded=model):
         decode.StepTail = tail
         try:
-            return _ms_per_token(
-                c.token for c in mg.stream_generate(model, prompt, settings=settings)
-            )
+            chunks = mg.stream_generate(loaded, prompt, settings=settings)
+            return _ms_per_token(c.token for c in chunks)
         finally:
             decode.StepTail = StepTail
 
@@ -78,6 +102,7 @@ def runners(folder: str, prompt_len: int, gen: int) -> dict:
     return {
         "mlx_lm plain": lm_run,
         "mlx_gen plain": lambda: gen_run(plain),
+        "mlx_gen plain, uncompiled layers": lambda: gen_run(plain, loaded=reference),
         "mlx_gen controls": lambda: gen_run(full),
         "mlx_gen controls, uncompiled tail": lambda: gen_run(full, UncompiledTail),
     }
