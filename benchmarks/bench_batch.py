@@ -1,13 +1,19 @@
 """Batched decode throughput: mlx_gen's generate_batch against mlx-lm's batch_generate.
 
     python benchmarks/bench_batch.py --out benchmarks/results/batch.json
+    python benchmarks/bench_batch.py --models stories260K,110M --batch-sizes 8 \
+        --scenarios plain,controls --repeats 3
     python benchmarks/bench_batch.py --quick --out /tmp/batch.json   # smoke test
 
-A random float32 Llama (default: dim 768, 12 layers, 12 heads, vocab 32000,
-intermediate 2048, about 110M parameters) is written in Hugging Face layout to a
-temporary folder. Every measurement runs in a fresh process (this file with
-``--worker``); engines and batch sizes are interleaved and the whole sweep repeated.
-Generation is greedy with EOS ignored, so every row yields ``--gen`` tokens.
+Models: a random float32 Llama preset (default 110M: dim 768, 12 layers, 12 heads,
+vocab 32000, intermediate 2048) written in Hugging Face layout to a temporary folder,
+``stories260K`` (the real checkpoint, ``--stories``) or a model folder. Every
+measurement runs in a fresh process (this file with ``--worker``); engines, scenarios
+and batch sizes are interleaved and the whole sweep repeated. Generation is greedy
+with EOS ignored, so every row yields ``--gen`` tokens. Scenario ``controls`` is
+mlx_gen with every control of ``worker.controls`` on each row (logit bias on 100 ids,
+suppress and begin-suppress tokens, repetition penalty, top-5 logprobs raw and
+processed), compared with mlx-lm plain.
 
 Both engines are timed the same way, from outside: one call generating 1 token and one
 generating ``--gen`` tokens on the same prompts; aggregate decode tokens/s is
@@ -33,8 +39,12 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from presets import PRESETS, write_preset  # noqa: E402
+from worker import controls  # noqa: E402
 
 ENGINES = ("mlx_gen", "mlx_lm")
+# (engine, scenario) measured: mlx-lm has no suppression or logprob reports, so its plain
+# run is the baseline for mlx_gen's controls.
+VARIANTS = (("mlx_gen", "plain"), ("mlx_gen", "controls"), ("mlx_lm", "plain"))
 
 
 def prompts_for(batch: int, prompt_len: int, vocab: int) -> list[list[int]]:
@@ -48,14 +58,15 @@ def prompts_for(batch: int, prompt_len: int, vocab: int) -> list[list[int]]:
     return [[rng.randrange(3, vocab) for _ in range(n)] for n in lengths]
 
 
-def _mlx_gen_runner(model_dir: str, batch: int | None):
+def _mlx_gen_runner(model_dir: str, batch: int | None, scenario: str = "plain"):
     import mlx_gen as mg
     from mlx_gen.batch.generation import generate_batch
 
     model = mg.load(model_dir)
+    extra = controls(model.vocab_size) if scenario == "controls" else {}
 
     def run(prompts: list[list[int]], n: int) -> list[list[int]]:
-        settings = mg.GenerationSettings(max_tokens=n, ignore_eos=True, temperature=0.0)
+        settings = mg.GenerationSettings(max_tokens=n, ignore_eos=True, temperature=0.0, **extra)
         if batch is None:
             return [mg.generate(model, prompts[0], settings=settings).token_ids]
         return [r.token_ids for r in generate_batch(model, prompts, settings=settings)]
@@ -63,7 +74,7 @@ def _mlx_gen_runner(model_dir: str, batch: int | None):
     return run, model.vocab_size
 
 
-def _mlx_lm_runner(model_dir: str, batch: int | None):
+def _mlx_lm_runner(model_dir: str, batch: int | None, scenario: str = "plain"):
     import mlx.core as mx
     import mlx_lm
     from mlx_lm.generate import batch_generate, generate_step
@@ -124,7 +135,7 @@ def worker(args: argparse.Namespace) -> None:
     """One measurement; prints one JSON line."""
     batch = None if args.batch == 0 else args.batch
     runner = _mlx_gen_runner if args.engine == "mlx_gen" else _mlx_lm_runner
-    run, vocab = runner(args.model, batch)
+    run, vocab = runner(args.model, batch, args.scenario)
     prompts = prompts_for(batch or 1, args.prompt_len, vocab)
     run(prompts, 4)  # warm-up: allocations, kernels
     start = time.perf_counter()
@@ -139,6 +150,8 @@ def worker(args: argparse.Namespace) -> None:
         json.dumps(
             {
                 "engine": args.engine,
+                "scenario": args.scenario,
+                "model_name": args.model_name,
                 "batch": args.batch,
                 "t_first_s": t1,
                 "t_gen_s": tn,
@@ -150,17 +163,23 @@ def worker(args: argparse.Namespace) -> None:
     )
 
 
-def measure(engine: str, batch: int, model: Path, args: argparse.Namespace) -> dict:
+def measure(
+    engine: str, scenario: str, batch: int, model: tuple[str, Path], args: argparse.Namespace
+) -> dict:
     cmd = [
         sys.executable,
         __file__,
         "--worker",
         "--engine",
         engine,
+        "--scenario",
+        scenario,
+        "--model-name",
+        model[0],
         "--batch",
         str(batch),
         "--model",
-        str(model),
+        str(model[1]),
         "--gen",
         str(args.gen),
         "--prompt-len",
@@ -172,61 +191,110 @@ def measure(engine: str, batch: int, model: Path, args: argparse.Namespace) -> d
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def summarize(runs: list[dict], sizes: list[int]) -> dict:
-    def median(engine: str, batch: int) -> float:
-        return statistics.median(
-            r["decode_tps"] for r in runs if r["engine"] == engine and r["batch"] == batch
-        )
+def _cell(runs: list[dict], model: str, variant: tuple[str, str], batch: int) -> list[float]:
+    return sorted(
+        r["decode_tps"]
+        for r in runs
+        if (r["model_name"], r["engine"], r["scenario"], r["batch"]) == (model, *variant, batch)
+    )
 
+
+def summarize(runs: list[dict], models: list[str], sizes: list[int], variants) -> dict:
+    """Per model and batch size: each variant's median (and runs), ratios to mlx-lm plain."""
     out: dict = {}
-    for batch in [*sizes, 0]:
-        cell = {e: median(e, batch) for e in ENGINES}
-        cell["ratio"] = cell["mlx_gen"] / cell["mlx_lm"]
-        firsts = {
-            e: next(r["first_row"] for r in runs if r["engine"] == e and r["batch"] == batch)
-            for e in ENGINES
-        }
-        cell["same_tokens"] = firsts["mlx_gen"] == firsts["mlx_lm"]
-        out["single" if batch == 0 else str(batch)] = cell
-    top = str(max(sizes))
-    out[f"batch{top}_over_single"] = {e: out[top][e] / out["single"][e] for e in ENGINES}
+    for model in models:
+        for batch in [*sizes, 0]:
+            cell: dict = {}
+            for variant in variants:
+                values = _cell(runs, model, variant, batch)
+                if values:
+                    cell["/".join(variant)] = {"median": statistics.median(values), "runs": values}
+            base = cell.get("mlx_lm/plain")
+            for name, value in cell.items():
+                if base and name != "mlx_lm/plain":
+                    value["over_mlx_lm_plain"] = value["median"] / base["median"]
+            firsts = {
+                e: next(
+                    (
+                        r["first_row"]
+                        for r in runs
+                        if (r["model_name"], r["engine"], r["scenario"], r["batch"])
+                        == (model, e, "plain", batch)
+                    ),
+                    None,
+                )
+                for e in ENGINES
+            }
+            cell["same_tokens"] = firsts["mlx_gen"] == firsts["mlx_lm"]
+            out[f"{model}/{'single' if batch == 0 else batch}"] = cell
     return out
 
 
-def table(summary: dict, sizes: list[int]) -> str:
+def table(summary: dict, models: list[str], sizes: list[int], variants) -> str:
+    names = ["/".join(v) for v in variants]
     lines = [
-        "| batch | mlx_gen tok/s | mlx-lm tok/s | mlx_gen / mlx-lm | same tokens (row 0) |",
-        "|---|---|---|---|---|",
+        "| model | batch | "
+        + " | ".join(f"{n} tok/s (runs)" for n in names)
+        + " | "
+        + " | ".join(f"{n} / mlx_lm plain" for n in names if n != "mlx_lm/plain")
+        + " | same tokens (row 0) |",
+        "|---|---|" + "---|" * (2 * len(names)),
     ]
-    for key in [*(str(b) for b in sizes), "single"]:
-        c = summary[key]
-        lines.append(
-            f"| {key} | {c['mlx_gen']:.1f} | {c['mlx_lm']:.1f} | {c['ratio']:.2f}x | "
-            f"{c['same_tokens']} |"
-        )
-    top = max(sizes)
-    over = summary[f"batch{top}_over_single"]
-    lines.append(
-        f"\nbatch {top} / single-sequence: mlx_gen {over['mlx_gen']:.2f}x, "
-        f"mlx-lm {over['mlx_lm']:.2f}x"
-    )
+    for model in models:
+        for batch in [*(str(b) for b in sizes), "single"]:
+            c = summary[f"{model}/{batch}"]
+            cells = [
+                f"{c[n]['median']:.1f} ({', '.join(f'{x:.0f}' for x in c[n]['runs'])})"
+                if n in c
+                else "-"
+                for n in names
+            ]
+            ratios = [
+                f"{c[n]['over_mlx_lm_plain']:.2f}x" if "over_mlx_lm_plain" in c.get(n, {}) else "-"
+                for n in names
+                if n != "mlx_lm/plain"
+            ]
+            lines.append(
+                f"| {model} | {batch} | "
+                + " | ".join(cells)
+                + " | "
+                + " | ".join(ratios)
+                + f" | {c['same_tokens']} |"
+            )
     return "\n".join(lines)
 
 
-def sweep(args: argparse.Namespace, sizes: list[int], model: Path) -> list[dict]:
+def sweep(args, models: dict[str, Path], sizes: list[int], variants) -> list[dict]:
     runs = []
     for r in range(args.repeats):
-        for batch in [*sizes, 0]:  # 0: the single-sequence API
-            for engine in ENGINES if r % 2 == 0 else ENGINES[::-1]:
-                runs.append(measure(engine, batch, model, args))
-                last = runs[-1]
-                print(
-                    f"repeat {r} batch {batch or 'single'} {engine}: "
-                    f"{last['decode_tps']:.1f} tok/s",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        for name, folder in models.items():
+            for batch in [*sizes, 0]:  # 0: the single-sequence API
+                for engine, scenario in variants if r % 2 == 0 else variants[::-1]:
+                    runs.append(measure(engine, scenario, batch, (name, folder), args))
+                    print(
+                        f"repeat {r} {name} batch {batch or 'single'} {engine} {scenario}: "
+                        f"{runs[-1]['decode_tps']:.1f} tok/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     return runs
+
+
+def model_folders(names: list[str], tmp: Path, stories: Path) -> dict[str, Path]:
+    """A folder per model name: a preset written under ``tmp``, stories260K, or a folder."""
+    out = {}
+    for name in names:
+        if name == "stories260K":
+            if not (stories / "config.json").exists():
+                raise SystemExit(f"error: stories260K not found at {stories}; pass --stories DIR")
+            out[name] = stories
+        elif name in PRESETS:
+            out[name] = write_preset(name, tmp)
+        elif Path(name).is_dir():
+            out[name] = Path(name)
+        else:
+            raise SystemExit(f"error: unknown model {name!r}; valid: {', '.join(PRESETS)}, ...")
+    return out
 
 
 def main() -> None:
@@ -234,6 +302,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--quick", action="store_true", help="tiny model, sizes 1,4, 8 tokens")
+    parser.add_argument("--models", default="110M", help="presets, stories260K or folders")
+    parser.add_argument("--scenarios", default="plain", help="plain and/or controls")
+    parser.add_argument(
+        "--stories", type=Path, default=HERE.parents[1] / "shared" / "models" / "stories260K"
+    )
     parser.add_argument("--batch-sizes", default="1,4,16")
     parser.add_argument("--gen", type=int, default=64)
     parser.add_argument("--prompt-len", type=int, default=64)
@@ -242,6 +315,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--model-name", help=argparse.SUPPRESS)
+    parser.add_argument("--scenario", default="plain", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -250,19 +325,22 @@ def main() -> None:
     if args.out and args.out.exists() and not args.force:
         raise SystemExit(f"error: {args.out} exists; pass --force to replace it")
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    preset = "tiny" if args.quick else "110M"
+    names = ["tiny"] if args.quick else args.models.split(",")
+    scenarios = args.scenarios.split(",")
+    variants = [v for v in VARIANTS if v[1] in scenarios]
     with tempfile.TemporaryDirectory() as tmp:
-        runs = sweep(args, sizes, write_preset(preset, Path(tmp)))
-    summary = summarize(runs, sizes)
-    print(table(summary, sizes))
+        runs = sweep(args, model_folders(names, Path(tmp), args.stories), sizes, variants)
+    summary = summarize(runs, names, sizes, variants)
+    print(table(summary, names, sizes, variants))
     if args.out:
         report = {
             "config": {
-                "arch": PRESETS[preset],
+                "models": names,
                 "gen": args.gen,
                 "prompt_len": args.prompt_len,
                 "repeats": args.repeats,
                 "batch_sizes": sizes,
+                "scenarios": scenarios,
                 "greedy": True,
                 "ignore_eos": True,
             },

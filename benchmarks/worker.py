@@ -28,6 +28,18 @@ def _prompt(n: int, vocab: int) -> list[int]:
     return [rng.randrange(3, min(vocab, 30000)) for _ in range(n)]
 
 
+def controls(vocab: int) -> dict:
+    """The "all controls" scenario: ids fitted into the vocabulary (the same on 32k ones)."""
+    return dict(
+        logit_bias={(1000 + i) % vocab: 0.5 for i in range(100)},
+        suppress_tokens=[5, 6, 7],
+        begin_suppress_tokens=[8, 9],
+        repetition_penalty=1.1,
+        logprobs=5,
+        logprobs_modes=("raw", "processed"),
+    )
+
+
 def _mlx_gen(model_arg: str, scenario: str, prompt: list[int], gen: int):
     import mlx_gen as mg
 
@@ -37,14 +49,7 @@ def _mlx_gen(model_arg: str, scenario: str, prompt: list[int], gen: int):
     vocab = model.vocab_size
     extra: dict = {}
     if scenario == "controls":
-        extra = dict(
-            logit_bias={i: 0.5 for i in range(1000, 1100)},
-            suppress_tokens=[5, 6, 7],
-            begin_suppress_tokens=[8, 9],
-            repetition_penalty=1.1,
-            logprobs=5,
-            logprobs_modes=("raw", "processed"),
-        )
+        extra = controls(vocab)
     elif scenario == "sampling":
         extra = dict(temperature=0.8, top_p=0.9, top_k=50, seed=0)
     settings = mg.GenerationSettings(max_tokens=gen, ignore_eos=True, **extra)
@@ -66,8 +71,9 @@ def _mlx_lm(model_arg: str, scenario: str, prompt: list[int], gen: int):
     load_s = time.perf_counter() - t
     sampler, processors = None, None
     if scenario == "controls":  # what mlx-lm offers of the same controls
+        vocab = model.args.vocab_size
         processors = make_logits_processors(
-            logit_bias={i: 0.5 for i in range(1000, 1100)}, repetition_penalty=1.1
+            logit_bias={(1000 + i) % vocab: 0.5 for i in range(100)}, repetition_penalty=1.1
         )
     elif scenario == "sampling":
         sampler = make_sampler(temp=0.8, top_p=0.9, top_k=50)
@@ -92,8 +98,9 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--gen", type=int, default=64)
     parser.add_argument("--scenario", choices=SCENARIOS, default="plain")
+    parser.add_argument("--vocab", type=int, default=32000, help="prompt ids stay below this")
     args = parser.parse_args()
-    prompt = _prompt(args.prompt_len, 32000)
+    prompt = _prompt(args.prompt_len, args.vocab)
     setup = _mlx_gen if args.engine == "mlx_gen" else _mlx_lm
     load_s, run, _ = setup(args.model, args.scenario, prompt, args.gen)
     mx.reset_peak_memory()

@@ -37,28 +37,23 @@ from mlx_gen.controls import build_processors
 from mlx_gen.guided import decode_guided
 from mlx_gen.loading.distributed import agreed_seed
 from mlx_gen.loading.loader import LoadedModel
-from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
-from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN, feedable, has_choice, mark
-from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
+from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, unpack
+from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN, feedable
+from mlx_gen.processors.context import LogitsProcessor
 from mlx_gen.prompt_cache import PromptCache
-from mlx_gen.sampling import SamplingParams, filter_logits, sample
+from mlx_gen.sampling import SamplingParams
 from mlx_gen.settings import GenerationSettings
+from mlx_gen.step_tail import StepTail
 from mlx_gen.validation import (
     check_fits,
     context_length,
     room,
-    run_processors,
     token_ids,
     truncated,
 )
 
 # Any thread, one at a time (see mlx_gen.batch.step.STREAM).
-_new_stream = getattr(mx, "new_thread_unsafe_stream", mx.new_stream)
-_STREAM = _new_stream(mx.default_device())
-# Logprob reports are read only after the token, so they run on a stream of their own and
-# can overlap the next step's forward pass. On the 2-core CPU the gain is within noise
-# (15M, all controls: 12.23 vs 12.34 ms per token on the main stream); see BENCHMARKS.md.
-_LOGPROB_STREAM = _new_stream(mx.default_device())
+_STREAM = getattr(mx, "new_thread_unsafe_stream", mx.new_stream)(mx.default_device())
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -171,37 +166,26 @@ class _Stepper:
         self, model: LoadedModel, plan: DecodePlan, prompt: mx.array, cache: PromptCache
     ) -> None:
         self.model, self.plan, self.prompt, self.cache = model, plan, prompt, cache
-        self.key = mx.random.key(plan.seed)
+        self.tail = StepTail(
+            plan.processors,
+            sampling=plan.sampling,
+            logprobs=plan.logprobs,
+            prompt_ids=prompt,
+            seed=plan.seed,
+            vocab_size=model.vocab_size,
+        )
 
     def __call__(
         self, inputs: mx.array, step: int, generated: mx.array
     ) -> tuple[mx.array, list[mx.array]]:
-        plan = self.plan
         with mx.stream(_STREAM):
             inputs = feedable(inputs)  # A NO_TOKEN look-ahead feeds id 0 (then discarded).
             logits = self.model.model(inputs[None], cache=self.cache.layers)[:, -1, :]  # (1, V)
             if logits.dtype != mx.float32:  # sample and report in float32, as transformers does
                 logits = logits.astype(mx.float32)
-            processed = logits
-            if plan.processors:
-                ctx = ProcessorContext(self.prompt, generated, step)
-                processed = run_processors(plan.processors, processed, ctx)
-            filtered = filter_logits(processed, plan.sampling)
-            key = None
-            if not plan.sampling.greedy:
-                self.key, key = mx.random.split(self.key)
-            sampled = sample(filtered, key, plan.sampling.greedy)
-            raw_reported = plan.logprobs is not None and "raw" in plan.logprobs.modes
-            # No host read: the validity flag rides on the id that is read anyway.
-            token = mark(sampled, has_choice(filtered, *([logits] if raw_reported else [])))
-        packed = []
-        if plan.logprobs is not None:
-            with mx.stream(_LOGPROB_STREAM):
-                # One (modes, V) computation for both modes: row i reports modes[i].
-                sources = {"raw": logits, "processed": filtered}
-                rows = mx.concatenate([sources[m] for m in plan.logprobs.modes])
-                tokens = mx.broadcast_to(sampled, (rows.shape[0],))
-                packed = [pack(rows, tokens, plan.logprobs)]
+            # Processors → filters → sample → logprob pack: compiled once (step_tail.py).
+            token, report = self.tail(logits, step, generated)
+        packed = [] if report is None else [report]
         return token, packed
 
 
@@ -306,7 +290,7 @@ def _decode(
         cache.check(claim)  # Another call on this cache since the last token: refuse.
         if n + 1 < plan.max_tokens:
             # Queue step n + 1 before reading token n (the device keeps working).
-            if plan.processors:
+            if stepper.tail.needs_generated:
                 generated = mx.concatenate([generated, token])
             next_token, next_packed = stepper(token, n + 1, generated)
             mx.async_eval(next_token, *next_packed)

@@ -145,8 +145,8 @@ class _Speculator:
         self.prompt_ids, self.generated = prompt_ids, []
         self.prompt = mx.array(prompt_ids, dtype=mx.int32)
         self.stepper = _Stepper(model, plan, self.prompt, cache)
-        keys = mx.random.split(self.stepper.key, 3)
-        self.stepper.key, self.key = keys[0], keys[1]
+        keys = mx.random.split(self.stepper.tail.key, 3)
+        self.stepper.tail.key, self.key = keys[0], keys[1]
         config = settings.speculative
         self.backoff = Backoff(config.num_draft)
         self.lookup, self.drafter, self.on_prefill = None, None, None
@@ -180,6 +180,7 @@ class _Speculator:
                     return
                 last = (self.prompt_ids + self.generated)[-1]  # nothing to draft: go plain
                 gen = mx.array(self.generated, dtype=mx.int32)
+                self.stepper.tail.restart(gen)  # verified tokens never passed through it
                 token, packed = self._queue(
                     mx.array([last], dtype=mx.int32), gen, n=len(self.generated)
                 )

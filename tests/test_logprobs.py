@@ -85,7 +85,7 @@ def test_logprobs_off_by_default_and_then_never_computed(tmp_path, llama_dir, mo
     def no_pack(*args, **kwargs):
         raise AssertionError("a logprob report was built although none was requested")
 
-    monkeypatch.setattr("mlx_gen.decode.pack", no_pack)
+    monkeypatch.setattr("mlx_gen.step_tail.pack", no_pack)
     monkeypatch.setattr("mlx_gen.batch.step.pack", no_pack)
     out = mg.generate(model, PROMPT, settings=S(max_tokens=3))
     assert out.token_ids == [20, 21, 22] and out.logprobs == [{}, {}, {}]

@@ -27,6 +27,7 @@ import mlx.nn as nn
 from mlx_lm.models.cache import make_prompt_cache
 
 from mlx_gen.batch.step import STREAM, QueuedStep, Row, build_step, read_step, sample_pending
+from mlx_gen.batch.tail import grouped
 from mlx_gen.decode import DecodePlan, GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.validation import check_count, token_ids
@@ -213,7 +214,7 @@ class BatchDecoder:
         for i in keep:
             row = current.rows[i]
             row.step += 1
-            if row.plan.processors:
+            if row.plan.processors and not grouped(row):  # a group keeps its rows' ids
                 row.generated = mx.concatenate([row.generated, current.tokens[i : i + 1]])
         if len(keep) == len(current.rows):
             return current.tokens

@@ -27,6 +27,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from mlx_gen.batch.tail import group_for
 from mlx_gen.constraints import Matcher, apply_token_bitmask, fill_masks
 from mlx_gen.decode import DecodePlan, GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
@@ -142,14 +143,23 @@ def build_step(
     with mx.stream(STREAM):
         inputs = feedable(inputs)  # A NO_TOKEN look-ahead feeds id 0 (then discarded).
         logits = model.model(inputs[:, None], cache=cache)[:, -1, :]  # (B, V)
-        processed = _process(logits, rows)
+        # Rows sharing one configuration (no constraint): one compiled tail for all.
+        group = None if guided else group_for(rows, logits.shape[-1])
+        if group is not None:
+            tokens, packed = group.step(logits)  # NO_TOKEN-marked like the per-row path
+            n_modes = len(rows[0].plan.logprobs.modes) if packed is not None else 0
+            widths = [[packed.shape[-1]] * n_modes if n_modes else [] for _ in rows]
+            packed = None if packed is None else packed.reshape(-1)
+        else:
+            processed = _process(logits, rows)
     if guided:  # sampled by sample_pending once the previous step is read
         mx.async_eval(processed)
         return QueuedStep(rows, [r.step for r in rows], inputs, None, [], (logits, processed))
-    with mx.stream(STREAM):
-        tokens, filtered = _sample(processed, rows)
-        packed, widths = _pack(logits, filtered, tokens, rows)
-        tokens = mark(tokens, _valid(logits, filtered, rows))  # Read with the ids.
+    if group is None:
+        with mx.stream(STREAM):
+            tokens, filtered = _sample(processed, rows)
+            packed, widths = _pack(logits, filtered, tokens, rows)
+            tokens = mark(tokens, _valid(logits, filtered, rows))  # Read with the ids.
     # Queue the step now; the caller reads the previous one meanwhile.
     mx.async_eval(tokens, *([packed] if packed is not None else []))
     return QueuedStep(rows, [r.step for r in rows], tokens, packed, widths)

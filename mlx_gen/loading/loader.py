@@ -18,6 +18,7 @@ from mlx_lm.tokenizer_utils import TokenizerWrapper
 
 from mlx_gen.loading.architecture import build_model
 from mlx_gen.loading.checkpoint import Checkpoint, read_folder
+from mlx_gen.loading.cpu_layers import compile_cpu_layers
 from mlx_gen.loading.dequantize import dequantize_layers
 from mlx_gen.loading.distributed import distributed_group, shard_model
 from mlx_gen.loading.generation_config import (
@@ -163,6 +164,8 @@ def load(
     config = checkpoint.config
     if dequantize and dequantize_layers(model):
         config = {k: v for k, v in config.items() if k not in QUANTIZATION_KEYS}
+    if mx.default_device().type == mx.cpu:  # fast ops have no CPU kernels: compile them
+        compile_cpu_layers(model)
     return LoadedModel(
         model, checkpoint.tokenizer, config, generation_config, checkpoint.source, group
     )
