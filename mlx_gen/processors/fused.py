@@ -196,8 +196,12 @@ def probe(processor: LogitsProcessor, prompt_ids: mx.array, vocab_size: int) -> 
         out = mx.compile(lambda logits: processor(logits, ctx))(mx.zeros((1, vocab_size)))
     except Exception:  # noqa: BLE001 - any failure to trace means: call it eagerly
         return None
-    if not isinstance(out, mx.array) or out.shape != (1, vocab_size):
-        return None
+    if (
+        not isinstance(out, mx.array)
+        or out.shape != (1, vocab_size)
+        or not mx.issubdtype(out.dtype, mx.floating)
+    ):
+        return None  # called eagerly, where a wrong output is named (validation.py)
     return FusedForm(apply)
 
 
