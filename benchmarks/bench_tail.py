@@ -29,8 +29,8 @@ import mlx.core as mx  # noqa: E402
 
 from mlx_gen.batch.step import Row, _pack, _process, _sample  # noqa: E402
 from mlx_gen.batch.tail import group_for, grouped  # noqa: E402
-from mlx_gen.decode import DecodePlan  # noqa: E402
 from mlx_gen.logprobs.report import LogprobRequest  # noqa: E402
+from mlx_gen.plan import DecodePlan  # noqa: E402
 from mlx_gen.processors import (  # noqa: E402
     BeginSuppressTokens,
     LogitBias,

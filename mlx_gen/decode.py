@@ -28,29 +28,18 @@ Guarantees:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 
-from mlx_gen.constraints import CompiledConstraint, compile_constraint
-from mlx_gen.controls import build_processors
 from mlx_gen.guided import decode_guided
-from mlx_gen.loading.distributed import agreed_seed
 from mlx_gen.loading.loader import LoadedModel
-from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, unpack
+from mlx_gen.logprobs.report import TokenLogprob, unpack
 from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN, feedable
-from mlx_gen.processors.context import LogitsProcessor
+from mlx_gen.plan import DecodePlan, checked_call
 from mlx_gen.prompt_cache import PromptCache
-from mlx_gen.sampling import SamplingParams
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.step_tail import StepTail
-from mlx_gen.validation import (
-    check_fits,
-    context_length,
-    room,
-    token_ids,
-    truncated,
-)
 
 # Any thread, one at a time (see mlx_gen.batch.step.STREAM).
 _STREAM = getattr(mx, "new_thread_unsafe_stream", mx.new_stream)(mx.default_device())
@@ -80,62 +69,6 @@ class GeneratedToken:
     finish_reason: str | None = None
     constraint_complete: bool | None = None
     finish_message: str | None = None
-
-
-@dataclass(frozen=True)
-class DecodePlan:
-    """A call's settings resolved against the model: built once, used every step."""
-
-    processors: tuple[LogitsProcessor, ...]
-    sampling: SamplingParams
-    eos_token_ids: frozenset[int]
-    max_tokens: int
-    logprobs: LogprobRequest | None
-    seed: int
-    constraint: CompiledConstraint | None = None
-
-    @classmethod
-    def build(cls, model: LoadedModel, settings: GenerationSettings) -> DecodePlan:
-        """Resolve ``settings`` against ``model``'s defaults (validates every id once)."""
-        defaults, vocab = model.generation_config, model.vocab_size
-        eos = settings.eos_set(defaults)
-        for i in [*eos, *settings.logprob_token_ids]:
-            if not 0 <= i < vocab:
-                raise ValueError(f"token id {i} is outside the vocabulary (size {vocab})")
-        if settings.logprobs is not None and settings.logprobs > vocab:
-            raise ValueError(
-                f"logprobs={settings.logprobs} is more than the vocabulary size ({vocab})"
-            )
-        request = None
-        if settings.logprobs is not None:
-            request = LogprobRequest(
-                settings.logprobs,
-                tuple(settings.logprob_token_ids),
-                tuple(dict.fromkeys(settings.logprobs_modes)),
-            )
-        processors = build_processors(
-            settings, defaults, tokenizer=model.tokenizer, vocab_size=vocab, eos_token_ids=eos
-        )
-        # Unseeded: a fresh seed, rank 0's on every rank of a sharded model.
-        seed = settings.seed if settings.seed is not None else agreed_seed(model.group)
-        constraint = None
-        if settings.constraint is not None:  # compiled once per (grammar, tokenizer)
-            constraint = compile_constraint(
-                settings.constraint,
-                model.tokenizer,
-                vocab_size=vocab,
-                eos_token_ids=eos,
-                fallback_eos_ids=defaults.eos_token_ids,
-            )
-        return cls(
-            tuple(processors),
-            settings.sampling(defaults),
-            frozenset(eos),
-            settings.resolved_max_tokens(defaults),
-            request,
-            seed,
-            constraint,
-        )
 
 
 def prefill(
@@ -189,30 +122,6 @@ class _Stepper:
         return token, packed
 
 
-def checked_call(
-    model: LoadedModel, prompt_ids: Sequence[int], settings: GenerationSettings
-) -> tuple[list[int], DecodePlan]:
-    """The boundary of every decode loop: the prompt checked, and the call's plan.
-
-    The ids are checked against the vocabulary (the first bad one named with its
-    position), cut to their last ``settings.truncate_prompt`` when asked, and checked
-    against the model's context; the plan's ``max_tokens`` is clamped so that prompt +
-    generated tokens fit it. Any decode loop (plain, batched, speculative) calls this
-    before its first forward pass.
-
-    Raises:
-        ValueError: An empty prompt, an id outside the vocabulary, a prompt that does not
-            fit the context (both lengths named), or invalid settings.
-    """
-    ids = truncated(token_ids(prompt_ids, model.vocab_size), settings.truncate_prompt)
-    if not ids:
-        raise ValueError("prompt_ids is empty: generation needs at least one prompt token")
-    plan = DecodePlan.build(model, settings)
-    context = context_length(model.config)
-    check_fits(len(ids), context)
-    return ids, replace(plan, max_tokens=room(len(ids), context, plan.max_tokens))
-
-
 def generate_tokens(
     model: LoadedModel,
     prompt_ids: Sequence[int],
@@ -251,16 +160,7 @@ def generate_tokens(
     cache = prompt_cache or PromptCache(model.model)
     claim = cache.claim()
     try:
-        cached = cache.reuse_for(prompt_ids)
-        prefill(
-            model,
-            cache,
-            prompt_ids[cached:-1],
-            step_size=settings.prefill_step_size,
-            on_progress=on_prefill,
-            done=cached,
-            total=len(prompt_ids),
-        )
+        prefill_prompt(model, cache, prompt_ids, settings, on_prefill)
         if plan.constraint is not None:  # structured output: its own pipelined loop
             for e in decode_guided(model, plan, prompt_ids, cache, on_prefill):
                 yield GeneratedToken(
@@ -271,6 +171,51 @@ def generate_tokens(
         yield from _decode(model, plan, prompt_ids, cache, on_prefill, claim)
     finally:
         cache.release(claim)  # The token list and the KV cache agree again.
+
+
+def token_event(
+    plan: DecodePlan, value: int, step: int, rows: list[list[float]] | None
+) -> GeneratedToken:
+    """Generated token ``step`` as read from the host: its reports and finish reason.
+
+    ``rows`` are the step's packed logprob rows, one per mode (``None``: not asked).
+    ``NO_TOKEN`` ends with ``no_allowed_token``; an EOS id with ``stop``; the
+    ``max_tokens``-th token with ``length``.
+    """
+    if value == NO_TOKEN:
+        return GeneratedToken(NO_TOKEN, step, {}, NO_ALLOWED_TOKEN)
+    reports = {}
+    if rows is not None:  # one read for every mode's report
+        reports = {
+            m: unpack(r, value, plan.logprobs)
+            for m, r in zip(plan.logprobs.modes, rows, strict=True)
+        }
+    finish = (
+        "stop"
+        if value in plan.eos_token_ids
+        else ("length" if step + 1 == plan.max_tokens else None)
+    )
+    return GeneratedToken(value, step, reports, finish)
+
+
+def prefill_prompt(
+    model: LoadedModel,
+    cache: PromptCache,
+    prompt_ids: list[int],
+    settings: GenerationSettings,
+    on_prefill: ProgressCallback | None,
+) -> None:
+    """Reuse ``cache``'s common prefix and prefill the rest of the prompt but its last id."""
+    cached = cache.reuse_for(prompt_ids)
+    prefill(
+        model,
+        cache,
+        prompt_ids[cached:-1],
+        step_size=settings.prefill_step_size,
+        on_progress=on_prefill,
+        done=cached,
+        total=len(prompt_ids),
+    )
 
 
 def _decode(
@@ -299,25 +244,11 @@ def _decode(
             cache.record(fed)
             if on_prefill is not None:
                 on_prefill(len(prompt_ids), len(prompt_ids))
-        if value == NO_TOKEN:
-            yield GeneratedToken(NO_TOKEN, n, {}, NO_ALLOWED_TOKEN)
-            return
-        if n + 1 < plan.max_tokens:
+        if value != NO_TOKEN and n + 1 < plan.max_tokens:
             cache.record([value])
-        reports = {}
-        if packed:  # one read for every mode's report
-            rows = packed[0].tolist()
-            reports = {
-                m: unpack(r, value, plan.logprobs)
-                for m, r in zip(plan.logprobs.modes, rows, strict=True)
-            }
-        finish = (
-            "stop"
-            if value in plan.eos_token_ids
-            else ("length" if n + 1 == plan.max_tokens else None)
-        )
-        yield GeneratedToken(value, n, reports, finish)
-        if finish is not None:
+        out = token_event(plan, value, n, packed[0].tolist() if packed else None)
+        yield out
+        if out.finish_reason is not None:
             return
         if n % 256 == 255:
             mx.clear_cache()

@@ -44,7 +44,7 @@ _LOGPROB_STREAM = getattr(mx, "new_thread_unsafe_stream", mx.new_stream)(mx.defa
 
 
 class GuidedPlan(Protocol):
-    """What the loop reads from :class:`~mlx_gen.decode.DecodePlan`."""
+    """What the loop reads from :class:`~mlx_gen.plan.DecodePlan`."""
 
     processors: tuple[LogitsProcessor, ...]
     sampling: SamplingParams

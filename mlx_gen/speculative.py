@@ -31,13 +31,12 @@ from mlx_lm.models.cache import RotatingKVCache, can_trim_prompt_cache, trim_pro
 
 from mlx_gen.decode import (
     _STREAM,
-    DecodePlan,
     GeneratedToken,
     ProgressCallback,
     _Stepper,
-    checked_call,
     generate_tokens,
-    prefill,
+    prefill_prompt,
+    token_event,
 )
 from mlx_gen.drafters import (
     Backoff,
@@ -48,8 +47,8 @@ from mlx_gen.drafters import (
     PromptLookup,
 )
 from mlx_gen.loading.loader import LoadedModel
-from mlx_gen.logprobs.report import unpack
-from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN
+from mlx_gen.no_allowed_token import NO_TOKEN
+from mlx_gen.plan import DecodePlan, checked_call
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.verify import Verified, verify_logits
@@ -114,16 +113,7 @@ def speculative_generate_tokens(
     loop = _Speculator(model, plan, settings, prompt_ids, cache, stats or SpeculationStats())
     claim = cache.claim()
     try:
-        cached = cache.reuse_for(prompt_ids)
-        prefill(
-            model,
-            cache,
-            prompt_ids[cached:-1],
-            step_size=settings.prefill_step_size,
-            on_progress=on_prefill,
-            done=cached,
-            total=len(prompt_ids),
-        )
+        prefill_prompt(model, cache, prompt_ids, settings, on_prefill)
         yield from loop.run(on_prefill)
     finally:
         cache.release(claim)  # The token list and the KV cache agree on every exit.
@@ -267,29 +257,18 @@ class _Speculator:
         return result
 
     def _emit(self, value: int, rows: list[list[float]] | None) -> GeneratedToken:
-        plan, n = self.plan, len(self.generated)
-        if value == NO_TOKEN:  # nothing to sample from: end, as plain decoding does
-            return GeneratedToken(NO_TOKEN, n, {}, NO_ALLOWED_TOKEN)
+        n = len(self.generated)
         if n == 0 and self.on_prefill is not None:
             total = len(self.prompt_ids)
             self.on_prefill(total, total)
-        self.generated.append(value)
-        if self.lookup is not None:
-            self.lookup.extend([value])
-        reports = {}
-        if rows is not None:
-            reports = {
-                m: unpack(r, value, plan.logprobs)
-                for m, r in zip(plan.logprobs.modes, rows, strict=True)
-            }
-        finish = (
-            "stop"
-            if value in plan.eos_token_ids
-            else ("length" if n + 1 == plan.max_tokens else None)
-        )
+        out = token_event(self.plan, value, n, rows)
+        if value != NO_TOKEN:
+            self.generated.append(value)
+            if self.lookup is not None:
+                self.lookup.extend([value])
         if n % 256 == 255:
             mx.clear_cache()
-        return GeneratedToken(value, n, reports, finish)
+        return out
 
     def _yield(self, out: GeneratedToken) -> Iterator[GeneratedToken]:
         try:

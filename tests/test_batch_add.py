@@ -6,7 +6,7 @@ import pytest
 
 import mlx_gen as mg
 from mlx_gen.batch.decode import BatchDecoder
-from mlx_gen.decode import DecodePlan
+from mlx_gen.plan import DecodePlan
 from tests.checkpoints import llama_config, write_checkpoint
 
 S = mg.GenerationSettings

@@ -21,9 +21,9 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_gen.batch.decode import BatchDecoder
-from mlx_gen.decode import DecodePlan, checked_call
 from mlx_gen.generation import GenerationResult
 from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.plan import DecodePlan, checked_call
 from mlx_gen.prompts import Messages, encode_prompt
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.stream import GenerationChunk, TextAssembler

@@ -29,10 +29,11 @@ import numpy as np
 
 from mlx_gen.batch.tail import group_for
 from mlx_gen.constraints import Matcher, apply_token_bitmask, fill_masks
-from mlx_gen.decode import DecodePlan, GeneratedToken
+from mlx_gen.decode import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import pack, unpack
 from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN, feedable, has_choice, mark
+from mlx_gen.plan import DecodePlan
 from mlx_gen.processors.context import ProcessorContext
 from mlx_gen.sampling import filter_logits, sample
 from mlx_gen.validation import run_processors

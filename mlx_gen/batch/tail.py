@@ -21,8 +21,8 @@ from typing import Any
 
 import mlx.core as mx
 
-from mlx_gen.decode import DecodePlan
 from mlx_gen.no_allowed_token import feedable
+from mlx_gen.plan import DecodePlan
 from mlx_gen.processors.fused import FusedForm, State, advance, builtin_form, initial_state
 from mlx_gen.step_tail import sample_and_report
 

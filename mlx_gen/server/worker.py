@@ -26,9 +26,9 @@ import mlx.core as mx
 
 from mlx_gen.batch.decode import BatchDecoder
 from mlx_gen.batch.step import STREAM
-from mlx_gen.decode import DecodePlan
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
+from mlx_gen.plan import DecodePlan
 from mlx_gen.scoring import score
 from mlx_gen.server.jobs import (
     Admitted,
