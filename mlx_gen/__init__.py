@@ -20,8 +20,9 @@ The command line lives in :mod:`mlx_gen.cli.main` (``python -m mlx_gen.generate`
 from mlx_gen.batch.generation import BatchPrompt, generate_batch, stream_generate_batch
 from mlx_gen.batch.scoring import score_batch
 from mlx_gen.constraints import Choice, Constraint, Grammar, JsonObject, JsonSchema, Regex
-from mlx_gen.decode import GeneratedToken, generate_tokens
+from mlx_gen.decode import generate_tokens
 from mlx_gen.drafters import DraftModel, PromptLookup
+from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.generation import GenerationResult, generate
 from mlx_gen.loading.generation_config import GenerationConfig
 from mlx_gen.loading.loader import LoadedModel, load

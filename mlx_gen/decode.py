@@ -28,13 +28,13 @@ Guarantees:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import mlx.core as mx
 
+from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.guided import decode_guided
 from mlx_gen.loading.loader import LoadedModel
-from mlx_gen.logprobs.report import TokenLogprob, unpack
+from mlx_gen.logprobs.report import unpack
 from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN, feedable
 from mlx_gen.plan import DecodePlan, checked_call
 from mlx_gen.prompt_cache import PromptCache
@@ -44,31 +44,6 @@ from mlx_gen.step_tail import StepTail
 # Any thread, one at a time (see mlx_gen.batch.step.STREAM).
 _STREAM = getattr(mx, "new_thread_unsafe_stream", mx.new_stream)(mx.default_device())
 ProgressCallback = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class GeneratedToken:
-    """One generated token.
-
-    Attributes:
-        token: The id.
-        step: Its position among generated tokens (0 = first).
-        logprobs: ``{"raw": ..., "processed": ...}`` for the requested modes.
-        finish_reason: ``"stop"`` (an EOS id), ``"length"``, ``"no_allowed_token"``
-            (every id banned or NaN logits), ``"constraint"`` (the constraint and the
-            other controls left nothing allowed; see :mod:`mlx_gen.guided`), or ``None``
-            if more follow. The two token-less finishes carry ``token == NO_TOKEN`` (-1).
-        constraint_complete: Under a constraint, whether the tokens so far form a
-            complete match; ``None`` without one.
-        finish_message: Why a ``"constraint"`` finish happened.
-    """
-
-    token: int
-    step: int
-    logprobs: dict[str, TokenLogprob] = field(default_factory=dict)
-    finish_reason: str | None = None
-    constraint_complete: bool | None = None
-    finish_message: str | None = None
 
 
 def prefill(
@@ -162,11 +137,7 @@ def generate_tokens(
     try:
         prefill_prompt(model, cache, prompt_ids, settings, on_prefill)
         if plan.constraint is not None:  # structured output: its own pipelined loop
-            for e in decode_guided(model, plan, prompt_ids, cache, on_prefill):
-                yield GeneratedToken(
-                    e.token, e.step, e.logprobs, e.finish_reason, e.constraint_complete,
-                    e.finish_message,
-                )  # fmt: skip
+            yield from decode_guided(model, plan, prompt_ids, cache, on_prefill)
             return
         yield from _decode(model, plan, prompt_ids, cache, on_prefill, claim)
     finally:

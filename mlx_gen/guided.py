@@ -26,15 +26,15 @@ mask → filters → sample are queued before token ``n`` is handed to the calle
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import mlx.core as mx
 import numpy as np
 
 from mlx_gen.constraints import CompiledConstraint, Matcher, apply_token_bitmask
+from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
-from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
+from mlx_gen.logprobs.report import LogprobRequest, pack, unpack
 from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams, filter_logits, sample
@@ -53,18 +53,6 @@ class GuidedPlan(Protocol):
     logprobs: LogprobRequest | None
     seed: int
     constraint: CompiledConstraint | None
-
-
-@dataclass(frozen=True)
-class GuidedToken:
-    """One event of the loop (``decode`` turns it into a ``GeneratedToken``)."""
-
-    token: int
-    step: int
-    logprobs: dict[str, TokenLogprob] = field(default_factory=dict)
-    finish_reason: str | None = None
-    constraint_complete: bool | None = None
-    finish_message: str | None = None
 
 
 def masked_step(
@@ -134,7 +122,7 @@ def decode_guided(
     prompt_ids: Sequence[int],
     cache: PromptCache,
     on_prefill: Callable[[int, int], None] | None = None,
-) -> Iterator[GuidedToken]:
+) -> Iterator[GeneratedToken]:
     """Decode under ``plan.constraint`` after a prefilled ``cache`` (see the module docstring).
 
     ``cache`` holds every prompt token but the last; the loop records the rest in it
@@ -161,7 +149,7 @@ def decode_guided(
         if value < 0:
             if not last:  # The queued look-ahead fed a placeholder id (0) to the KV cache.
                 cache.record([0])
-            yield GuidedToken(-1, n, {}, "constraint", matcher.accepting, matcher.stop_message())
+            yield GeneratedToken(-1, n, {}, "constraint", matcher.accepting, matcher.stop_message())
             return
         matcher.consume(value)
         if not last:
@@ -176,7 +164,7 @@ def decode_guided(
         finish = "stop" if value in plan.eos_token_ids else ("length" if last else None)
         if finish is None:  # Build step n + 1's mask while its forward pass runs.
             token, packed = stepper.sample(*pending, matcher.mask())
-        yield GuidedToken(value, n, reports, finish, matcher.accepting)
+        yield GeneratedToken(value, n, reports, finish, matcher.accepting)
         if finish is not None:
             return
         if n % 256 == 255:

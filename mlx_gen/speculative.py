@@ -31,7 +31,6 @@ from mlx_lm.models.cache import RotatingKVCache, can_trim_prompt_cache, trim_pro
 
 from mlx_gen.decode import (
     _STREAM,
-    GeneratedToken,
     ProgressCallback,
     _Stepper,
     generate_tokens,
@@ -46,6 +45,7 @@ from mlx_gen.drafters import (
     ModelDrafter,
     PromptLookup,
 )
+from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.plan import DecodePlan, checked_call

@@ -13,8 +13,9 @@ from typing import Any
 
 import mlx.core as mx
 
-from mlx_gen.decode import GeneratedToken, ProgressCallback, generate_tokens
+from mlx_gen.decode import ProgressCallback, generate_tokens
 from mlx_gen.detokenizer import streaming_detokenizer
+from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
 from mlx_gen.no_allowed_token import NO_TOKEN

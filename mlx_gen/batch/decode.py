@@ -28,7 +28,7 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from mlx_gen.batch.step import STREAM, QueuedStep, Row, build_step, read_step, sample_pending
 from mlx_gen.batch.tail import grouped
-from mlx_gen.decode import GeneratedToken
+from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.plan import DecodePlan
 from mlx_gen.validation import check_count, token_ids

@@ -29,7 +29,7 @@ import numpy as np
 
 from mlx_gen.batch.tail import group_for
 from mlx_gen.constraints import Matcher, apply_token_bitmask, fill_masks
-from mlx_gen.decode import GeneratedToken
+from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import pack, unpack
 from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN, feedable, has_choice, mark

@@ -26,17 +26,23 @@ DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
 
 @cache
-def supported_model_types() -> tuple[str, ...]:
-    """Every ``model_type`` mlx-lm implements (modules under ``mlx_lm.models`` with a ``Model``)."""
+def model_modules_with(marker: str) -> tuple[str, ...]:
+    """The ``mlx_lm.models`` modules whose source contains ``marker`` (read, not imported)."""
     names = []
     for info in pkgutil.iter_modules(mlx_lm.models.__path__):
         spec = info.module_finder.find_spec(info.name)  # type: ignore[call-arg]
         if spec is None or spec.origin is None:
             continue
         with open(spec.origin, encoding="utf-8") as fh:
-            if "class Model(" in fh.read():
+            if marker in fh.read():
                 names.append(info.name)
-    return tuple(sorted(set(names) | set(MODEL_REMAPPING)))
+    return tuple(names)
+
+
+@cache
+def supported_model_types() -> tuple[str, ...]:
+    """Every ``model_type`` mlx-lm implements (modules under ``mlx_lm.models`` with a ``Model``)."""
+    return tuple(sorted(set(model_modules_with("class Model(")) | set(MODEL_REMAPPING)))
 
 
 def model_classes(config: dict[str, Any], *, source: str) -> tuple[type, type]:

@@ -17,15 +17,15 @@ is the only per-process input, and :func:`agreed_seed` makes it rank 0's.
 from __future__ import annotations
 
 import os
-import pkgutil
 from functools import cache
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-import mlx_lm.models
 from mlx.utils import tree_flatten
 from mlx_lm.utils import MODEL_REMAPPING
+
+from mlx_gen.loading.architecture import model_modules_with
 
 # Config keys whose values mlx-lm's shard() divides by the number of ranks.
 _DIVIDED = ("num_attention_heads", "num_key_value_heads", "intermediate_size")
@@ -34,14 +34,7 @@ _DIVIDED = ("num_attention_heads", "num_key_value_heads", "intermediate_size")
 @cache
 def tensor_parallel_types() -> tuple[str, ...]:
     """Every ``model_type`` whose mlx-lm ``Model`` class has ``shard(group)`` (aliases too)."""
-    names = []
-    for info in pkgutil.iter_modules(mlx_lm.models.__path__):
-        spec = info.module_finder.find_spec(info.name)  # type: ignore[call-arg]
-        if spec is None or spec.origin is None:
-            continue
-        with open(spec.origin, encoding="utf-8") as fh:
-            if "def shard(" in fh.read():
-                names.append(info.name)
+    names = model_modules_with("def shard(")
     aliases = [alias for alias, name in MODEL_REMAPPING.items() if name in names]
     return tuple(sorted({*names, *aliases}))
 
