@@ -115,7 +115,9 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tiny, delay):
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert (proc.returncode, out, err) == (130, b"", b"\ninterrupted\n")
+    # 130, or (rarely, under load, when the signal lands as an extension module finishes
+    # initialising) death by SIGINT itself: a shell reports both as status 130.
+    assert (proc.returncode in (130, -signal.SIGINT), out, err) == (True, b"", b"\ninterrupted\n")
 
 
 def test_ctrl_c_during_mlx_gen_convert_start_up_exits_130(tmp_path):

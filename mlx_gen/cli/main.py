@@ -44,7 +44,7 @@ from mlx_gen.cli.output import (
     score_total,
     stats_lines,
 )
-from mlx_gen.cli.ranks import error_line, silenced
+from mlx_gen.cli.ranks import error_line, silenced, yield_to_rank0
 from mlx_gen.cli.streams import check_output_path, check_stdout, quiet_stdout
 from mlx_gen.cli.terminal import for_terminal
 from mlx_gen.prompts import encode_prompt
@@ -81,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         line = error_line(e, usage=isinstance(e, UsageError))  # one per rank that failed
         if line is not None:
             print(line, file=sys.stderr)
+        else:
+            yield_to_rank0()  # a follower's usage error: rank 0 reports it
         return 2
 
 

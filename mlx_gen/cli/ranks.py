@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 
@@ -50,3 +51,15 @@ def error_line(error: BaseException, *, usage: bool) -> str | None:
     if rank == 0:
         return f"error: {text}"
     return None if usage else f"error: (rank {rank}) {text}"
+
+
+def yield_to_rank0(seconds: float = 10.0) -> None:
+    """On a follower, wait before exiting with an error that rank 0 reports.
+
+    ``mlx.launch`` stops every rank as soon as one exits: a follower that exits first
+    with a usage error (which it does not print) could end rank 0 before rank 0 printed
+    it, and the user would see no error at all. The launcher ends this wait when rank 0
+    exits.
+    """
+    if launch_rank() != 0:
+        time.sleep(seconds)
