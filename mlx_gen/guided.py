@@ -26,33 +26,21 @@ mask → filters → sample are queued before token ``n`` is handed to the calle
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
 
 import mlx.core as mx
 import numpy as np
 
-from mlx_gen.constraints import CompiledConstraint, Matcher, apply_token_bitmask
+from mlx_gen.constraints import Matcher, apply_token_bitmask
 from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
-from mlx_gen.logprobs.report import LogprobRequest, pack, unpack
-from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
+from mlx_gen.logprobs.report import pack, unpack
+from mlx_gen.plan import DecodePlan
+from mlx_gen.processors.context import ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams, filter_logits, sample
 
 _STREAM = getattr(mx, "new_thread_unsafe_stream", mx.new_stream)(mx.default_device())
 _LOGPROB_STREAM = getattr(mx, "new_thread_unsafe_stream", mx.new_stream)(mx.default_device())
-
-
-class GuidedPlan(Protocol):
-    """What the loop reads from :class:`~mlx_gen.plan.DecodePlan`."""
-
-    processors: tuple[LogitsProcessor, ...]
-    sampling: SamplingParams
-    eos_token_ids: frozenset[int]
-    max_tokens: int
-    logprobs: LogprobRequest | None
-    seed: int
-    constraint: CompiledConstraint | None
 
 
 def masked_step(
@@ -73,7 +61,7 @@ class _GuidedStepper:
     """Builds one step in two halves: forward + processors, then mask + sampling."""
 
     def __init__(
-        self, model: LoadedModel, plan: GuidedPlan, prompt: mx.array, cache: PromptCache
+        self, model: LoadedModel, plan: DecodePlan, prompt: mx.array, cache: PromptCache
     ) -> None:
         self.model, self.plan, self.prompt, self.cache = model, plan, prompt, cache
         self.key = mx.random.key(plan.seed)
@@ -118,7 +106,7 @@ class _GuidedStepper:
 
 def decode_guided(
     model: LoadedModel,
-    plan: GuidedPlan,
+    plan: DecodePlan,
     prompt_ids: Sequence[int],
     cache: PromptCache,
     on_prefill: Callable[[int, int], None] | None = None,
