@@ -7,6 +7,10 @@ whichever path decodes the step (issue 23, item 1).
 
 from __future__ import annotations
 
+import json
+import threading
+
+import httpx
 import numpy as np
 import pytest
 
@@ -78,3 +82,30 @@ def test_a_row_of_every_kind_joins_at_every_step_offset(stories, running):
                 stories, PROMPTS, per_prompt_settings=rows, batch_size=batch_size
             )
             assert_equal_to_single(stories, PROMPTS, rows, batch, singles)
+
+
+def test_through_the_server_a_response_format_request_joining_changes_no_seeded_stream(stories):
+    from tests.serving import running_server
+
+    seeded = {"model": "test", "prompt": "Once upon a time", "max_tokens": 24,
+              "temperature": 0.9, "seed": 1, "return_token_ids": True, "stream": True}  # fmt: skip
+    joiner = {"model": "test", "prompt": "Lily went", "max_tokens": 8,
+              "response_format": {"type": "json_object"}}  # fmt: skip
+    want = mg.generate(stories, "Once upon a time", settings=S(max_tokens=24, temperature=0.9,
+                                                              seed=1)).token_ids  # fmt: skip
+    with running_server(stories, max_batch_size=4) as url, httpx.Client(timeout=60) as client:
+        for offset in (1, 4):
+            ids, joined = [], None
+            with client.stream("POST", url + "/v1/completions", json=seeded) as r:
+                for line in r.iter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    ids += json.loads(line[6:])["choices"][0].get("token_ids") or []
+                    if len(ids) == offset:  # join mid-flight, from another thread
+                        joined = threading.Thread(
+                            target=client.post, args=(url + "/v1/completions",),
+                            kwargs={"json": joiner},
+                        )  # fmt: skip
+                        joined.start()
+            joined.join()
+            assert ids == want, offset
