@@ -24,9 +24,14 @@ KINDS = {
     "penalised": dict(repetition_penalty=3.0, presence_penalty=2.0, ignore_eos=True),  # fused
     "frequency": dict(frequency_penalty=1.5, ignore_eos=True),  # always per-row
     "constrained": dict(constraint=mg.Regex("[a-z ]+")),
-    "constrained_sampled": dict(constraint=mg.Regex("[a-z ]+"), temperature=0.8),
+    "constrained_sampled": dict(
+        constraint=mg.Regex("[a-z ]+"), temperature=0.8, logprobs=2, logprobs_modes=("processed",)
+    ),
     "greedy": dict(ignore_eos=True),
-    "logprobs": dict(logprobs=3, logprobs_modes=("raw", "processed"), ignore_eos=True),
+    "logprobs": dict(
+        logprobs=3, logprobs_modes=("raw", "processed"), temperature=0.8, top_p=0.9,
+        ignore_eos=True,
+    ),  # fmt: skip
 }
 
 
