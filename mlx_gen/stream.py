@@ -61,7 +61,8 @@ class GenerationChunk:
         logprobs: Per mode, the token's logprob report (empty when not requested).
         finish_reason: Set on the last chunk: ``stop``, ``stop_string``, ``criterion``,
             ``length``, ``no_allowed_token`` (nothing left to sample from: every id
-            banned, or NaN logits) or ``constraint`` (the constraint left nothing allowed).
+            banned, or NaN logits) or ``constraint`` (the constraint left nothing allowed,
+            or llguidance failed; ``finish_message`` says which).
         matched: The EOS id or stop string that ended generation.
         stats: Set on the last chunk.
         constraint_complete: Under a constraint, whether the tokens so far form a

@@ -17,7 +17,7 @@ import llguidance
 import llguidance.numpy
 import numpy as np
 
-from mlx_gen.constraints.compiled import CompiledConstraint
+from mlx_gen.constraints.compiled import CompiledConstraint, matcher_error
 
 _EXECUTOR: list[llguidance.LLExecutor] = []
 _EXECUTOR_LOCK = threading.Lock()
@@ -38,7 +38,14 @@ class Matcher:
 
     Attributes:
         words: Bitmask words per row.
-        mask_empty: The last mask allowed no id at all (the grammar alone is stuck).
+        mask_empty: The last mask allowed no id at all (the grammar alone is stuck, or
+            llguidance is in an error state).
+
+    llguidance in an error state (an internal limit hit: a ``Choice`` of 2,000+ strings,
+    say) fills a mask that allows only EOS; every mask built here is checked, and an
+    error state allows **no** id, so the run ends with ``finish_reason="constraint"``
+    and :meth:`stop_message` gives llguidance's message. The check reads a flag on the
+    host (no device work).
     """
 
     def __init__(self, compiled: CompiledConstraint) -> None:
@@ -53,6 +60,8 @@ class Matcher:
     @property
     def accepting(self) -> bool:
         """The tokens consumed so far form a complete match (an EOS would be allowed)."""
+        if self._matcher.is_error():
+            return False
         return self._matcher.is_accepting() or self._matcher.stop_reason() == "EndOfSentence"
 
     def consume(self, token: int) -> None:
@@ -66,8 +75,10 @@ class Matcher:
         return self._mask
 
     def finish_row(self, row: np.ndarray) -> None:
-        """Post-process a freshly filled bitmask row (EOS bans, emptiness)."""
-        if self._banned_eos:
+        """Post-process a freshly filled bitmask row (error state, EOS bans, emptiness)."""
+        if self._matcher.is_error():  # llguidance allows only EOS then: allow nothing
+            row[:] = 0
+        elif self._banned_eos:
             words = row.view(np.uint32)
             for i in self._banned_eos:
                 words[i >> 5] &= np.uint32(~(1 << (i & 31)) & 0xFFFFFFFF)
@@ -75,9 +86,9 @@ class Matcher:
 
     def stop_message(self) -> str:
         """Why no token was allowed, for ``finish_reason="constraint"``."""
-        error = self._matcher.get_error()
-        if error:
-            return f"the constraint is in an error state: {error}"
+        error = matcher_error(self._matcher)
+        if error is not None:
+            return f"the constraint failed in llguidance: {error}"
         if self.mask_empty and self.accepting:
             return (
                 "the output is complete under the constraint and no EOS id may end it "

@@ -1,9 +1,11 @@
 """Server-sent events, ids, and OpenAI's finish reasons (shared by both endpoints).
 
-``finish_reason`` is ``"length"`` when ``max_tokens`` was reached and ``"stop"``
-otherwise; the extension ``stop_reason`` says what matched: the EOS id, the stop
-string, or the engine's reason name for other endings (``"criterion"``, a
-constraint).
+``finish_reason`` is ``"length"`` when ``max_tokens`` was reached, ``"constraint"``
+when the structured-output constraint ended generation before its output was
+complete (nothing allowed, or llguidance failed: the text is then a valid prefix,
+never a valid answer), and ``"stop"`` otherwise; the extension ``stop_reason`` says
+what matched: the EOS id, the stop string, the engine's reason name for other endings
+(``"criterion"``, ``"no_allowed_token"``), or, for ``"constraint"``, why it ended.
 """
 
 from __future__ import annotations
@@ -48,4 +50,6 @@ def finish_fields(chunk: GenerationChunk | None) -> tuple[str, int | str | None]
         return "length", None
     if chunk.finish_reason in ("stop", "stop_string"):
         return "stop", chunk.matched
+    if chunk.finish_reason == "constraint":  # not "stop": the output is not a valid answer
+        return "constraint", chunk.finish_message
     return "stop", chunk.finish_reason
