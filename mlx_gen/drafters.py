@@ -42,6 +42,9 @@ class PromptLookup:
         num_draft: Most tokens proposed per verification (``>= 1``).
         max_ngram: Longest suffix looked up (``>= min_ngram``).
         min_ngram: Shortest suffix looked up (``>= 1``); shorter matches are weaker.
+        measure_cost: Time plain steps and verification rounds and draft only where it
+            pays (:mod:`mlx_gen.speculation_cost`); ``False`` drafts whenever the drafter
+            has tokens (for tests and measurements of the verifier itself).
 
     >>> PromptLookup(num_draft=8).max_ngram
     3
@@ -50,6 +53,7 @@ class PromptLookup:
     num_draft: int = 10
     max_ngram: int = 3
     min_ngram: int = 2
+    measure_cost: bool = True
 
     def __post_init__(self) -> None:
         _check(_is_int(self.num_draft) and self.num_draft >= 1, "num_draft", self.num_draft,
@@ -58,6 +62,7 @@ class PromptLookup:
                "an int >= 1")  # fmt: skip
         _check(_is_int(self.max_ngram) and self.max_ngram >= self.min_ngram, "max_ngram",
                self.max_ngram, f"an int >= min_ngram ({self.min_ngram})")  # fmt: skip
+        _check(isinstance(self.measure_cost, bool), "measure_cost", self.measure_cost, "a bool")
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,16 +73,19 @@ class DraftModel:
         model: The draft model (its ``vocab_size`` must equal the target's; checked when
             generation starts).
         num_draft: Most tokens proposed per verification (``>= 1``).
+        measure_cost: As for :class:`PromptLookup`.
     """
 
     model: LoadedModel
     num_draft: int = 4
+    measure_cost: bool = True
 
     def __post_init__(self) -> None:
         _check(isinstance(self.model, LoadedModel), "model", type(self.model).__name__,
                "a LoadedModel from mlx_gen.load")  # fmt: skip
         _check(_is_int(self.num_draft) and self.num_draft >= 1, "num_draft", self.num_draft,
                "an int >= 1")  # fmt: skip
+        _check(isinstance(self.measure_cost, bool), "measure_cost", self.measure_cost, "a bool")
 
 
 def _is_int(value: object) -> bool:

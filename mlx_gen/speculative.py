@@ -18,13 +18,21 @@ The loop alternates two modes:
 Adaptive back-off (:class:`~mlx_gen.drafters.Backoff`): the draft length grows after a
 fully accepted draft and shrinks to one more than the accepted run otherwise; a round that
 accepts nothing pauses drafting for 2, 4, 8, ... (at most 64) tokens, so text the drafter cannot
-predict runs at the plain speed.
+predict runs at the plain speed. On top of it the cost model
+(:mod:`mlx_gen.speculation_cost`) times plain steps and rounds on this backend and these
+weights and drafts only where that pays; where no acceptance could pay (a quantized
+model on MLX's CPU backend) drafting stops for the rest of the call.
+
+Under a constraint (:mod:`mlx_gen.speculation_grammar`) every step is a verification:
+drafts are cut where the grammar forbids a token, each position is masked by the grammar's
+state after the drafts before it, and a position with nothing drafted is a plain masked
+step; greedy output equals plain constrained decoding token for token.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import time
 
 import mlx.core as mx
 from mlx_lm.models.cache import RotatingKVCache, can_trim_prompt_cache, trim_prompt_cache
@@ -51,27 +59,9 @@ from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.plan import DecodePlan, checked_call
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.settings import GenerationSettings
+from mlx_gen.speculation_cost import CostModel, SpeculationStats
+from mlx_gen.speculation_grammar import GrammarGate
 from mlx_gen.verify import Verified, verify_logits
-
-
-@dataclass
-class SpeculationStats:
-    """Counters of one speculative call (pass one in to read them afterwards).
-
-    Attributes:
-        rounds: Verification passes.
-        drafted: Draft tokens verified.
-        accepted: Draft tokens accepted.
-    """
-
-    rounds: int = 0
-    drafted: int = 0
-    accepted: int = 0
-
-    @property
-    def acceptance_rate(self) -> float:
-        """``accepted / drafted`` (0 when nothing was drafted)."""
-        return self.accepted / self.drafted if self.drafted else 0.0
 
 
 def speculative_generate_tokens(
@@ -139,6 +129,13 @@ class _Speculator:
         self.stepper.tail.key, self.key = keys[0], keys[1]
         config = settings.speculative
         self.backoff = Backoff(config.num_draft)
+        self.cost = CostModel(stats, enabled=config.measure_cost)
+        self.last_read: float | None = None  # when the last plain step was read
+        # Under a constraint every step is a verification (drafts cut where the grammar
+        # forbids; an empty draft is a plain masked step), so the grammar sees every token.
+        self.grammar = None
+        if plan.constraint is not None:
+            self.grammar = GrammarGate(plan.constraint, plan.eos_token_ids)
         self.lookup, self.drafter, self.on_prefill = None, None, None
         if isinstance(config, PromptLookup):
             self.lookup = LookupDrafter(config, prompt_ids)
@@ -175,13 +172,15 @@ class _Speculator:
                     mx.array([last], dtype=mx.int32), gen, n=len(self.generated)
                 )
                 self.cache.record([last])
+            switch_in, switch = switch, False
             n = len(self.generated)  # ``token`` is step n, its input already fed
             queued = None
-            if n + 1 < plan.max_tokens and not (switch := self._worth_drafting()):
+            if n + 1 < plan.max_tokens and not (switch := self._worth_drafting(n + 1)):
                 if plan.processors:
                     gen = mx.concatenate([gen, token])
                 queued = self._queue(token, gen, n=n + 1)  # queued before reading step n
             value = token.item()  # The one host read per token.
+            self._time_plain_step(timed=not switch_in)
             if queued is not None and value != NO_TOKEN:
                 self.cache.record([value])
             out = self._emit(value, packed[0].tolist() if packed else None)
@@ -198,22 +197,35 @@ class _Speculator:
         mx.async_eval(token, *packed)
         return token, packed
 
-    def _worth_drafting(self) -> bool:
-        if not self.backoff.ready():
+    def _time_plain_step(self, *, timed: bool) -> None:
+        """Feed the cost model a plain step's read-to-read time (not the first of a run)."""
+        now = time.perf_counter()
+        if timed and self.last_read is not None:
+            self.cost.plain(now - self.last_read)
+        self.last_read = now
+        self.stats.plain_tokens += 1
+
+    def _worth_drafting(self, n: int) -> bool:
+        if not self.backoff.ready() or self.cost.length(self.plan.max_tokens - 1 - n) == 0:
             return False
         return self.lookup is None or bool(self.lookup.propose(1))
 
     def _draft(self, limit: int) -> Draft | None:
-        if not self.backoff.ready() or limit <= 0:
-            return None
-        if self.lookup is not None:
-            ids = self.lookup.propose(limit)
-            return Draft(mx.array(ids, dtype=mx.int32)) if ids else None
-        return self.drafter.propose(self.prompt_ids + self.generated, self.generated, limit)
+        draft = None
+        limit = self.cost.length(limit) if self.backoff.ready() else 0
+        if limit > 0:
+            if self.lookup is not None:
+                ids = self.lookup.propose(limit)
+                draft = Draft(mx.array(ids, dtype=mx.int32)) if ids else None
+            else:
+                context = self.prompt_ids + self.generated
+                draft = self.drafter.propose(context, self.generated, limit)
+        return draft if self.grammar is None else self.grammar.cut(draft)
 
     def _round(self) -> Iterator[GeneratedToken]:
         """Draft, verify, emit; returns ``"drafted"``, ``"finished"`` or ``"none"``."""
         n, last = len(self.generated), (self.prompt_ids + self.generated)[-1]
+        start = time.perf_counter()
         draft = self._draft(min(self.backoff.length, self.plan.max_tokens - 1 - n))
         if draft is None:
             return "none"
@@ -221,9 +233,12 @@ class _Speculator:
         tokens, accepted = result.tokens.tolist(), result.accepted.tolist()  # one sync
         k = len(accepted)
         a = accepted.index(False) if False in accepted else k
-        self.stats.rounds, self.stats.drafted = self.stats.rounds + 1, self.stats.drafted + k
-        self.stats.accepted += a
-        self.backoff.update(drafted=k, accepted=a)
+        if k:
+            self.stats.rounds, self.stats.drafted = self.stats.rounds + 1, self.stats.drafted + k
+            self.stats.accepted += a
+            self.backoff.update(drafted=k, accepted=a)
+        else:  # a plain masked step (constrained, nothing drafted)
+            self.backoff.tick()
         self.cache.record([last, *draft.tokens.tolist()])
         self._trim(k - a)  # the KV cache keeps y and the accepted drafts
         rows = result.packed.tolist() if result.packed is not None else None
@@ -234,6 +249,12 @@ class _Speculator:
             if out.finish_reason is not None:
                 self._settle()
                 return "finished"
+        seconds = time.perf_counter() - start  # drafting, verifying and emitting
+        if k:
+            self.cost.round(k=k, seconds=seconds, accepted=a)
+        else:
+            self.cost.plain(seconds)  # constrained, nothing drafted: a plain masked step
+            self.stats.plain_tokens += 1
         return "drafted"
 
     def _verify(self, last: int, draft: Draft) -> Verified:
@@ -242,6 +263,7 @@ class _Speculator:
         with mx.stream(_STREAM):
             logits = self.model.model(inputs[None], cache=self.cache.layers)[0]  # (k + 1, V)
             self.key, key = mx.random.split(self.key)
+            masks = None if self.grammar is None else self.grammar.masks(draft)
             result = verify_logits(
                 logits.astype(mx.float32),
                 draft,
@@ -251,6 +273,7 @@ class _Speculator:
                 prompt=self.prompt,
                 generated=mx.array(self.generated, dtype=mx.int32),
                 key=key,
+                bitmask=masks,
             )
         packed = [result.packed] if result.packed is not None else []
         mx.eval(result.tokens, result.accepted, *packed)
@@ -262,6 +285,8 @@ class _Speculator:
             total = len(self.prompt_ids)
             self.on_prefill(total, total)
         out = token_event(self.plan, value, n, rows)
+        if self.grammar is not None:
+            out = self.grammar.report(out)
         if value != NO_TOKEN:
             self.generated.append(value)
             if self.lookup is not None:

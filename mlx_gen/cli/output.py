@@ -17,6 +17,7 @@ from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
 from mlx_gen.scoring import ScoreResult
 from mlx_gen.settings import GenerationSettings
+from mlx_gen.speculation_cost import SpeculationStats
 from mlx_gen.stream import GenerationStats
 
 Decode = Callable[[int], str]
@@ -252,6 +253,24 @@ def stats_lines(
         f"generation: {stats.generated_tokens} tokens, {stats.decode_tps:.1f} tokens/s; "
         f"peak memory {stats.peak_memory_gb:.3f} GB",
         f"finish: {finish}",
+        *_speculation_lines(stats.speculation),
+    ]
+
+
+def _speculation_lines(spec: SpeculationStats | None) -> list[str]:
+    """``--verbose``: drafts, acceptance, the measured costs and the cost model's decision."""
+    if spec is None:
+        return []
+    costs = ""
+    if spec.step_s is not None and spec.per_draft_s is not None:
+        costs = (
+            f"; plain step {1000 * spec.step_s:.2f} ms, each drafted position "
+            f"{1000 * spec.per_draft_s:.2f} ms"
+        )
+    return [
+        f"speculation: {spec.accepted}/{spec.drafted} drafts accepted "
+        f"({spec.acceptance_rate:.0%}) in {spec.rounds} rounds, {spec.plain_tokens} plain "
+        f"steps{costs}; decision: {spec.decision}"
     ]
 
 

@@ -223,7 +223,8 @@ def _add_structured_output(parser: argparse.ArgumentParser) -> None:
 def _add_speculative(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("speculative decoding", "Same output (greedy: the same "
                                       "tokens; sampled: the same distribution), every control "
-                                      "applied; faster when drafts are accepted.")
+                                      "applied, a constraint too; drafts only where the "
+                                      "measured costs say it pays (-v shows the decision).")
     source = group.add_mutually_exclusive_group()
     source.add_argument("--prompt-lookup", type=_POSITIVE, metavar="N",
                         help="draft up to N tokens by n-gram lookup in the prompt and output")

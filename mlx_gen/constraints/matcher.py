@@ -84,6 +84,27 @@ class Matcher:
                 words[i >> 5] &= np.uint32(~(1 << (i & 31)) & 0xFFFFFFFF)
         self.mask_empty = not row.any()
 
+    def valid_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading ``tokens`` the grammar accepts from here (nothing is consumed)."""
+        return self._matcher.validate_tokens(list(tokens)) if tokens else 0
+
+    def masks_along(self, tokens: Sequence[int]) -> np.ndarray:
+        """The masks before and after each of ``tokens``: ``(len(tokens) + 1, words)`` int32.
+
+        Row ``i`` is the mask after ``tokens[:i]`` (row 0: the next step's mask), as
+        speculative verification needs for every drafted position. ``tokens`` must be a
+        prefix the grammar accepts (:meth:`valid_prefix`); the matcher ends where it began.
+        """
+        masks = np.zeros((len(tokens) + 1, self.words), dtype=np.int32)
+        for i in range(len(tokens) + 1):
+            if i:
+                self._matcher.consume_token(tokens[i - 1])
+            llguidance.numpy.fill_next_token_bitmask(self._matcher, masks, i)
+            self.finish_row(masks[i])
+        if tokens:
+            self._matcher.rollback(len(tokens))
+        return masks
+
     def stop_message(self) -> str:
         """Why no token was allowed, for ``finish_reason="constraint"``."""
         error = matcher_error(self._matcher)
