@@ -6,7 +6,8 @@ the ``--logprobs`` table follows it after a blank line, ``--json`` replaces both
 one JSON document, and ``--verbose`` diagnostics, the prefill progress line and
 ``--stream-logprobs`` rows go to stderr.
 
-Exit status: 0 on success; 2 on bad input (one ``error: ...`` line on stderr, no
+Exit status: 0 on success; 1 when generation ended with ``no_allowed_token`` (one
+line on stderr says why; what was generated before is printed); 2 on bad input (one ``error: ...`` line on stderr, no
 traceback); 130 after Ctrl-C (what was printed stays; ``interrupted`` on stderr; with
 ``--json`` the document of what was generated is printed, ``finish_reason``
 ``"interrupted"``); 141 when stdout is a closed pipe (``| head``), silently. Model text
@@ -40,6 +41,7 @@ from mlx_gen.cli.output import (
     logprob_line,
     logprob_table,
     logprob_tables,
+    no_token_note,
     score_json,
     score_total,
     stats_lines,
@@ -48,6 +50,7 @@ from mlx_gen.cli.ranks import error_line, silenced, yield_to_rank0
 from mlx_gen.cli.streams import check_output_path, check_stdout, quiet_stdout
 from mlx_gen.cli.terminal import for_terminal
 from mlx_gen.prompts import encode_prompt
+from mlx_gen.quiet_libraries import quiet_libraries
 from mlx_gen.validation import truncated
 
 # Settings fields holding token ids, and the flag each comes from.
@@ -62,7 +65,16 @@ ID_FLAGS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line on ``argv`` (``None``: ``sys.argv[1:]``); return the exit status."""
+    """Run the command line on ``argv`` (``None``: ``sys.argv[1:]``); return the exit status.
+
+    Libraries' own warnings are off meanwhile (:func:`quiet_libraries`): stderr holds
+    mlx-gen's lines only.
+    """
+    with quiet_libraries():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         return _run(parse_command_line(argv))
     except SystemExit as e:  # --help
@@ -229,11 +241,11 @@ def _generate(
         if settings.logprobs is not None and not options.stream_logprobs:
             tables = logprob_tables(result.logprobs, settings.logprobs_modes, decode)
             _lines(sys.stdout, ["", tables])
-    if constraint_note(result) is not None:
-        _lines(sys.stderr, [constraint_note(result)])
+    notes = [note for note in (constraint_note(result), no_token_note(result)) if note]
+    _lines(sys.stderr, notes)
     if options.verbose:
         _lines(sys.stderr, stats_lines(result.stats, result.finish_reason, result.matched, decode))
-    return 0
+    return 1 if no_token_note(result) else 0
 
 
 def _batch(model: mg.LoadedModel, settings: mg.GenerationSettings, options: CliOptions) -> int:
