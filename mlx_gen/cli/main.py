@@ -49,6 +49,7 @@ from mlx_gen.cli.output import (
 from mlx_gen.cli.ranks import error_line, silenced, yield_to_rank0
 from mlx_gen.cli.streams import check_output_path, check_stdout, quiet_stdout
 from mlx_gen.cli.terminal import for_terminal
+from mlx_gen.loading.distributed import ShardingError
 from mlx_gen.prompts import encode_prompt
 from mlx_gen.quiet_libraries import quiet_libraries
 from mlx_gen.validation import truncated
@@ -90,7 +91,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except (ValueError, OSError) as e:
         if sys.stdout is not None:  # None: started with stdout closed
             sys.stdout.flush()
-        line = error_line(e, usage=isinstance(e, UsageError))  # one per rank that failed
+        same_everywhere = isinstance(e, (UsageError, ShardingError))  # rank 0 prints it
+        line = error_line(e, usage=same_everywhere)  # else one per rank that failed
         if line is not None:
             print(line, file=sys.stderr)
         else:

@@ -3,7 +3,8 @@
 Under ``mlx.launch`` every rank runs the same command line on the same inputs, so the
 text, tables, JSON and diagnostics are printed by rank 0 only. Errors are printed by
 every rank that hits them (a follower's own failure, such as a missing weights file
-on its host, must be seen), except usage errors, which every rank hits alike.
+on its host, must be seen), except usage errors and sharding errors (heads not divisible
+by the number of ranks), which every rank hits alike.
 """
 
 from __future__ import annotations
