@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from transformers.utils import logging as transformers_logging
 
+import mlx_gen as mg
 from mlx_gen.cli.main import main
 from tests.checkpoints import llama_config, write_checkpoint
 from tests.conftest import STORIES
@@ -100,3 +101,41 @@ def test_an_indivisible_head_count_is_printed_once(tmp_path):
         f"error: {folder}: num_attention_heads=4 cannot be split across 3 ranks "
         "(tensor parallelism needs it divisible by the number of ranks)"
     ], err
+
+
+# --- messages that name the flag and the reason (item 17) ---
+
+
+@pytest.mark.skipif(not (STORIES / "config.json").exists(), reason="no stories260K")
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--score", " "],
+            "error: argument --score: ' ' encodes to no token (whitespace alone may), so "
+            "there is nothing to score",
+        ),
+        (
+            ["--bad-words", "   "],
+            "error: argument --bad-words: BadWords.from_strings: word '   ' is invalid: "
+            "expected text with a non-space character (a blank word bans nothing)",
+        ),
+    ],
+)
+def test_blank_score_and_bad_words_name_the_flag_and_why(capsys, args, line):
+    # Before: "score() needs a non-empty prompt and continuation"; no flag named.
+    code = main(["--model", str(STORIES), "--prompt", "Hi", *args])
+    captured = capsys.readouterr()
+    assert (code, captured.out, captured.err) == (2, "", line + "\n")
+
+
+@pytest.mark.skipif(not (STORIES / "config.json").exists(), reason="no stories260K")
+def test_a_prompt_of_the_wrong_type_is_named():
+    model = mg.load(STORIES)
+    # Before: TypeError: 'int' object is not iterable.
+    with pytest.raises(ValueError, match=r"^prompt=12345 is an int: expected text \(a str\) or"):
+        mg.generate(model, 12345)
+    with pytest.raises(ValueError, match=r"^score\(\): continuation=' ' encodes to no token"):
+        mg.score(model, "Hi", " ")
+    with pytest.raises(ValueError, match=r"^continuation=7 is an int: expected text"):
+        mg.score(model, "Hi", 7)

@@ -31,6 +31,7 @@ from mlx_gen.cli.batch_io import (
     write_jsonl_results,
 )
 from mlx_gen.cli.input_text import read_text
+from mlx_gen.cli.model_settings import settings_for_model
 from mlx_gen.cli.options import CliOptions, UsageError, parse_command_line
 from mlx_gen.cli.output import (
     PrefillProgress,
@@ -53,17 +54,6 @@ from mlx_gen.loading.distributed import ShardingError
 from mlx_gen.prompts import encode_prompt
 from mlx_gen.quiet_libraries import quiet_libraries
 from mlx_gen.validation import truncated
-
-# Settings fields holding token ids, and the flag each comes from.
-ID_FLAGS = {
-    "logit_bias": "--logit-bias",
-    "suppress_tokens": "--suppress-tokens",
-    "begin_suppress_tokens": "--begin-suppress-tokens",
-    "eos_token_ids": "--eos-token-ids",
-    "extra_eos_token_ids": "--extra-eos-token-ids",
-    "logprob_token_ids": "--logprob-token-ids",
-}
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (``None``: ``sys.argv[1:]``); return the exit status.
@@ -126,70 +116,6 @@ def _run_model(model: mg.LoadedModel, options: CliOptions) -> int:
     if options.score is not None:
         return _score(model, prompt_ids, options.score, settings, as_json=options.json)
     return _generate(model, prompt_ids, settings, options)
-
-
-# --- what needs the loaded model ---
-
-
-def text_bias_ids(tokenizer: Any, text: str) -> list[int]:
-    """The ids ``--logit-bias-text TEXT:BIAS`` biases.
-
-    Every token of ``TEXT`` and of ``" " + TEXT`` (``TEXT``'s leading spaces removed
-    first), encoded without special tokens; tokens that decode to whitespace only (a
-    SentencePiece lone space marker) are skipped, since biasing them would bias every
-    word. Order kept, duplicates dropped.
-    """
-    bare = text.lstrip()
-    ids = [
-        int(i)
-        for variant in (bare, " " + bare)
-        for i in tokenizer.encode(variant, add_special_tokens=False)
-    ]
-    return [i for i in dict.fromkeys(ids) if tokenizer.decode([i]).strip()]
-
-
-def settings_for_model(options: CliOptions, model: mg.LoadedModel) -> mg.GenerationSettings:
-    """``options.settings`` checked against ``model``'s vocabulary, text biases added.
-
-    Raises:
-        UsageError: A token id outside the vocabulary (the flag is named), a
-            ``--logit-bias-text`` that encodes to no token, or a ``--draft-model`` that
-            does not load or has another vocabulary size.
-    """
-    settings, vocab = options.settings, model.vocab_size
-    for field, flag in ID_FLAGS.items():
-        for i in getattr(settings, field) or ():
-            if i >= vocab:
-                raise UsageError(
-                    f"argument {flag}: token id {i} is outside the vocabulary "
-                    f"(valid ids: 0..{vocab - 1})"
-                )
-    if options.draft_model is not None:
-        settings = replace(settings, speculative=_draft_model(options, model))
-    if not options.logit_bias_text:
-        return settings
-    bias: dict[int, float] = {}
-    for text, value in options.logit_bias_text:
-        ids = text_bias_ids(model.tokenizer, text)
-        if not ids:
-            raise UsageError(f"argument --logit-bias-text: {text!r} encodes to no token")
-        bias.update(dict.fromkeys(ids, value))
-    bias.update(settings.logit_bias or {})  # An explicit --logit-bias ID wins.
-    return replace(settings, logit_bias=bias)
-
-
-def _draft_model(options: CliOptions, model: mg.LoadedModel) -> mg.DraftModel:
-    """Load ``--draft-model`` (with ``--dtype``) and check that it shares the vocabulary."""
-    try:
-        draft = mg.load(options.draft_model, dtype=options.dtype)
-    except (ValueError, OSError) as e:
-        raise UsageError(f"argument --draft-model: {e}") from e
-    if draft.vocab_size != model.vocab_size:
-        raise UsageError(
-            f"argument --draft-model: {options.draft_model} has vocabulary size "
-            f"{draft.vocab_size}; the model's is {model.vocab_size} (they must be equal)"
-        )
-    return mg.DraftModel(draft, num_draft=options.num_draft or mg.DraftModel.num_draft)
 
 
 def _prompt_ids(options: CliOptions, model: mg.LoadedModel) -> list[int]:
@@ -283,6 +209,11 @@ def _score(
     *,
     as_json: bool,
 ) -> int:
+    if not model.tokenizer.encode(text, add_special_tokens=False):
+        raise UsageError(
+            f"argument --score: {text!r} encodes to no token (whitespace alone may), so there "
+            "is nothing to score"
+        )
     decode = _decoder(model)
     result = mg.score(
         model, prompt_ids, text, top_n=settings.logprobs or 0, token_ids=settings.logprob_token_ids
