@@ -14,6 +14,7 @@ import pytest
 import mlx_gen as mg
 from mlx_gen.loading import template_sandbox
 from mlx_gen.loading.chat_template import render_chat_template
+from tests.test_gguf import byte_level_metadata, tiny_config, write_model
 from tests.test_model_folder_code import CHAT, copy_stories, edit_json, one_error_line, run_cli
 
 PAYLOADS = {
@@ -108,3 +109,14 @@ def test_a_large_legitimate_chat_renders_within_the_bounds():
     assert render_chat_template("{{ 2 ** 64 }} {{ '-' * 3 }} {{ '%5d' % 7 }}", [], source="t") == (
         "18446744073709551616 ---     7"
     )
+
+
+def test_a_gguf_template_payload_is_one_error(tmp_path):
+    path = tmp_path / "bomb.gguf"
+    metadata = {**byte_level_metadata(), "tokenizer.chat_template": PAYLOADS["power"][0]}
+    write_model(path, tiny_config(), tokenizer=metadata)
+    start = time.monotonic()
+    with pytest.raises(ValueError) as err:
+        mg.generate(mg.load(path), messages=CHAT, settings=mg.GenerationSettings(max_tokens=1))
+    assert time.monotonic() - start < 10.0
+    assert str(err.value).startswith(f"{path} (tokenizer.chat_template): the chat template went")
