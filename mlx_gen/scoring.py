@@ -90,8 +90,14 @@ def score(
     """
     p_ids = encode_text_or_ids(model, prompt, special=True)
     c_ids = encode_text_or_ids(model, continuation, special=False, what="continuation")
-    if not p_ids or not c_ids:
-        raise ValueError("score() needs a non-empty prompt and continuation")
+    if not p_ids:
+        raise ValueError("score(): the prompt is empty: pass at least one token or character")
+    if not c_ids:
+        shown = repr(continuation) if len(repr(continuation)) <= 60 else "the continuation"
+        raise ValueError(
+            f"score(): continuation={shown} encodes to no token (whitespace alone may), so "
+            "there is nothing to score: pass text or ids with at least one token"
+        )
     check_fits(
         len(p_ids) + len(c_ids),
         context_length(model.config),

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from mlx_gen.generation import GenerationResult
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
+from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN
 from mlx_gen.scoring import ScoreResult
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.speculation_cost import SpeculationStats
@@ -180,6 +181,17 @@ def constraint_note(result: GenerationResult) -> str | None:
             "before the grammar completed; raise --max-tokens)"
         )
     return None
+
+
+def no_token_note(result: GenerationResult) -> str | None:
+    """The stderr line when generation ended because no token was allowed, else ``None``."""
+    if result.finish_reason != NO_ALLOWED_TOKEN:
+        return None
+    return (
+        f"{NO_ALLOWED_TOKEN}: generation stopped after {len(result.token_ids)} token(s): no "
+        "token was allowed at the next step (every id banned by --suppress-tokens, "
+        "--begin-suppress-tokens, --bad-words or a -inf --logit-bias, or NaN logits)"
+    )
 
 
 def score_json(result: ScoreResult, decode: Decode, prompt_tokens: int) -> dict[str, Any]:
