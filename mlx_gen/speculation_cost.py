@@ -142,4 +142,3 @@ class CostModel:
         k = best_k if best >= MARGIN else 1  # a cheap probe after RETRY_AFTER plain tokens
         stats.decision = f"draft {k} (acceptance {self.alpha:.2f}, r={r:.2f})"
         return k
-

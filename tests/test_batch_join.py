@@ -29,7 +29,10 @@ KINDS = {
     ),
     "greedy": dict(ignore_eos=True),
     "logprobs": dict(
-        logprobs=3, logprobs_modes=("raw", "processed"), temperature=0.8, top_p=0.9,
+        logprobs=3,
+        logprobs_modes=("raw", "processed"),
+        temperature=0.8,
+        top_p=0.9,
         ignore_eos=True,
     ),  # fmt: skip
 }

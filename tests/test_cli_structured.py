@@ -81,7 +81,10 @@ def test_constraint_files_are_read_with_the_prompt_file_cap(capsys, tmp_path, fl
     # Before: read whole (--grammar /dev/zero grew to 24 GB and was OOM-killed).
     code, out, err = run(capsys, flag, "/dev/zero")
     assert (code, out) == (2, "")
-    assert err == f"error: argument {flag}: '/dev/zero' is larger than 32 MiB, the most mlx-gen reads\n"
+    expected = (
+        f"error: argument {flag}: '/dev/zero' is larger than 32 MiB, the most mlx-gen reads\n"
+    )
+    assert err == expected
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b'start: "a\xff"')
     code, out, err = run(capsys, flag, str(bad))

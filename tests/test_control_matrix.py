@@ -146,9 +146,11 @@ def server_body(control: str) -> dict:
     body = {"model": "story", "prompt": PROMPT, "max_tokens": 24, "temperature": 0.0,
             "return_token_ids": True}  # fmt: skip
     if "logit_bias" in c:
-        body["logit_bias"] = {str(k): max(-100.0, min(100.0, v)) for k, v in c["logit_bias"].items()}
-    for name in ("suppress_tokens", "begin_suppress_tokens", "stop", "repetition_penalty",
-                 "presence_penalty", "frequency_penalty", "temperature", "top_p", "seed"):  # fmt: skip
+        bias = c["logit_bias"].items()
+        body["logit_bias"] = {str(k): max(-100.0, min(100.0, v)) for k, v in bias}
+    names = ("suppress_tokens", "begin_suppress_tokens", "stop", "repetition_penalty",
+             "presence_penalty", "frequency_penalty", "temperature", "top_p", "seed")  # fmt: skip
+    for name in names:
         if name in c:
             body[name] = list(c[name]) if isinstance(c[name], list) else c[name]
     if "min_new_tokens" in c:

@@ -98,7 +98,8 @@ def drafter(kind: str, story: mg.LoadedModel, noisy: mg.LoadedModel):
         return mg.PromptLookup(num_draft=4, max_ngram=3, min_ngram=1, measure_cost=False)
     if kind == "draft_model":
         return mg.DraftModel(noisy, num_draft=3, measure_cost=False)
-    return mg.DraftModel(story, num_draft=5, measure_cost=False)  # the target itself: every draft accepted
+    # The target itself: every draft accepted.
+    return mg.DraftModel(story, num_draft=5, measure_cost=False)
 
 
 def assert_same_tokens(spec: list[mg.GeneratedToken], base: list[mg.GeneratedToken]) -> None:

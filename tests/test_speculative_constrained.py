@@ -58,7 +58,7 @@ GREEDY_CONTROLS = ["plain", "bias", "repetition", "custom_processor", "logprobs"
 @pytest.mark.parametrize("kind", ["lookup", "draft_model", "self"])
 @pytest.mark.parametrize("constraint", list(CONSTRAINTS))
 @pytest.mark.parametrize("control", GREEDY_CONTROLS)
-def test_greedy_constrained_output_is_identical(story, noisy_draft, kind, constraint, control):
+def test_greedy_constrained_output_is_identical(story, noisy_draft, kind, constraint, control):  # noqa: F811
     ids = story.tokenizer.encode(TEXT)
     base = mg.GenerationSettings(
         max_tokens=40, temperature=0.0, constraint=CONSTRAINTS[constraint], **CONTROLS[control]
@@ -74,7 +74,7 @@ def test_greedy_constrained_output_is_identical(story, noisy_draft, kind, constr
         assert stats.accepted == stats.drafted
 
 
-def test_drafts_the_grammar_forbids_are_never_verified(story):
+def test_drafts_the_grammar_forbids_are_never_verified(story):  # noqa: F811
     """The prompt is full of capitals; the grammar allows none: drafts are cut, output valid."""
     ids = story.tokenizer.encode(TEXT)
     settings = mg.GenerationSettings(
@@ -136,7 +136,7 @@ def exact_constrained_joint(model, ids, constraint, *, masked: bool) -> dict:
     return joint
 
 
-def test_constrained_speculative_sampling_matches_the_exact_distribution(story):
+def test_constrained_speculative_sampling_matches_the_exact_distribution(story):  # noqa: F811
     ids = story.tokenizer.encode("Lily went to the park. Lily went to the")
     constraint = mg.Regex(r" [a-rt-z][a-z]*( [a-z]+)*")  # no " s...": a third of the mass
     settings = dict(
@@ -162,7 +162,7 @@ def test_constrained_speculative_sampling_matches_the_exact_distribution(story):
 
 
 @pytest.mark.parametrize("kind", ["lookup", "draft_model"])
-def test_nothing_allowed_ends_with_constraint_like_plain(story, noisy_draft, kind):
+def test_nothing_allowed_ends_with_constraint_like_plain(story, noisy_draft, kind):  # noqa: F811
     choice = mg.Choice(["I want to play with the ball.", "I want to go home."])
 
     def ban_letters_after_three(logits, ctx):  # removes every id the grammar allows later

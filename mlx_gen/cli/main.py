@@ -7,11 +7,12 @@ one JSON document, and ``--verbose`` diagnostics, the prefill progress line and
 ``--stream-logprobs`` rows go to stderr.
 
 Exit status: 0 on success; 1 when generation ended with ``no_allowed_token`` (one
-line on stderr says why; what was generated before is printed); 2 on bad input (one ``error: ...`` line on stderr, no
-traceback); 130 after Ctrl-C (what was printed stays; ``interrupted`` on stderr; with
-``--json`` the document of what was generated is printed, ``finish_reason``
-``"interrupted"``); 141 when stdout is a closed pipe (``| head``), silently. Model text
-written to a terminal has its control characters escaped (:mod:`mlx_gen.cli.terminal`).
+line on stderr says why; what was generated before is printed); 2 on bad input (one
+``error: ...`` line on stderr, no traceback); 130 after Ctrl-C (what was printed
+stays; ``interrupted`` on stderr; with ``--json`` the document of what was generated
+is printed, ``finish_reason`` ``"interrupted"``); 141 when stdout is a closed pipe
+(``| head``), silently. Model text written to a terminal has its control characters
+escaped (:mod:`mlx_gen.cli.terminal`).
 """
 
 from __future__ import annotations
@@ -34,10 +35,7 @@ from mlx_gen.cli.input_text import read_text
 from mlx_gen.cli.model_settings import settings_for_model
 from mlx_gen.cli.options import CliOptions, UsageError, parse_command_line
 from mlx_gen.cli.output import (
-    PrefillProgress,
-    call_lines,
     constraint_note,
-    defaults_lines,
     generation_json,
     logprob_line,
     logprob_table,
@@ -45,15 +43,16 @@ from mlx_gen.cli.output import (
     no_token_note,
     score_json,
     score_total,
-    stats_lines,
 )
 from mlx_gen.cli.ranks import error_line, silenced, yield_to_rank0
 from mlx_gen.cli.streams import check_output_path, check_stdout, quiet_stdout
 from mlx_gen.cli.terminal import for_terminal
+from mlx_gen.cli.verbose import PrefillProgress, call_lines, defaults_lines, stats_lines
 from mlx_gen.loading.distributed import ShardingError
 from mlx_gen.prompts import encode_prompt
 from mlx_gen.quiet_libraries import quiet_libraries
 from mlx_gen.validation import truncated
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (``None``: ``sys.argv[1:]``); return the exit status.

@@ -60,7 +60,7 @@ def template_error(error: Exception, source: str) -> ValueError:
     (``{{ 1 / 0 }}``, ``{{ 'a' * 10**12 }}``): all are the template's fault.
     """
     if isinstance(error, TemplateLimitError):
-        what = f"went past a limit ({error}); see README \"Security\" for the bounds"
+        what = f'went past a limit ({error}); see README "Security" for the bounds'
     elif isinstance(error, jinja2.exceptions.SecurityError):
         reason = str(error).rstrip(".")
         what = f"was blocked by the sandbox ({reason}); model files may not run code"

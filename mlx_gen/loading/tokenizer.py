@@ -78,7 +78,6 @@ class CheckedTokenizer(TokenizerWrapper):
         except (jinja2.TemplateError, ArithmeticError, MemoryError, LookupError, TypeError) as e:
             raise template_error(e, self._template_source) from None
 
-
     def _check_template_bounds(self, messages: Any, kwargs: dict[str, Any]) -> None:
         hf = self._tokenizer
         if getattr(self, "_chat_template", None) is not None or not isinstance(
