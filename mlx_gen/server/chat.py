@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
+from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.prompts import encode_prompt
 from mlx_gen.server.bridge import ChoiceSpec, ClientGone, RequestRun
 from mlx_gen.server.errors import ApiError
@@ -90,6 +91,11 @@ class _Choice:
     last: GenerationChunk | None = None
 
 
+def _ids(chunk: GenerationChunk) -> list[int]:
+    """The id ``chunk`` generated: none on a last chunk that generated nothing (NO_TOKEN)."""
+    return [] if chunk.token == NO_TOKEN else [chunk.token]
+
+
 def _entries(state: ServerState, req: ChatRequest, chunk: GenerationChunk) -> list[LogprobEntry]:
     if not chunk.logprobs:
         return []
@@ -118,7 +124,7 @@ async def chat_completions(state: ServerState, req: ChatRequest, request: Reques
                 choice = choices[index]
                 choice.text.append(event.text)
                 choice.entries += _entries(state, req, event)
-                choice.ids.append(event.token)
+                choice.ids += _ids(event)
                 choice.last = event
     except ClientGone:
         run.cancel()
@@ -167,7 +173,7 @@ def _piece(state: ServerState, req: ChatRequest, index: int, event: GenerationCh
         logprobs=ChoiceLogprobs(content=entries) if entries else None,
         finish_reason=reason,
         stop_reason=stop_reason,
-        token_ids=[event.token] if req.return_token_ids else None,
+        token_ids=_ids(event) if req.return_token_ids else None,
     )
 
 
@@ -192,7 +198,7 @@ async def _stream(
                     last = ChunkChoice(index=index, delta=Delta(), finish_reason="length")
                     yield sse(ChatCompletionChunk(**head, choices=[last]))
                 continue
-            counts[index] += 1
+            counts[index] += len(_ids(event))
             finished[index] = event.finish_reason is not None
             piece = _piece(state, req, index, event)
             if piece is not None:

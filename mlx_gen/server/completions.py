@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
+from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.server.bridge import ChoiceSpec, ClientGone, RequestRun
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.logprob_format import legacy_entry, legacy_logprobs
@@ -148,9 +149,9 @@ def _collect(state: ServerState, req: CompletionRequest, c: _Choice, event, run)
         c.entries += _prompt_entries(state, c, event, req.logprobs or 0)
     elif isinstance(event, GenerationChunk):
         c.text.append(event.text)
-        c.ids.append(event.token)
+        c.ids += [] if event.token == NO_TOKEN else [event.token]
         c.last = event
-        if req.logprobs is not None:
+        if req.logprobs is not None and event.logprobs:
             c.entries.append(_token_entry(state, req, event))
 
 

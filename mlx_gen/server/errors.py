@@ -64,10 +64,21 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
         loc = [str(p) for p in item.get("loc", ()) if p != "body"]
         if item.get("type") == "json_invalid":
             return f"the request body is not valid JSON: {item.get('msg')}", None
-        field = ".".join(loc) or "body"
+        field = ".".join(p for p in loc if not _union_tag(p)) or "body"
         param = param or field
-        parts.append(f"{field}: {item.get('msg')} (got {item.get('input')!r})")
+        parts.append(f"{field}: {item.get('msg')} (got {_short(item.get('input'))})")
     return "invalid request: " + "; ".join(parts), param
+
+
+def _union_tag(part: str) -> bool:
+    """A location part that names a union member (``list[int]``, ``str``), not a field."""
+    return "[" in part or part in ("str", "int", "float", "bool", "dict", "list")
+
+
+def _short(value: object, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a 10 MB prompt is not echoed back)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def install_error_handlers(app: FastAPI) -> None:

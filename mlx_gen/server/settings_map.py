@@ -1,8 +1,9 @@
 """Requests → :class:`~mlx_gen.GenerationSettings`, with the checks that need the model.
 
 OpenAI's fields map onto the engine's options one to one (``stop`` → ``stop``,
-``logit_bias`` → ``logit_bias`` with string keys parsed and values clamped to
-[-100, 100] as OpenAI documents, ``presence_penalty`` / ``frequency_penalty`` → the
+``logit_bias`` → ``logit_bias`` with canonical decimal keys (``"7"``, not ``" 7 "``,
+``"07"`` or ``"1_0"``) and finite values (NaN and ±Infinity are refused by the request
+schema) clamped to [-100, 100] as OpenAI documents, ``presence_penalty`` / ``frequency_penalty`` → the
 OpenAI penalties, ``seed`` → ``seed``); the extensions map onto their namesakes
 (``min_tokens`` → ``min_new_tokens``, ``include_stop_str_in_output`` →
 ``include_stop_str``, ``logprobs_mode`` "both" → both modes). Choice ``i`` of a request
@@ -12,6 +13,7 @@ with ``n > 1`` uses ``seed + i``, so each choice equals ``generate`` with that s
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from mlx_gen.server.schemas import SamplingRequest
 from mlx_gen.settings import GenerationSettings
 
 BIAS_LIMIT = 100.0
+_CANONICAL_ID = re.compile(r"0|[1-9][0-9]{0,18}")
 
 
 @dataclass(frozen=True)
@@ -52,17 +55,23 @@ def _ids_in_vocab(name: str, ids: list[int] | None, vocab: int) -> None:
 
 
 def logit_bias(raw: dict[str, float] | None, vocab: int) -> dict[int, float] | None:
-    """Parse OpenAI's ``{"id": bias}`` (string keys), clamping each bias to [-100, 100]."""
+    """Parse OpenAI's ``{"id": bias}`` (canonical decimal keys), clamping to [-100, 100].
+
+    Values reach here finite (the schema refuses NaN and ±Infinity: ``min(100, nan)``
+    would be ``100``, forcing the token).
+    """
     if not raw:
         return None
     out = {}
     for key, value in raw.items():
-        try:
-            token = int(key)
-        except ValueError:
+        if not _CANONICAL_ID.fullmatch(key):
             raise ApiError(
-                400, f"logit_bias: key {key!r} is not a token id (an integer)", param="logit_bias"
-            ) from None
+                400,
+                f"logit_bias: key {key!r} is not a token id (a decimal integer such as "
+                "'42', no sign, spaces, underscores or leading zeros)",
+                param="logit_bias",
+            )
+        token = int(key)
         if not 0 <= token < vocab:
             raise ApiError(
                 400,

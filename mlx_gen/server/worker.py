@@ -28,6 +28,7 @@ from mlx_gen.batch.decode import BatchDecoder
 from mlx_gen.batch.step import STREAM
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
+from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.plan import DecodePlan
 from mlx_gen.scoring import score
 from mlx_gen.server.jobs import (
@@ -236,7 +237,7 @@ class Worker:
             job = self._active.get(index)
             if job is None:
                 continue
-            self.generated_tokens += 1
+            self.generated_tokens += out.token != NO_TOKEN
             try:
                 chunk = job.text.feed(out)
             except Exception as err:  # noqa: BLE001 - a stopping criterion of this job
