@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.prompts import encode_prompt
@@ -25,7 +26,12 @@ from mlx_gen.server.responses import (
     Usage,
 )
 from mlx_gen.server.schemas import ChatRequest, Message
-from mlx_gen.server.settings_map import base_settings, choice_settings, max_tokens
+from mlx_gen.server.settings_map import (
+    base_settings,
+    check_prompt_chars,
+    choice_settings,
+    max_tokens,
+)
 from mlx_gen.server.state import ServerState
 from mlx_gen.server.streaming import DONE, finish_fields, new_id, now, sse, sse_error
 from mlx_gen.server.worker import Failed
@@ -50,6 +56,7 @@ def _content(message: Message, index: int) -> str:
 
 def _prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
     messages = [{"role": m.role, "content": _content(m, i)} for i, m in enumerate(req.messages)]
+    check_prompt_chars(sum(len(m["content"]) for m in messages), state.limits, "messages")
     try:
         return encode_prompt(state.model.tokenizer, messages=messages)
     except Exception as err:  # noqa: BLE001 - a template error is the request's fault
@@ -107,7 +114,7 @@ async def chat_completions(state: ServerState, req: ChatRequest, request: Reques
     """Answer a chat request (a JSON body, or an SSE stream when ``stream`` is true)."""
     state.check_model(req.model)
     state.check_fields(req)
-    specs = _specs(state, req)
+    specs = await run_in_threadpool(_specs, state, req)  # Template and tokenizer: off the loop.
     run = RequestRun(state.worker, specs)
     await run.admitted()
     if req.stream:

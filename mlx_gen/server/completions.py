@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.server.bridge import ChoiceSpec, ClientGone, RequestRun
@@ -21,7 +22,12 @@ from mlx_gen.server.errors import ApiError
 from mlx_gen.server.logprob_format import legacy_entry, legacy_logprobs
 from mlx_gen.server.responses import Completion, CompletionChoice, Usage
 from mlx_gen.server.schemas import CompletionRequest
-from mlx_gen.server.settings_map import base_settings, choice_settings, max_tokens
+from mlx_gen.server.settings_map import (
+    base_settings,
+    check_prompt_chars,
+    choice_settings,
+    max_tokens,
+)
 from mlx_gen.server.state import ServerState
 from mlx_gen.server.streaming import DONE, finish_fields, new_id, now, sse, sse_error
 from mlx_gen.server.worker import Failed, PromptScores
@@ -39,6 +45,8 @@ def _prompts(state: ServerState, prompt: object) -> list[tuple[list[int], str]]:
         items = list(prompt)
     if not items:
         raise ApiError(400, "prompt is empty: pass text or token ids", param="prompt")
+    chars = sum(len(item) for item in items if isinstance(item, str))
+    check_prompt_chars(chars, state.limits, "prompt")
     out = []
     for i, item in enumerate(items):
         if isinstance(item, str):
@@ -84,6 +92,12 @@ def _specs(state: ServerState, req: CompletionRequest, prompts: list) -> list[Ch
     return specs
 
 
+def _prepare(state: ServerState, req: CompletionRequest) -> tuple[list, list[ChoiceSpec]]:
+    """The prompts and the choices' specs (tokenizes: run it in a thread)."""
+    prompts = _prompts(state, req.prompt)
+    return prompts, _specs(state, req, prompts)
+
+
 @dataclass
 class _Choice:
     prompt_ids: list[int]
@@ -112,8 +126,7 @@ async def completions(state: ServerState, req: CompletionRequest, request: Reque
     """Answer a completions request (JSON, or SSE when ``stream`` is true)."""
     state.check_model(req.model)
     state.check_fields(req)
-    prompts = _prompts(state, req.prompt)
-    specs = _specs(state, req, prompts)
+    prompts, specs = await run_in_threadpool(_prepare, state, req)  # Tokenizing: off the loop.
     run = RequestRun(state.worker, specs)
     await run.admitted()
     choices = [_Choice(s.prompt_ids, prompts[i // req.n][1]) for i, s in enumerate(specs)]

@@ -34,10 +34,48 @@ class Limits:
     Attributes:
         max_tokens: The most tokens a request may ask for (``--max-tokens-limit``).
         max_choices: The most choices (``n`` x prompts) one request may ask for.
+        max_prompt_chars: The most characters of prompt text (or of all messages'
+            content) a request may send; checked before tokenizing (``None``: no bound).
     """
 
     max_tokens: int | None = None
     max_choices: int = 64
+    max_prompt_chars: int | None = None
+
+
+#: Without a known context length, a text prompt may have this many characters.
+UNKNOWN_CONTEXT_CHARS = 4 * 2**20
+
+
+def prompt_chars_bound(model: LoadedModel) -> int:
+    """The default ``max_prompt_chars``: more characters can never fit the context.
+
+    A token covers at most as many characters as its longest vocabulary piece (pieces
+    spell bytes or characters, never fewer than they decode to), so a text longer than
+    ``2 x context x longest piece`` has more tokens than the context holds (the factor
+    2 leaves room for normalizers that merge characters). Without a known context:
+    :data:`UNKNOWN_CONTEXT_CHARS`.
+    """
+    window = context_length(model)
+    if window is None:
+        return UNKNOWN_CONTEXT_CHARS
+    vocab = getattr(model.tokenizer, "get_vocab", None)
+    pieces = vocab() if callable(vocab) else {}
+    longest = max((len(p) for p in pieces), default=0) or 32
+    return 2 * window * longest
+
+
+def check_prompt_chars(chars: int, limits: Limits, param: str) -> None:
+    """400 when ``chars`` passes ``limits.max_prompt_chars`` (before any tokenizing)."""
+    bound = limits.max_prompt_chars
+    if bound is not None and chars > bound:
+        raise ApiError(
+            400,
+            f"{param} has {chars} characters, more than the server's limit ({bound}: "
+            "--max-prompt-chars; by default more characters than the model's context "
+            "could hold)",
+            param=param,
+        )
 
 
 def context_length(model: LoadedModel) -> int | None:
