@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
 from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.server.bridge import MAX_UNREAD_EVENTS
 from mlx_gen.server.chat import chat_completions
 from mlx_gen.server.completions import completions
 from mlx_gen.server.errors import install_error_handlers
@@ -49,6 +50,7 @@ def create_app(
     strict: bool = False,
     max_body_bytes: int = 16 * 2**20,
     max_prompt_chars: int | None = None,
+    max_unread_events: int = MAX_UNREAD_EVENTS,
     docs: bool = False,
 ) -> FastAPI:
     """An OpenAI-compatible app serving ``model`` as ``name``.
@@ -65,6 +67,8 @@ def create_app(
         max_body_bytes: The most bytes a request body may have (then 413).
         max_prompt_chars: The most characters a text prompt (or all messages) may have
             before tokenizing (``None``: :func:`~.settings_map.prompt_chars_bound`).
+        max_unread_events: Events a streaming client may leave unread (then its
+            request is cancelled).
         docs: Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (behind the key).
 
     Raises:
@@ -72,6 +76,7 @@ def create_app(
     """
     checks = [("max_batch_size", max_batch_size, 1), ("max_queue", max_queue, 0)]
     checks += [("max_body_bytes", max_body_bytes, 1), ("max_prompt_chars", max_prompt_chars, 1)]
+    checks += [("max_unread_events", max_unread_events, 1)]
     for label, value, low in checks:
         if value is not None and value < low:
             raise ValueError(f"{label}={value!r} is invalid (expected an int >= {low})")
@@ -79,7 +84,8 @@ def create_app(
         raise ValueError("api_key='' is invalid (an empty key would let anyone in)")
     worker = Worker(model, max_batch_size=max_batch_size, max_queue=max_queue)
     chars = max_prompt_chars if max_prompt_chars is not None else prompt_chars_bound(model)
-    limits = Limits(max_tokens_limit, max(1, min(64, max_batch_size + max_queue)), chars)
+    choices = max(1, min(64, max_batch_size + max_queue))
+    limits = Limits(max_tokens_limit, choices, chars, max_unread_events)
     state = ServerState(model, name, worker, limits, strict, api_key)
 
     @asynccontextmanager
@@ -105,6 +111,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:
         return {
             "status": "ok",
             "in_flight": state.worker.in_flight,
+            "unsent": state.worker.unsent,
             "generated_tokens": state.worker.generated_tokens,
         }
 

@@ -115,7 +115,7 @@ async def chat_completions(state: ServerState, req: ChatRequest, request: Reques
     state.check_model(req.model)
     state.check_fields(req)
     specs = await run_in_threadpool(_specs, state, req)  # Template and tokenizer: off the loop.
-    run = RequestRun(state.worker, specs)
+    run = RequestRun(state.worker, specs, state.limits.max_unread_events)
     await run.admitted()
     if req.stream:
         return StreamingResponse(
@@ -136,6 +136,8 @@ async def chat_completions(state: ServerState, req: ChatRequest, request: Reques
     except ClientGone:
         run.cancel()
         raise ApiError(400, "the client disconnected") from None
+    finally:
+        run.close()  # Its places in the queue are free once the answer is built.
     return _response(state, req, choices, len(specs[0].prompt_ids))
 
 
@@ -218,4 +220,4 @@ async def _stream(
             yield sse(ChatCompletionChunk(**head, choices=[], usage=usage))
         yield DONE
     finally:
-        run.cancel()
+        run.close()  # Sent or abandoned: cancel what runs, free its places in the queue.

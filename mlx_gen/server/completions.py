@@ -127,7 +127,7 @@ async def completions(state: ServerState, req: CompletionRequest, request: Reque
     state.check_model(req.model)
     state.check_fields(req)
     prompts, specs = await run_in_threadpool(_prepare, state, req)  # Tokenizing: off the loop.
-    run = RequestRun(state.worker, specs)
+    run = RequestRun(state.worker, specs, state.limits.max_unread_events)
     await run.admitted()
     choices = [_Choice(s.prompt_ids, prompts[i // req.n][1]) for i, s in enumerate(specs)]
     for c in choices:
@@ -143,6 +143,8 @@ async def completions(state: ServerState, req: CompletionRequest, request: Reque
     except ClientGone:
         run.cancel()
         raise ApiError(400, "the client disconnected") from None
+    finally:
+        run.close()  # Its places in the queue are free once the answer is built.
     out = [_choice(req, i, c, final=True) for i, c in enumerate(choices)]
     completion = sum(len(c.ids) for c in choices)
     return Completion(
@@ -236,4 +238,4 @@ async def _stream(
             yield sse(Completion(**head, choices=[], usage=_usage(prompt_len, total)))
         yield DONE
     finally:
-        run.cancel()
+        run.close()  # Sent or abandoned: cancel what runs, free its places in the queue.

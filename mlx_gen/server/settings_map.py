@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.server.bridge import MAX_UNREAD_EVENTS
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.response_format import constraint_for
 from mlx_gen.server.schemas import SamplingRequest
@@ -36,11 +37,14 @@ class Limits:
         max_choices: The most choices (``n`` x prompts) one request may ask for.
         max_prompt_chars: The most characters of prompt text (or of all messages'
             content) a request may send; checked before tokenizing (``None``: no bound).
+        max_unread_events: Events a streaming request may leave unread (then it is
+            cancelled; see :mod:`mlx_gen.server.bridge`).
     """
 
     max_tokens: int | None = None
     max_choices: int = 64
     max_prompt_chars: int | None = None
+    max_unread_events: int = MAX_UNREAD_EVENTS
 
 
 #: Without a known context length, a text prompt may have this many characters.
