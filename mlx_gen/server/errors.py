@@ -2,8 +2,10 @@
 
 Every error answers ``{"error": {"message", "type", "param", "code"}}``: 400 for an
 invalid value (FastAPI's 422 and malformed JSON included), 401 for a missing or wrong
-key, 404 for an unknown model or route, 413 for a body over the limit, 429 when the queue is full, 503 while shutting
-down. An unexpected exception gives a 500 in the same shape, never a traceback.
+key, 404 for an unknown model or route, 413 for a body over the limit, 429 when the
+queue is full, 503 while shutting down (and over the connection limit, from
+:mod:`.connections`). An unexpected exception gives a 500 in the same shape, never a
+traceback.
 """
 
 from __future__ import annotations

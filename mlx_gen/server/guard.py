@@ -53,7 +53,8 @@ class RequestGuard:
         if body is None:  # The client went away.
             return
         if isinstance(body, int):
-            await _refuse(scope, receive, send, 413, self._too_large(body, at_least=True), _TOO_LARGE)
+            message = self._too_large(body, at_least=True)
+            await _refuse(scope, receive, send, 413, message, _TOO_LARGE)
             return
         await self.app(scope, _replay(body, receive), send)
 

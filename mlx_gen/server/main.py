@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _int(p: argparse.ArgumentParser, flag: str, default: int, what: str) -> None:
-    p.add_argument(flag, type=int, default=default, metavar="N", help=f"{what} (default: {default})")
+    """Add an int option ``flag`` whose help says ``what`` and its default."""
+    help_text = f"{what} (default: {default})"
+    p.add_argument(flag, type=int, default=default, metavar="N", help=help_text)
 
 
 class _Server(uvicorn.Server):

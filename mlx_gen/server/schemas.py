@@ -22,7 +22,8 @@ def _unicode(value: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError as err:
         bad = f"U+{ord(value[err.start]):04X}"
-        raise ValueError(f"not valid Unicode: a lone surrogate ({bad}) at index {err.start}") from None
+        where = f"a lone surrogate ({bad}) at index {err.start}"
+        raise ValueError(f"not valid Unicode: {where}") from None
     return value
 
 

@@ -1,14 +1,14 @@
 """Requests → :class:`~mlx_gen.GenerationSettings`, with the checks that need the model.
 
 OpenAI's fields map onto the engine's options one to one (``stop`` → ``stop``,
-``logit_bias`` → ``logit_bias`` with canonical decimal keys (``"7"``, not ``" 7 "``,
-``"07"`` or ``"1_0"``) and finite values (NaN and ±Infinity are refused by the request
-schema) clamped to [-100, 100] as OpenAI documents, ``presence_penalty`` / ``frequency_penalty`` → the
+``logit_bias`` → ``logit_bias``, ``presence_penalty`` / ``frequency_penalty`` → the
 OpenAI penalties, ``seed`` → ``seed``); the extensions map onto their namesakes
 (``min_tokens`` → ``min_new_tokens``, ``include_stop_str_in_output`` →
-``include_stop_str``, ``logprobs_mode`` "both" → both modes). Choice ``i`` of a request
-with ``n > 1`` uses ``seed + i``, so each choice equals ``generate`` with that seed.
-"""
+``include_stop_str``, ``logprobs_mode`` "both" → both modes). ``logit_bias`` keys are
+canonical decimal ids (``"7"``, not ``" 7 "``, ``"07"`` or ``"1_0"``) and its values,
+finite (the schema refuses NaN and ±Infinity), are clamped to [-100, 100] as OpenAI
+documents. Choice ``i`` of a request with ``n > 1`` uses ``seed + i``, so each choice
+equals ``generate`` with that seed."""
 
 from __future__ import annotations
 
