@@ -12,6 +12,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from mlx_gen.loading.loader import LoadedModel
@@ -35,6 +36,7 @@ from mlx_gen.server.schemas import (
 )
 from mlx_gen.server.settings_map import Limits, context_length, prompt_chars_bound
 from mlx_gen.server.state import ServerState
+from mlx_gen.server.streaming import json_response
 from mlx_gen.server.tokenizer_routes import detokenize, tokenize, tokenizer_info
 from mlx_gen.server.worker import Worker
 
@@ -49,6 +51,7 @@ def create_app(
     api_key: str | None = None,
     strict: bool = False,
     max_body_bytes: int = 16 * 2**20,
+    body_timeout: float = 60.0,
     max_prompt_chars: int | None = None,
     max_unread_events: int = MAX_UNREAD_EVENTS,
     docs: bool = False,
@@ -65,8 +68,10 @@ def create_app(
             checked before the body is read).
         strict: Refuse unknown request fields with a 400.
         max_body_bytes: The most bytes a request body may have (then 413).
+        body_timeout: Seconds a request body may take to arrive (then 408).
         max_prompt_chars: The most characters a text prompt (or all messages) may have
-            before tokenizing (``None``: :func:`~.settings_map.prompt_chars_bound`).
+            before tokenizing (``None``: :func:`~.settings_map.prompt_chars_bound`, 8 x
+            the context length).
         max_unread_events: Events a streaming client may leave unread (then its
             request is cancelled).
         docs: Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (behind the key).
@@ -76,10 +81,10 @@ def create_app(
     """
     checks = [("max_batch_size", max_batch_size, 1), ("max_queue", max_queue, 0)]
     checks += [("max_body_bytes", max_body_bytes, 1), ("max_prompt_chars", max_prompt_chars, 1)]
-    checks += [("max_unread_events", max_unread_events, 1)]
+    checks += [("max_unread_events", max_unread_events, 1), ("body_timeout", body_timeout, 0.001)]
     for label, value, low in checks:
         if value is not None and value < low:
-            raise ValueError(f"{label}={value!r} is invalid (expected an int >= {low})")
+            raise ValueError(f"{label}={value!r} is invalid (expected >= {low})")
     if api_key is not None and not api_key:
         raise ValueError("api_key='' is invalid (an empty key would let anyone in)")
     worker = Worker(model, max_batch_size=max_batch_size, max_queue=max_queue)
@@ -98,7 +103,8 @@ def create_app(
     app = FastAPI(title="mlx_gen", lifespan=lifespan, **urls)
     app.state.server = state
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, api_key=api_key, max_body_bytes=max_body_bytes)
+    guard = {"api_key": api_key, "max_body_bytes": max_body_bytes, "body_timeout": body_timeout}
+    app.add_middleware(RequestGuard, **guard)
     _routes(app, state)
     return app
 
@@ -130,13 +136,13 @@ def _routes(app: FastAPI, state: ServerState) -> None:
     async def complete(req: CompletionRequest, request: Request):
         return await completions(state, req, request)
 
-    @app.post("/tokenize")
-    async def tokenize_route(req: TokenizeRequest) -> TokenizeResponse:
-        return await run_in_threadpool(tokenize, state, req)
+    @app.post("/tokenize", response_model=TokenizeResponse)
+    async def tokenize_route(req: TokenizeRequest) -> Response:
+        return await run_in_threadpool(json_response, tokenize, state, req)
 
-    @app.post("/detokenize")
-    async def detokenize_route(req: DetokenizeRequest) -> DetokenizeResponse:
-        return detokenize(state, req)
+    @app.post("/detokenize", response_model=DetokenizeResponse)
+    async def detokenize_route(req: DetokenizeRequest) -> Response:
+        return await run_in_threadpool(json_response, detokenize, state, req)
 
     @app.get("/tokenizer_info")
     async def tokenizer_info_route() -> TokenizerInfo:

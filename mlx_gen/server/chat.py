@@ -33,7 +33,15 @@ from mlx_gen.server.settings_map import (
     max_tokens,
 )
 from mlx_gen.server.state import ServerState
-from mlx_gen.server.streaming import DONE, finish_fields, new_id, now, sse, sse_error
+from mlx_gen.server.streaming import (
+    DONE,
+    finish_fields,
+    json_response,
+    new_id,
+    now,
+    sse,
+    sse_error,
+)
 from mlx_gen.server.worker import Failed
 from mlx_gen.stream import GenerationChunk
 
@@ -138,7 +146,8 @@ async def chat_completions(state: ServerState, req: ChatRequest, request: Reques
         raise ApiError(400, "the client disconnected") from None
     finally:
         run.close()  # Its places in the queue are free once the answer is built.
-    return _response(state, req, choices, len(specs[0].prompt_ids))
+    prompt_len = len(specs[0].prompt_ids)
+    return await run_in_threadpool(json_response, _response, state, req, choices, prompt_len)
 
 
 def _response(state: ServerState, req: ChatRequest, choices: list[_Choice], prompt_len: int):

@@ -29,7 +29,15 @@ from mlx_gen.server.settings_map import (
     max_tokens,
 )
 from mlx_gen.server.state import ServerState
-from mlx_gen.server.streaming import DONE, finish_fields, new_id, now, sse, sse_error
+from mlx_gen.server.streaming import (
+    DONE,
+    finish_fields,
+    json_response,
+    new_id,
+    now,
+    sse,
+    sse_error,
+)
 from mlx_gen.server.worker import Failed, PromptScores
 from mlx_gen.stream import GenerationChunk
 
@@ -145,6 +153,12 @@ async def completions(state: ServerState, req: CompletionRequest, request: Reque
         raise ApiError(400, "the client disconnected") from None
     finally:
         run.close()  # Its places in the queue are free once the answer is built.
+    return await run_in_threadpool(json_response, _completion, state, req, choices, prompt_len)
+
+
+def _completion(
+    state: ServerState, req: CompletionRequest, choices: list[_Choice], prompt_len: int
+) -> Completion:
     out = [_choice(req, i, c, final=True) for i, c in enumerate(choices)]
     completion = sum(len(c.ids) for c in choices)
     return Completion(

@@ -2,10 +2,10 @@
 
 Every error answers ``{"error": {"message", "type", "param", "code"}}``: 400 for an
 invalid value (FastAPI's 422 and malformed JSON included), 401 for a missing or wrong
-key, 404 for an unknown model or route, 413 for a body over the limit, 429 when the
-queue is full, 503 while shutting down (and over the connection limit, from
-:mod:`.connections`). An unexpected exception gives a 500 in the same shape, never a
-traceback.
+key, 404 for an unknown model or route, 408 for a body that arrives too slowly, 413
+for a body over the limit, 429 when the queue is full, 503 while shutting down (and
+over the connection limit, from :mod:`.connections`). An unexpected exception gives a
+500 in the same shape, never a traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
+    408: "timeout_error",
     413: "invalid_request_error",
     429: "rate_limit_exceeded",
     500: "server_error",

@@ -4,12 +4,15 @@ It runs before FastAPI reads or parses anything, so a wrong key costs no memory:
 key is checked on the headers alone (401, the body is never read). A body is then read
 as it arrives and counted: a ``Content-Length`` over the limit is refused at once, and a
 body without one (chunked) is refused as soon as its bytes pass the limit (413); at
-most ``max_body_bytes`` are ever held. The app then reads the body from memory.
+most ``max_body_bytes`` are ever held. A body must arrive whole within ``body_timeout``
+seconds (else 408: a client trickling bytes holds no connection for long). The app then
+reads the body from memory.
 ``/health`` needs no key (a load balancer's probe).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Any
 
@@ -29,10 +32,14 @@ class RequestGuard:
         app: The ASGI app it guards.
         api_key: Require ``Authorization: Bearer <api_key>`` (``None``: no key).
         max_body_bytes: The most body bytes one request may send (then 413).
+        body_timeout: Seconds the whole body may take to arrive (then 408).
     """
 
-    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: Any, *, api_key: str | None, max_body_bytes: int, body_timeout: float = 60.0
+    ) -> None:
         self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         """Check the key, read the body up to the limit, then run the app on it."""
@@ -49,7 +56,12 @@ class RequestGuard:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await _refuse(scope, receive, send, 413, self._too_large(int(declared)), _TOO_LARGE)
             return
-        body = await self._read_body(receive)
+        try:
+            body = await asyncio.wait_for(self._read_body(receive), self.body_timeout)
+        except asyncio.TimeoutError:
+            message = f"the request body did not arrive within {self.body_timeout:g} s"
+            await _refuse(scope, receive, send, 408, message + " (--body-timeout)", "timeout")
+            return
         if body is None:  # The client went away.
             return
         if isinstance(body, int):

@@ -58,13 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="the most characters of prompt text, checked before tokenizing (default: "
-        "2 x context x the longest vocabulary piece, more than could ever fit)",
+        "8 x the context length; 1 Mi without a known context)",
     )
     _int(p, "--max-unread-events", MAX_UNREAD_EVENTS, "events a streaming client may leave "
          "unread; then its request is cancelled")  # fmt: skip
     _int(p, "--max-connections", 2048, "open connections; one more is answered 503 and closed")
     _int(p, "--timeout-keep-alive", 5, "seconds an idle keep-alive connection stays open")
     _int(p, "--header-timeout", 10, "seconds a connection has to send a request's headers")
+    _int(p, "--body-timeout", 60, "seconds a request's body may take to arrive; then 408")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
     p.add_argument("--strict", action="store_true", help="refuse unknown request fields (400)")
     p.add_argument(
@@ -100,6 +101,7 @@ def _check(args: argparse.Namespace) -> None:
     minimums = {"max_batch_size": 1, "max_tokens_limit": 1, "max_queue": 0}
     minimums |= dict.fromkeys(("max_body_bytes", "max_prompt_chars", "max_unread_events"), 1)
     minimums |= dict.fromkeys(("max_connections", "timeout_keep_alive", "header_timeout"), 1)
+    minimums |= {"body_timeout": 1}
     for name, low in minimums.items():
         value = getattr(args, name)
         if value is not None and value < low:
@@ -171,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_key=args.api_key,
         strict=args.strict,
         max_body_bytes=args.max_body_bytes,
+        body_timeout=args.body_timeout,
         max_prompt_chars=args.max_prompt_chars,
         max_unread_events=args.max_unread_events,
         docs=args.docs,
