@@ -85,6 +85,17 @@ def _never_reading_stream(host: str, port: int, body: dict) -> socket.socket:
     return s
 
 
+def _read_to_the_end(s: socket.socket) -> bytes:
+    s.settimeout(30)
+    parts = []
+    while not b"".join(parts[-2:]).endswith(b"0\r\n\r\n"):  # the last chunk
+        part = s.recv(1 << 16)
+        if not part:
+            break
+        parts.append(part)
+    return b"".join(parts)
+
+
 def test_unread_streams_are_bounded_and_keep_their_places():
     args = ["--model", str(STORIES), "--model-name", "s", "--max-batch-size", "64"]
     proc, base = start_server(*args, "--max-queue", "257", "--max-unread-events", "2048")
@@ -109,6 +120,10 @@ def test_unread_streams_are_bounded_and_keep_their_places():
         assert httpx.post(base + "/v1/completions", json=small, timeout=60).status_code == 200
         r = httpx.post(base + "/v1/completions", json={**small, "n": 2}, timeout=60)
         assert r.status_code == 429  # the unsent answers still hold 320 of 321 places
+        data = _read_to_the_end(streams[0])  # late reader: what was queued, then the error
+        assert data.count(b'"finish_reason":"length"') < 64  # no choice ran to the end
+        assert data.count(b"--max-unread-events") == 64 and b"data: [DONE]" in data[-200:]
+        assert wait_for(lambda: health()["unsent"] == 256, 30)  # that answer was sent
         for s in streams:
             s.close()
         assert wait_for(lambda: health()["unsent"] == 0, 30)
