@@ -6,7 +6,8 @@ This package is outside :mod:`mlx_gen` so that importing it costs nothing; it im
 the command line inside ``try`` (a guard, not a way around an import cycle), so an
 interrupt at any point exits with status 130 and one ``interrupted`` line.
 It imports only :mod:`mlx_gen.cli.main` (:mod:`mlx_gen.convert.main` for
-``mlx-gen-convert``, :mod:`mlx_gen.cli.launch` for ``mlx-gen-launch``), and only when
+``mlx-gen-convert``, :mod:`mlx_gen.cli.launch` for ``mlx-gen-launch``,
+:mod:`mlx_gen.server.main` for ``mlx-gen-server``), and only when
 called.
 """
 
@@ -38,3 +39,8 @@ def convert() -> int:
 def launch() -> int:
     """Run ``mlx-gen-launch``: :func:`mlx_gen.cli.launch.main`, Ctrl-C included."""
     return _guarded("mlx_gen.cli.launch")
+
+
+def server() -> int:
+    """Run ``mlx-gen-server``: :func:`mlx_gen.server.main.main`, Ctrl-C included."""
+    return _guarded("mlx_gen.server.main")

@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from mlx_gen.server.errors import error_body
@@ -27,6 +28,15 @@ def sse(payload: BaseModel | dict) -> str:
     if isinstance(payload, BaseModel):
         return f"data: {payload.model_dump_json()}\n\n"
     return f"data: {json.dumps(payload)}\n\n"
+
+
+def json_response(build: object, *args: object) -> Response:
+    """``build(*args)`` (a pydantic model) serialized as a JSON response.
+
+    A large answer (``n`` choices with logprobs, 200k token ids) takes a while to build
+    and serialize: call this through ``run_in_threadpool``, off the event loop.
+    """
+    return Response(build(*args).model_dump_json(), media_type="application/json")
 
 
 def sse_error(status: int, message: str) -> str:
