@@ -12,9 +12,13 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 
 from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.server.agent_routes import add_agent_routes
 from mlx_gen.server.chat import chat_completions
+from mlx_gen.server.chat_features import model_capabilities
 from mlx_gen.server.completions import completions
 from mlx_gen.server.errors import ApiError, install_error_handlers
+from mlx_gen.server.messages_api.errors import AnthropicErrors
+from mlx_gen.server.metrics import PrometheusMetrics, RequestCounter
 from mlx_gen.server.responses import (
     DetokenizeResponse,
     ModelCard,
@@ -52,13 +56,15 @@ def create_app(
         max_batch_size: Requests decoded at once.
         max_queue: Requests that may wait beyond those (then 429).
         max_tokens_limit: The most tokens one request may ask for (``None``: the context).
-        api_key: Require ``Authorization: Bearer <api_key>`` (constant-time compare).
+        api_key: Require ``Authorization: Bearer <api_key>`` or ``x-api-key: <api_key>``
+            (constant-time compare).
         strict: Refuse unknown request fields with a 400.
     """
     for label, value, low in [("max_batch_size", max_batch_size, 1), ("max_queue", max_queue, 0)]:
         if value < low:
             raise ValueError(f"{label}={value!r} is invalid (expected an int >= {low})")
-    worker = Worker(model, max_batch_size=max_batch_size, max_queue=max_queue)
+    metrics = PrometheusMetrics(lambda: worker.running, lambda: worker.in_flight)
+    worker = Worker(model, max_batch_size=max_batch_size, max_queue=max_queue, metrics=metrics)
     limits = Limits(max_tokens_limit, max(1, min(64, max_batch_size + max_queue)))
     state = ServerState(model, name, worker, limits, strict, api_key)
 
@@ -71,7 +77,12 @@ def create_app(
     app = FastAPI(title="mlx_gen", lifespan=lifespan)
     app.state.server = state
     install_error_handlers(app)
-    _routes(app, state, [Depends(_authorize(api_key))])
+    auth = [Depends(_authorize(api_key))]
+    _routes(app, state, auth)
+    add_agent_routes(app, state, metrics, auth)
+    paths = {route.path for route in app.routes}
+    app.add_middleware(AnthropicErrors)
+    app.add_middleware(RequestCounter, metrics=metrics, routes=paths)
     return app
 
 
@@ -88,8 +99,14 @@ def _routes(app: FastAPI, state: ServerState, auth: list) -> None:
 
     @app.get("/v1/models", dependencies=auth)
     async def models() -> ModelList:
+        window = context_length(state.model)
         card = ModelCard(
-            id=state.name, created=state.created, max_model_len=context_length(state.model)
+            id=state.name,
+            created=state.created,
+            max_model_len=window,
+            context_length=window,
+            vocab_size=state.model.vocab_size,
+            capabilities=model_capabilities(state.model),
         )
         return ModelList(data=[card])
 
@@ -120,10 +137,12 @@ def _authorize(api_key: str | None):
             return
         header = request.headers.get("authorization", "")
         token = header[7:] if header.lower().startswith("bearer ") else ""
+        token = token or request.headers.get("x-api-key", "")  # Anthropic's clients
         if not hmac.compare_digest(token.encode(), api_key.encode()):
             raise ApiError(
                 401,
-                "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                "missing or wrong API key: send 'Authorization: Bearer <key>' "
+                "or 'x-api-key: <key>'",
                 code="invalid_api_key",
             )
 

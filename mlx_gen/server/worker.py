@@ -40,6 +40,7 @@ from mlx_gen.server.jobs import (
     QueueFull,
     ShuttingDown,
 )
+from mlx_gen.server.metrics import EngineMetrics
 from mlx_gen.stream import TextAssembler
 
 __all__ = [
@@ -64,6 +65,8 @@ class Worker:
         max_batch_size: Jobs decoded at once.
         max_queue: Jobs that may wait for a place beyond those.
         prefill_step_size: Prompt tokens per forward pass.
+        metrics: What it reports to (``/metrics``); also the hook for the prefix cache
+            (``metrics.prefix_cache``) and speculation (``metrics.speculation``).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class Worker:
         max_batch_size: int = 16,
         max_queue: int = 64,
         prefill_step_size: int = 512,
+        metrics: EngineMetrics | None = None,
     ) -> None:
         self.model, self.max_batch_size, self.max_queue = model, max_batch_size, max_queue
         # Weights load lazily, and a lazy MLX array is bound to the stream (so the thread)
@@ -80,6 +84,7 @@ class Worker:
         # thread only ever sees evaluated weights.
         mx.eval(model.model(mx.array([[0]], dtype=mx.int32)))
         self.prefill_step_size = prefill_step_size
+        self.metrics = metrics if metrics is not None else EngineMetrics()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -94,6 +99,11 @@ class Worker:
     def in_flight(self) -> int:
         """Jobs submitted and not yet finished."""
         return self._in_flight
+
+    @property
+    def running(self) -> int:
+        """Jobs in the running batch."""
+        return len(self._active)
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -123,6 +133,7 @@ class Worker:
                 )
             self._in_flight += len(jobs)
         for job in jobs:
+            self.metrics.submitted(job)
             self._inbox.put(("add", job))
 
     def cancel(self, job: Job) -> None:
@@ -132,6 +143,7 @@ class Worker:
     def _finish(self, job: Job, event: Any) -> None:
         with self._lock:
             self._in_flight -= 1
+        self.metrics.finished(job)
         try:
             job.emit(event)
         except RuntimeError:  # The handler's event loop is gone (shutdown).
@@ -196,6 +208,7 @@ class Worker:
             self._finish(job, Failed(str(err), 400))
             return
         job.emit(Admitted())
+        self.metrics.admitted(job, len(job.prompt_ids))
         try:
             if job.prompt_logprobs is not None:
                 job.emit(PromptScores(self._score_prompt(job)))
@@ -237,6 +250,7 @@ class Worker:
             if job is None:
                 continue
             self.generated_tokens += 1
+            self.metrics.token(job)
             try:
                 chunk = job.text.feed(out)
             except Exception as err:  # noqa: BLE001 - a stopping criterion of this job
