@@ -7,7 +7,9 @@ turn's text; ``thinking`` blocks → the assistant message's ``reasoning``; ``to
 chat function tools (``input_schema`` → ``parameters``); ``tool_choice`` ``auto`` /
 ``any`` / ``tool`` / ``none`` → ``"auto"`` / ``"required"`` / the named function /
 ``"none"``; ``thinking.budget_tokens`` → ``max_thinking_tokens``; ``stop_sequences`` →
-``stop``. Images and documents are refused by block.
+``stop``; ``output_config.format`` (``json_schema``) → ``response_format``
+(``output_config.effort`` is ignored: the thinking budget is ``thinking.budget_tokens``).
+Images and documents are refused by block.
 
 Chat output → Anthropic: reasoning → a ``thinking`` block, the text → a ``text`` block,
 each tool call → a ``tool_use`` block; the stop reason is ``tool_use`` when it called a
@@ -33,6 +35,7 @@ FIELD_NAMES = {
     "tool": "messages (a tool_result block)",
     "max_thinking_tokens": "thinking",
     "messages": "messages",
+    "response_format": "output_config.format",
 }
 
 
@@ -139,6 +142,19 @@ def _thinking(thinking: dict | None) -> int | None:
     return budget
 
 
+def _format(config: dict | None) -> dict | None:
+    fmt = (config or {}).get("format")
+    if fmt is None:
+        return None
+    if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise ApiError(
+            400,
+            f"output_config.format: {fmt!r} is not valid (expected type json_schema with a schema)",
+            param="output_config.format",
+        )
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"]}}
+
+
 def to_chat(req: CountTokensRequest, extensions: dict[str, Any]) -> dict[str, Any]:
     """The chat request body for ``req`` (its controls plus mlx_gen's ``extensions``).
 
@@ -155,6 +171,7 @@ def to_chat(req: CountTokensRequest, extensions: dict[str, Any]) -> dict[str, An
         "tools": _tools(req.tools),
         "tool_choice": _tool_choice(req.tool_choice),
         "max_thinking_tokens": _thinking(req.thinking),
+        "response_format": _format(req.output_config),
     }
     if isinstance(req, MessagesRequest):
         optional.update(

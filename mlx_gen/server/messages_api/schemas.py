@@ -19,6 +19,12 @@ IGNORED = {
     "container": "no code-execution containers",
     "mcp_servers": "no MCP connector: tools run on the client",
     "context_management": "the context is never edited by the server",
+    "cache_control": "the prefix cache needs no markers",
+    "inference_geo": "one local machine",
+    "speed": "one local model, one speed",
+    "diagnostics": "no diagnostics are produced",
+    "user_profile_id": "nothing is tracked per user",
+    "workspace_id": "no workspaces",
 }
 
 
@@ -42,10 +48,15 @@ class CountTokensRequest(BaseModel):
     tools: list[dict] | None = None
     tool_choice: dict | None = None
     thinking: dict | None = None
+    output_config: dict | None = None
 
 
 class MessagesRequest(CountTokensRequest):
-    """``POST /v1/messages``. ``temperature`` above 1 is accepted (an extension)."""
+    """``POST /v1/messages``.
+
+    ``temperature``, ``top_p`` and ``top_k`` are Anthropic's fields (the SDK sends them
+    through ``extra_body`` since it dropped them); ``temperature`` above 1 is accepted.
+    """
 
     max_tokens: int = Field(ge=0)
     stop_sequences: list[str] | None = None
