@@ -33,6 +33,7 @@ EXTENSIONS = (
     "ignore_eos",
     "include_stop_str_in_output",
     "response_format",
+    "return_token_ids",  # non-streamed answers get a top-level ``token_ids``
 )
 
 

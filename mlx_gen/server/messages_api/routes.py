@@ -64,13 +64,17 @@ def _message(state: ServerState, msg_id: str, outcome: ChatOutcome, content: lis
 
 async def create_message(state: ServerState, req: MessagesRequest, request: Request):
     """Answer ``req``: a ``message`` object, or Anthropic's event stream."""
-    run, prompt_len = await chat_run.start(state, _chat(state, req))
+    chat = _chat(state, req)
+    run, prompt_len = await chat_run.start(state, chat)
     msg_id = new_id("msg")
     if req.stream:
         events = _stream(state, msg_id, run, prompt_len)
         return StreamingResponse(events, media_type="text/event-stream")
     outcome = await chat_run.collect(run, prompt_len, request)
-    return _message(state, msg_id, outcome, content_blocks(outcome))
+    message = _message(state, msg_id, outcome, content_blocks(outcome))
+    if chat.return_token_ids:
+        message["token_ids"] = outcome.token_ids
+    return message
 
 
 def event(name: str, payload: dict) -> str:

@@ -103,14 +103,18 @@ async def create_response(state: ServerState, req: ResponsesRequest, request: Re
     if feature is not None:
         name = FIELD_NAMES[feature]
         raise ApiError(400, f"{name}: not supported yet by this server", param=name)
-    run, prompt_len = await chat_run.start(state, chat_request(body, FIELD_NAMES))
+    chat = chat_request(body, FIELD_NAMES)
+    run, prompt_len = await chat_run.start(state, chat)
     head = {"id": new_id("resp"), "created_at": now()}
     if req.stream:
         return StreamingResponse(
             _stream(state, req, head, run, prompt_len), media_type="text/event-stream"
         )
     outcome = await chat_run.collect(run, prompt_len, request)
-    return _final(state, req, head, outcome, new_id)
+    response = _final(state, req, head, outcome, new_id)
+    if chat.return_token_ids:
+        response["token_ids"] = outcome.token_ids
+    return response
 
 
 class _Events:
