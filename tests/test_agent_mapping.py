@@ -12,6 +12,7 @@ from mlx_gen.server import chat_features
 from mlx_gen.server.chat_run import ChatOutcome
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.messages_api import mapping as am
+from mlx_gen.server.messages_api.errors import anthropic_body, anthropic_error
 from mlx_gen.server.messages_api.schemas import CountTokensRequest, MessagesRequest
 from mlx_gen.server.responses_api import mapping as rm
 from mlx_gen.server.responses_api.schemas import ResponsesRequest
@@ -155,3 +156,22 @@ def test_gate_follows_the_flags(monkeypatch):
     assert chat_features.unsupported(body) == "max_thinking_tokens"
     monkeypatch.setattr(chat_features, "THINKING_SUPPORTED", True)
     assert chat_features.unsupported(body) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (429, "rate_limit_error"),
+        (503, "overloaded_error"),
+        (500, "api_error"),
+    ],
+)
+def test_anthropic_error_types(status, kind):
+    body = {"error": {"message": "m", "type": "x", "param": None, "code": None}}
+    rewritten = json.loads(anthropic_body(status, json.dumps(body).encode()))
+    assert rewritten == {"type": "error", "error": {"type": kind, "message": "m"}}
+    assert anthropic_error(status, "m") == {"error": {"type": kind, "message": "m"}}

@@ -221,8 +221,9 @@ def test_api_key_and_queue_full(model):
         with pytest.raises(anthropic.BadRequestError, match="unknown field"):
             good.messages.create(model="test", max_tokens=2, messages=USER,
                                  extra_body={"no_such_field": 1})  # fmt: skip
-        good.messages.create(model="test", max_tokens=2, messages=USER,
-                             metadata={"user_id": "u"})  # fmt: skip  (ignored, even strict)
+        good.messages.create(
+            model="test", max_tokens=2, messages=USER, metadata={"user_id": "u"}
+        )  # fmt: skip  (ignored, even strict)
         with good.messages.stream(
             model="test", max_tokens=200, messages=USER, extra_body={"ignore_eos": True}
         ) as stream:

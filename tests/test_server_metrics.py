@@ -93,9 +93,7 @@ def test_hooks_for_the_prefix_cache_and_speculation():
     metrics.speculation(drafted=4, accepted=1)
     text = metrics.exposition().decode()
     values = {
-        s.name: s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
+        s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
     }
     assert values["mlx_gen_prefix_cache_hit_tokens_total"] == 12
     assert values["mlx_gen_prefix_cache_hit_bytes_total"] == 4096

@@ -2,6 +2,7 @@
 
 FastAPI routes (OpenAI chat/completions, Anthropic Messages in ``messages_api``, OpenAI
 Responses in ``responses_api``, Prometheus ``/metrics``), pydantic request/response
-models, the error shapes, and one generation worker that runs continuous batching on :mod:`mlx_gen.batch`. May import the
-engine, ``batch``, the facade and the packages below them.
+models, the error shapes, and one generation worker that runs continuous batching on
+:mod:`mlx_gen.batch`. May import the engine, ``batch``, the facade and the packages
+below them.
 """

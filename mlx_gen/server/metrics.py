@@ -64,31 +64,42 @@ class PrometheusMetrics(EngineMetrics):
     def __init__(self, running: Callable[[], int], in_flight: Callable[[], int]) -> None:
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
-            "mlx_gen_requests", "HTTP requests by route and status", ["endpoint", "status"],
+            "mlx_gen_requests",
+            "HTTP requests by route and status",
+            ["endpoint", "status"],
             registry=r,
         )
         self.prompt_tokens = Counter("mlx_gen_prompt_tokens", "Prompt tokens", registry=r)
-        self.generation_tokens = Counter("mlx_gen_generation_tokens", "Generated tokens", registry=r)
+        self.generation_tokens = Counter(
+            "mlx_gen_generation_tokens", "Generated tokens", registry=r
+        )
         self.ttft = Histogram(
-            "mlx_gen_time_to_first_token_seconds", "Submission to first token", buckets=_LATENCY,
+            "mlx_gen_time_to_first_token_seconds",
+            "Submission to first token",
+            buckets=_LATENCY,
             registry=r,
         )
         self.tpot = Histogram(
-            "mlx_gen_time_per_output_token_seconds", "Time between two tokens of a job",
-            buckets=_LATENCY, registry=r,
+            "mlx_gen_time_per_output_token_seconds",
+            "Time between two tokens of a job",
+            buckets=_LATENCY,
+            registry=r,
         )
         Gauge("mlx_gen_running_requests", "Jobs in the batch", registry=r).set_function(running)
         Gauge("mlx_gen_queue_depth", "Jobs waiting for a batch place", registry=r).set_function(
             lambda: max(0, in_flight() - running())
         )
         self.cache_tokens = Counter(
-            "mlx_gen_prefix_cache_hit_tokens", "Prompt tokens served from the prefix cache",
+            "mlx_gen_prefix_cache_hit_tokens",
+            "Prompt tokens served from the prefix cache",
             registry=r,
         )
         self.cache_bytes = Counter(
             "mlx_gen_prefix_cache_hit_bytes", "KV-cache bytes reused", registry=r
         )
-        self.drafted = Counter("mlx_gen_spec_draft_tokens", "Speculative tokens drafted", registry=r)
+        self.drafted = Counter(
+            "mlx_gen_spec_draft_tokens", "Speculative tokens drafted", registry=r
+        )
         self.accepted = Counter(
             "mlx_gen_spec_accepted_tokens", "Speculative tokens accepted", registry=r
         )

@@ -32,7 +32,8 @@ def anthropic_error(status: int, message: str) -> dict:
     return {"error": {"type": kind, "message": message}}
 
 
-def _rewrite(status: int, body: bytes) -> bytes:
+def anthropic_body(status: int, body: bytes) -> bytes:
+    """An error body in OpenAI's shape (or any text) rewritten into Anthropic's."""
     try:
         message = json.loads(body)["error"]["message"]
     except (ValueError, KeyError, TypeError):
@@ -64,7 +65,7 @@ class AnthropicErrors:
                 return
             body += message.get("body", b"")
             if not message.get("more_body", False):
-                new = _rewrite(start["status"], body)
+                new = anthropic_body(start["status"], body)
                 headers = [
                     (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
                 ]

@@ -71,7 +71,9 @@ def _turn(role: str, content: str | list[dict], where: str) -> list[dict]:
             calls.append({"id": block.get("id"), "type": "function", "function": call})
         elif kind == "tool_result" and role == "user":
             text = _text(block.get("content", ""), at + ".content")
-            results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
+            results.append(
+                {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
+            )
         elif kind in ("thinking", "redacted_thinking") and role == "assistant":
             thinking.append(str(block.get("thinking", "")))
         else:
@@ -104,7 +106,8 @@ def _tool_choice(choice: dict | None) -> str | dict | None:
         return {"type": "function", "function": {"name": choice["name"]}}
     raise ApiError(
         400,
-        f"tool_choice: {choice!r} is not valid (expected type auto, any, none, or tool with a name)",
+        f"tool_choice: {choice!r} is not valid "
+        "(expected type auto, any, none, or tool with a name)",
         param="tool_choice",
     )
 

@@ -56,8 +56,11 @@ def _refuse_state(req: ResponsesRequest) -> None:
                 param=name,
             )
     if req.top_logprobs:
-        raise ApiError(400, "top_logprobs: not available on /v1/responses; use "
-                       "/v1/chat/completions", param="top_logprobs")
+        raise ApiError(
+            400,
+            "top_logprobs: not available on /v1/responses; use /v1/chat/completions",
+            param="top_logprobs",
+        )
 
 
 def _part_text(content: str | list, where: str) -> str:
@@ -125,8 +128,10 @@ def _tool_choice(choice: str | dict | None) -> str | dict | None:
     if choice.get("type") == "function" and isinstance(choice.get("name"), str):
         return {"type": "function", "function": {"name": choice["name"]}}
     raise ApiError(
-        400, f"tool_choice: {choice!r} is not supported (auto, none, required, or "
-        "{'type': 'function', 'name': ...})", param="tool_choice"
+        400,
+        f"tool_choice: {choice!r} is not supported (auto, none, required, or "
+        "{'type': 'function', 'name': ...})",
+        param="tool_choice",
     )
 
 
@@ -139,8 +144,11 @@ def _format(text: dict | None) -> dict | None:
     if fmt.get("type") == "json_schema":
         keys = ("name", "description", "schema", "strict")
         return {"type": "json_schema", "json_schema": {k: fmt[k] for k in keys if k in fmt}}
-    raise ApiError(400, f"text.format: type {fmt.get('type')!r} is not supported "
-                   "(text, json_object, json_schema)", param="text.format")
+    raise ApiError(
+        400,
+        f"text.format: type {fmt.get('type')!r} is not supported (text, json_object, json_schema)",
+        param="text.format",
+    )
 
 
 def _budget(reasoning: dict | None) -> int | None:
@@ -148,8 +156,11 @@ def _budget(reasoning: dict | None) -> int | None:
     if effort in (None, "none"):
         return None
     if effort not in EFFORT_BUDGETS:
-        raise ApiError(400, f"reasoning.effort: {effort!r} is not valid (none, "
-                       f"{', '.join(EFFORT_BUDGETS)})", param="reasoning.effort")
+        raise ApiError(
+            400,
+            f"reasoning.effort: {effort!r} is not valid (none, {', '.join(EFFORT_BUDGETS)})",
+            param="reasoning.effort",
+        )
     return EFFORT_BUDGETS[effort]
 
 
@@ -205,8 +216,13 @@ def output_items(outcome: ChatOutcome, new_id) -> list[dict]:
 def message_item(item_id: str, text: str | None, status: str) -> dict:
     """An assistant ``message`` item (``text=None``: no content part yet)."""
     content = [] if text is None else [text_part(text)]
-    return {"type": "message", "id": item_id, "status": status, "role": "assistant",
-            "content": content}
+    return {
+        "type": "message",
+        "id": item_id,
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
 
 
 def text_part(text: str) -> dict:

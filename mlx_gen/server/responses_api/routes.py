@@ -142,8 +142,10 @@ async def _stream(state, req, head, run, prompt_len: int) -> AsyncIterator[str]:
             error = error_body(chunk.status, chunk.message)["error"]
             yield ev("error", code=error["type"], message=chunk.message, param=None)
             failed = {"code": "server_error", "message": chunk.message}
-            yield ev("response.failed", response=_envelope(state, req, head, status="failed",
-                                                          error=failed))
+            yield ev(
+                "response.failed",
+                response=_envelope(state, req, head, status="failed", error=failed),
+            )
             return
         chat_run.add_chunk(outcome, chunk)
         if chunk.text:
