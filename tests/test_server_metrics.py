@@ -7,9 +7,11 @@ import anthropic
 import httpx
 import openai
 import pytest
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 import mlx_gen as mg
+from mlx_gen.server.app import create_app
 from mlx_gen.server.metrics import EngineMetrics, PrometheusMetrics
 from tests.checkpoints import llama_config, write_checkpoint
 from tests.serving import running_server
@@ -111,3 +113,21 @@ def test_models_card_and_metrics_need_the_key(model):
     assert card["context_length"] == card["max_model_len"] == 256
     assert card["vocab_size"] == model.vocab_size
     assert card["capabilities"] == {"structured_output": True, "tools": False, "reasoning": False}
+
+
+def test_an_unexpected_error_counts_as_a_500(model):
+    app = create_app(model, name="test")
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("boom")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/boom").status_code == 500
+        text = client.get("/metrics").text
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert values[("mlx_gen_requests_total", (("endpoint", "other"), ("status", "500")))] == 1

@@ -145,10 +145,10 @@ class PrometheusMetrics(EngineMetrics):
 
 
 class RequestCounter:
-    """ASGI middleware: count each HTTP response by route template and status.
+    """ASGI middleware: count each HTTP response by route and status.
 
-    The endpoint label is the matched route's path (``/v1/messages``); a path no route
-    matches counts as ``"other"``, so the label set stays bounded.
+    The endpoint label is the request's path when a route has it (``/v1/messages``), else
+    ``"other"``, so the label set stays bounded; an unexpected exception counts as a 500.
     """
 
     def __init__(self, app: ASGIApp, metrics: PrometheusMetrics, routes: set[str]) -> None:
@@ -161,9 +161,18 @@ class RequestCounter:
             return
         endpoint = scope["path"] if scope["path"] in self.routes else "other"
 
+        started = False
+
         async def counted(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 self.metrics.requests.labels(endpoint, str(message["status"])).inc()
             await send(message)
 
-        await self.app(scope, receive, counted)
+        try:
+            await self.app(scope, receive, counted)
+        except Exception:
+            if not started:  # The outermost handler will answer a 500.
+                self.metrics.requests.labels(endpoint, "500").inc()
+            raise
