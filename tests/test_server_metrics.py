@@ -131,3 +131,19 @@ def test_an_unexpected_error_counts_as_a_500(model):
         for s in family.samples
     }
     assert values[("mlx_gen_requests_total", (("endpoint", "other"), ("status", "500")))] == 1
+
+
+def test_an_unexpected_error_on_messages_is_anthropic_shaped(model):
+    app = create_app(model, name="test")
+
+    @app.post("/v1/messages/boom")
+    async def boom():
+        raise RuntimeError("boom")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post("/v1/messages/boom")
+    assert r.status_code == 500
+    assert r.json() == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "internal error: RuntimeError"},
+    }

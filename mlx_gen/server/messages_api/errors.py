@@ -3,17 +3,20 @@
 Every error answered on a path under ``/v1/messages`` (a 400 for an invalid body, the
 401 of the API-key check, a 404, 413, 429, 503) is rewritten from OpenAI's shape into
 ``{"type": "error", "error": {"type": ..., "message": ...}}``, whichever layer raised it,
-by :class:`AnthropicErrors` (an ASGI middleware). Streams are not touched (they start
+by :class:`AnthropicErrors` (an ASGI middleware), which also answers an unexpected
+exception with a 500 ``api_error`` (logged, never a traceback). Streams are not touched (they start
 with a 200; a failure mid-stream is an ``error`` event).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PREFIX = "/v1/messages"
+LOG = logging.getLogger("mlx_gen.server")
 
 _TYPES = {
     400: "invalid_request_error",
@@ -53,14 +56,16 @@ class AnthropicErrors:
             await self.app(scope, receive, send)
             return
         start: Message | None = None
+        started_ok = False
         body = b""
 
         async def wrapped(message: Message) -> None:
-            nonlocal start, body
+            nonlocal start, body, started_ok
             if message["type"] == "http.response.start" and message["status"] >= 400:
                 start = message
                 return
             if start is None:
+                started_ok = True
                 await send(message)
                 return
             body += message.get("body", b"")
@@ -73,4 +78,16 @@ class AnthropicErrors:
                 await send({**start, "headers": headers})
                 await send({"type": "http.response.body", "body": new})
 
-        await self.app(scope, receive, wrapped)
+        try:
+            await self.app(scope, receive, wrapped)
+        except Exception as err:
+            if start is not None or started_ok:
+                raise
+            LOG.exception("unexpected error on %s", scope["path"])
+            body = json.dumps(
+                {"type": "error", **anthropic_error(500, f"internal error: {type(err).__name__}")}
+            ).encode()
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(body)).encode())]  # fmt: skip
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
