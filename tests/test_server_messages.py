@@ -183,6 +183,9 @@ def test_errors_in_anthropic_shape(client, url):
     assert "messages[0].content[0]" in err["message"] and "'image'" in err["message"]
     _anthropic_shape(post({"max_tokens": 2, "messages": USER, "temperature": -1}),
                      400, "invalid_request_error")  # fmt: skip
+    err = _anthropic_shape(post({"max_tokens": 2, "messages": USER, "stop_sequences": [""]}),
+                           400, "invalid_request_error")  # fmt: skip
+    assert err["message"].startswith("stop_sequences: ")
     with pytest.raises(anthropic.BadRequestError, match="seed"):
         client.messages.create(model="test", max_tokens=2, messages=USER, extra_body={"seed": -1})
     # the OpenAI routes keep OpenAI's shape

@@ -179,6 +179,7 @@ def _error(r: httpx.Response, param: str) -> str:
          "input[0].content[0]", "input_image"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0]", "item_reference"),
         ({"max_output_tokens": -1}, "max_output_tokens", "greater than or equal"),
+        ({"max_output_tokens": 1000}, "max_output_tokens", "model's context"),
         ({"seed": -1}, "seed", "greater than or equal"),
     ],
 )  # fmt: skip

@@ -48,7 +48,7 @@ def unsupported(chat: dict[str, Any]) -> str | None:
     if not TOOLS_SUPPORTED:
         if chat.get("tools"):
             return "tools"
-        if chat.get("tool_choice") not in (None, "none", "auto"):
+        if chat.get("tool_choice") not in (None, "none"):
             return "tool_choice"
         for message in chat.get("messages", ()):
             if message.get("tool_calls"):

@@ -81,3 +81,19 @@ def chat_request(body: dict[str, Any], rename: dict[str, str]) -> ChatRequest:
             param = param or name
             parts.append(f"{name}: {item.get('msg')} (got {item.get('input')!r})")
         raise ApiError(400, "invalid request: " + "; ".join(parts), param=param) from None
+
+
+def renamed(err: ApiError, rename: dict[str, str]) -> ApiError:
+    """``err`` from the chat path, naming the surface's field (``rename``: chat → its).
+
+    >>> renamed(ApiError(400, "max_tokens=9 is too many", param="max_tokens"),
+    ...         {"max_tokens": "max_output_tokens"}).message
+    'max_output_tokens=9 is too many'
+    """
+    if err.param not in rename:
+        return err
+    name = rename[err.param]
+    message = err.message
+    if message.startswith(err.param):
+        message = name + message[len(err.param) :]
+    return ApiError(err.status, message, param=name, code=err.code)

@@ -20,7 +20,7 @@ from mlx_gen.server import chat_run
 from mlx_gen.server.chat_features import unsupported
 from mlx_gen.server.chat_run import ChatOutcome
 from mlx_gen.server.errors import ApiError
-from mlx_gen.server.extensions import chat_request, extensions
+from mlx_gen.server.extensions import chat_request, extensions, renamed
 from mlx_gen.server.messages_api.errors import anthropic_error
 from mlx_gen.server.messages_api.mapping import FIELD_NAMES, content_blocks, stop_fields, to_chat
 from mlx_gen.server.messages_api.schemas import IGNORED, CountTokensRequest, MessagesRequest
@@ -65,7 +65,10 @@ def _message(state: ServerState, msg_id: str, outcome: ChatOutcome, content: lis
 async def create_message(state: ServerState, req: MessagesRequest, request: Request):
     """Answer ``req``: a ``message`` object, or Anthropic's event stream."""
     chat = _chat(state, req)
-    run, prompt_len = await chat_run.start(state, chat)
+    try:
+        run, prompt_len = await chat_run.start(state, chat)
+    except ApiError as err:
+        raise renamed(err, FIELD_NAMES) from None
     msg_id = new_id("msg")
     if req.stream:
         events = _stream(state, msg_id, run, prompt_len)

@@ -23,7 +23,7 @@ from mlx_gen.server import chat_run
 from mlx_gen.server.chat_features import unsupported
 from mlx_gen.server.chat_run import ChatOutcome
 from mlx_gen.server.errors import ApiError, error_body
-from mlx_gen.server.extensions import chat_request, extensions
+from mlx_gen.server.extensions import chat_request, extensions, renamed
 from mlx_gen.server.responses_api.mapping import (
     FIELD_NAMES,
     incomplete,
@@ -104,7 +104,10 @@ async def create_response(state: ServerState, req: ResponsesRequest, request: Re
         name = FIELD_NAMES[feature]
         raise ApiError(400, f"{name}: not supported yet by this server", param=name)
     chat = chat_request(body, FIELD_NAMES)
-    run, prompt_len = await chat_run.start(state, chat)
+    try:
+        run, prompt_len = await chat_run.start(state, chat)
+    except ApiError as err:
+        raise renamed(err, FIELD_NAMES) from None
     head = {"id": new_id("resp"), "created_at": now()}
     if req.stream:
         return StreamingResponse(
