@@ -50,13 +50,13 @@ def test_anthropic_tool_loop_maps_to_chat_tool_fields():
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "Weather in Paris?"},
         {"role": "assistant", "content": "Checking.", "tool_calls": [CALL],
-         "reasoning": "use the tool"},
+         "reasoning_content": "use the tool"},
         {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
         {"role": "user", "content": "Thanks"},
     ]  # fmt: skip
     assert body["tools"] == [CHAT_TOOL]
     assert body["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
-    assert body["max_thinking_tokens"] == 128 and body["stop"] == ["END"]
+    assert body["thinking_budget"] == 128 and body["stop"] == ["END"]
     assert body["seed"] == 3 and body["max_tokens"] == 64
     assert chat_features.unsupported(body) == "tools"  # until the chat path has tools
 
@@ -127,7 +127,8 @@ def test_responses_function_call_round_trip_maps_to_chat():
     ]
     assert body["tools"] == [CHAT_TOOL]
     assert body["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
-    assert body["max_thinking_tokens"] == rm.EFFORT_BUDGETS["low"]
+    assert body["thinking_budget"] == rm.EFFORT_BUDGETS["low"]
+    assert body["reasoning_effort"] == "low"
     assert body["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "w", "schema": WEATHER},
@@ -150,10 +151,10 @@ def test_responses_output_from_chat_output():
 
 
 def test_gate_follows_the_flags(monkeypatch):
-    body = {"messages": [{"role": "tool", "content": "x"}], "max_thinking_tokens": 5}
+    body = {"messages": [{"role": "tool", "content": "x"}], "thinking_budget": 5}
     assert chat_features.unsupported(body) == "tool"
     monkeypatch.setattr(chat_features, "TOOLS_SUPPORTED", True)
-    assert chat_features.unsupported(body) == "max_thinking_tokens"
+    assert chat_features.unsupported(body) == "thinking_budget"
     monkeypatch.setattr(chat_features, "THINKING_SUPPORTED", True)
     assert chat_features.unsupported(body) is None
 

@@ -133,8 +133,8 @@ def test_count_tokens_equals_the_chat_prompt(client, url, model):
     assert n == len(encode_prompt(model.tokenizer, messages=messages))
     applied = httpx.post(url + "/apply-template", json={"messages": messages}).json()
     tokenized = httpx.post(url + "/tokenize", json={"messages": messages}).json()
-    assert n == applied["count"] == len(applied["token_ids"]) == tokenized["count"]
-    assert applied["token_ids"] == tokenized["tokens"]
+    assert n == len(applied["prompt_token_ids"]) == tokenized["count"]
+    assert applied["prompt_token_ids"] == tokenized["tokens"]
     assert applied["prompt"].startswith("<|im_start|>system\nyou are terse")
     m = client.messages.create(model="test", max_tokens=1, system=system, messages=USER)
     assert m.usage.input_tokens == n

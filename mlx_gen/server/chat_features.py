@@ -2,11 +2,12 @@
 
 The Anthropic and Responses surfaces map ``tools``, ``tool_choice``, tool calls and tool
 results in the history, and thinking budgets onto the chat request's fields (chat
-``tools`` / ``tool_choice``, assistant ``tool_calls``, ``tool`` role messages,
-``max_thinking_tokens``). Until the chat path generates with them, :func:`unsupported`
-names the first one a mapped request uses, and each surface answers a 400 naming its own
-field. Wiring tool calling or reasoning in is setting the flag here (and reading the
-chunks' tool calls / reasoning in :mod:`mlx_gen.server.chat_run`).
+``tools`` / ``tool_choice``, assistant ``tool_calls`` and ``reasoning_content``, ``tool``
+role messages with ``tool_call_id``, ``thinking_budget``, ``reasoning_effort``). Until
+the chat path generates with them, :func:`unsupported` names the first one a mapped
+request uses, and each surface answers a 400 naming its own field. Wiring tool calling
+or reasoning in is setting the flag here (and reading the chunks' tool calls /
+reasoning in :mod:`mlx_gen.server.chat_run`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from mlx_gen.loading.loader import LoadedModel
 
 #: The chat path generates tool calls (``tools``, ``tool_choice``, tool history).
 TOOLS_SUPPORTED = False
-#: The chat path generates reasoning with a budget (``max_thinking_tokens``).
+#: The chat path generates reasoning with a budget (``thinking_budget``).
 THINKING_SUPPORTED = False
 
 
@@ -38,7 +39,7 @@ def unsupported(chat: dict[str, Any]) -> str | None:
     """The first chat feature of the mapped request ``chat`` not supported yet, or ``None``.
 
     Returns one of ``"tools"``, ``"tool_choice"``, ``"tool_calls"`` (an assistant
-    message with tool calls), ``"tool"`` (a tool-result message), ``"max_thinking_tokens"``.
+    message with tool calls), ``"tool"`` (a tool-result message), ``"thinking_budget"``.
 
     >>> unsupported({"messages": [{"role": "user", "content": "hi"}]}) is None
     True
@@ -55,6 +56,6 @@ def unsupported(chat: dict[str, Any]) -> str | None:
                 return "tool_calls"
             if message.get("role") == "tool":
                 return "tool"
-    if not THINKING_SUPPORTED and chat.get("max_thinking_tokens") is not None:
-        return "max_thinking_tokens"
+    if not THINKING_SUPPORTED and chat.get("thinking_budget") is not None:
+        return "thinking_budget"
     return None

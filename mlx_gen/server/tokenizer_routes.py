@@ -72,7 +72,7 @@ def tokenizer_info(state: ServerState) -> TokenizerInfo:
 def apply_template(state: ServerState, req: ChatRequest) -> dict:
     """The prompt the chat endpoint would build for ``req``: its text and ids.
 
-    Renders and tokenizes: call it off the event loop. ``token_ids`` are exactly those
+    Renders and tokenizes: call it off the event loop. ``prompt_token_ids`` are exactly those
     ``/v1/chat/completions`` prompts with; ``prompt`` is the template's text (decoding
     the ids may differ, e.g. in a BOS the tokenizer adds).
     """
@@ -84,4 +84,4 @@ def apply_template(state: ServerState, req: ChatRequest) -> dict:
         )
     except Exception as err:  # noqa: BLE001 - a template error is the request's fault
         raise ApiError(400, f"messages: {err}", param="messages") from err
-    return {"prompt": text, "token_ids": ids, "count": len(ids)}
+    return {"prompt": text, "prompt_token_ids": ids}

@@ -3,10 +3,10 @@
 Request → chat: ``system`` → a system message; text blocks → the message's text;
 ``tool_use`` blocks → the assistant message's ``tool_calls`` (``input`` as JSON
 ``arguments``); ``tool_result`` blocks → ``tool`` messages (``tool_call_id``), before the
-turn's text; ``thinking`` blocks → the assistant message's ``reasoning``; ``tools`` →
+turn's text; ``thinking`` blocks → the assistant message's ``reasoning_content``; ``tools`` →
 chat function tools (``input_schema`` → ``parameters``); ``tool_choice`` ``auto`` /
 ``any`` / ``tool`` / ``none`` → ``"auto"`` / ``"required"`` / the named function /
-``"none"``; ``thinking.budget_tokens`` → ``max_thinking_tokens``; ``stop_sequences`` →
+``"none"``; ``thinking.budget_tokens`` → ``thinking_budget``; ``stop_sequences`` →
 ``stop``; ``output_config.format`` (``json_schema``) → ``response_format``
 (``output_config.effort`` is ignored: the thinking budget is ``thinking.budget_tokens``).
 Images and documents are refused by block.
@@ -33,7 +33,7 @@ FIELD_NAMES = {
     "tool_choice": "tool_choice",
     "tool_calls": "messages (a tool_use block)",
     "tool": "messages (a tool_result block)",
-    "max_thinking_tokens": "thinking",
+    "thinking_budget": "thinking",
     "messages": "messages",
     "response_format": "output_config.format",
 }
@@ -89,7 +89,7 @@ def _turn(role: str, content: str | list[dict], where: str) -> list[dict]:
         if calls:
             message["tool_calls"] = calls
         if thinking:
-            message["reasoning"] = "".join(thinking)
+            message["reasoning_content"] = "".join(thinking)
         out = [*results, message]
     return out
 
@@ -173,7 +173,7 @@ def to_chat(req: CountTokensRequest, extensions: dict[str, Any]) -> dict[str, An
     optional = {
         "tools": _tools(req.tools),
         "tool_choice": _tool_choice(req.tool_choice),
-        "max_thinking_tokens": _thinking(req.thinking),
+        "thinking_budget": _thinking(req.thinking),
         "response_format": _format(req.output_config),
     }
     if isinstance(req, MessagesRequest):

@@ -6,8 +6,9 @@ user message; message items (``input_text`` / ``output_text`` parts) → chat me
 ``function_call_output`` items → ``tool`` messages; ``reasoning`` items are dropped (chat
 templates do not re-render earlier reasoning); function ``tools`` → chat function tools;
 ``tool_choice`` → chat's; ``text.format`` ``json_schema`` / ``json_object`` →
-``response_format``; ``reasoning.effort`` → ``max_thinking_tokens`` by
-:data:`EFFORT_BUDGETS` (``reasoning.summary`` is ignored: the reasoning is returned whole);
+``response_format``; ``reasoning.effort`` → ``thinking_budget`` by
+:data:`EFFORT_BUDGETS` and ``reasoning_effort`` (the template variable; ``xhigh`` →
+``high``); ``reasoning.summary`` is ignored (the reasoning is returned whole);
 ``max_output_tokens`` → ``max_tokens``. ``store: true``, ``previous_response_id``,
 ``conversation`` and ``background: true`` are refused (nothing is stored).
 
@@ -35,7 +36,7 @@ FIELD_NAMES = {
     "tool_choice": "tool_choice",
     "tool_calls": "input (a function_call item)",
     "tool": "input (a function_call_output item)",
-    "max_thinking_tokens": "reasoning",
+    "thinking_budget": "reasoning",
     "messages": "input",
 }
 
@@ -164,6 +165,12 @@ def _budget(reasoning: dict | None) -> int | None:
     return EFFORT_BUDGETS[effort]
 
 
+def _effort(reasoning: dict | None) -> str | None:
+    """The chat request's ``reasoning_effort`` (a template variable; ``xhigh`` → ``high``)."""
+    effort = (reasoning or {}).get("effort")
+    return None if effort in (None, "none") else {"xhigh": "high"}.get(effort, effort)
+
+
 def to_chat(req: ResponsesRequest, extensions: dict[str, Any]) -> dict[str, Any]:
     """The chat request body for ``req`` (its controls plus mlx_gen's ``extensions``).
 
@@ -184,7 +191,8 @@ def to_chat(req: ResponsesRequest, extensions: dict[str, Any]) -> dict[str, Any]
         "tools": _tools(req.tools),
         "tool_choice": _tool_choice(req.tool_choice),
         "response_format": _format(req.text),
-        "max_thinking_tokens": _budget(req.reasoning),
+        "thinking_budget": _budget(req.reasoning),
+        "reasoning_effort": _effort(req.reasoning),
     }
     body = {**extensions, "messages": messages}
     body.update({k: v for k, v in optional.items() if v is not None})
