@@ -88,7 +88,7 @@ def test_stream_events_in_anthropic_order(url):
     body = {"max_tokens": 6, "messages": USER, "stream": True, "temperature": 0}
     events = sse_events(url, body)
     names = [n for n, _ in events]
-    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[:3] == ["message_start", "ping", "content_block_start"]
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     assert set(names[3:-3]) <= {"content_block_delta"}
     adapter = TypeAdapter(RawMessageStreamEvent)

@@ -7,9 +7,12 @@ one :class:`~mlx_gen.server.bridge.RequestRun` on the shared worker), so for the
 prompt, settings and seed all three return the same tokens. Prompt rendering and
 tokenizing run in a worker thread, never on the event loop.
 
-The output is chat's message as data (:class:`ChatOutcome`: ``content``, and the
-``reasoning`` / ``tool_calls`` that the tool-calling work fills), so each surface only
-maps that shape to its own.
+The output is chat's message as data (:class:`ChatOutcome`: ``content``, ``reasoning``,
+``tool_calls``), built from the pieces an output parser reads from the text
+(:class:`TextPiece`, :class:`ReasoningPiece`, :class:`CallStart`,
+:class:`CallArguments`); streams send the same pieces as they come. Until the chat path
+parses tool calls and reasoning, :class:`PlainText` makes every piece text; wiring them
+in is giving :func:`start` the chat plan's parser (its pieces map one to one).
 """
 
 from __future__ import annotations
@@ -27,6 +30,52 @@ from mlx_gen.server.schemas import ChatRequest
 from mlx_gen.server.state import ServerState
 from mlx_gen.server.worker import Failed
 from mlx_gen.stream import GenerationChunk
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    """Answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningPiece:
+    """Reasoning text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class CallStart:
+    """Tool call ``index`` begins: its id and function name (arguments follow)."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class CallArguments:
+    """A fragment of tool call ``index``'s JSON arguments."""
+
+    index: int
+    fragment: str
+
+
+Piece = TextPiece | ReasoningPiece | CallStart | CallArguments
+
+
+class PlainText:
+    """The output parser of a chat path without tool calls or reasoning: all is text."""
+
+    def feed(self, text: str) -> list[Piece]:
+        """The pieces of the next text."""
+        return [TextPiece(text)] if text else []
+
+    def finish(self) -> list[Piece]:
+        """The pieces held back until the end (none)."""
+        return []
 
 
 @dataclass
@@ -59,8 +108,17 @@ async def prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
     return await run_in_threadpool(chat_prompt_ids, state, req)
 
 
-async def start(state: ServerState, req: ChatRequest) -> tuple[RequestRun, int]:
-    """Submit ``req`` (one choice) to the worker; ``(run, prompt length)`` once admitted.
+@dataclass
+class Started:
+    """A submitted request: its run, prompt length and output parser."""
+
+    run: RequestRun
+    prompt_len: int
+    parser: PlainText
+
+
+async def start(state: ServerState, req: ChatRequest) -> Started:
+    """Submit ``req`` (one choice) to the worker; returns once it is admitted.
 
     Raises:
         ApiError: 400 for an invalid request, 429 when the queue is full.
@@ -68,24 +126,37 @@ async def start(state: ServerState, req: ChatRequest) -> tuple[RequestRun, int]:
     specs = await run_in_threadpool(chat_specs, state, req)
     run = RequestRun(state.worker, specs)
     await run.admitted()
-    return run, len(specs[0].prompt_ids)
+    return Started(run, len(specs[0].prompt_ids), PlainText())
 
 
 def add_chunk(outcome: ChatOutcome, chunk: GenerationChunk) -> None:
-    """Fold one generated token's chunk into ``outcome``."""
-    outcome.content += chunk.text
+    """Fold one generated token's id and finish reason into ``outcome``."""
     outcome.token_ids.append(chunk.token)
     if chunk.finish_reason is not None:
         outcome.finish, outcome.matched = chunk.finish_reason, chunk.matched
 
 
-async def collect(run: RequestRun, prompt_len: int, request: Request) -> ChatOutcome:
+def add_pieces(outcome: ChatOutcome, pieces: list[Piece]) -> None:
+    """Fold parsed pieces into ``outcome``'s content, reasoning and tool calls."""
+    for piece in pieces:
+        if isinstance(piece, TextPiece):
+            outcome.content += piece.text
+        elif isinstance(piece, ReasoningPiece):
+            outcome.reasoning = (outcome.reasoning or "") + piece.text
+        elif isinstance(piece, CallStart):
+            function = {"name": piece.name, "arguments": ""}
+            outcome.tool_calls.append({"id": piece.id, "type": "function", "function": function})
+        else:
+            outcome.tool_calls[piece.index]["function"]["arguments"] += piece.fragment
+
+
+async def collect(started: Started, request: Request) -> ChatOutcome:
     """Wait for the whole answer (cancelled when the client disconnects).
 
     Raises:
         ApiError: The job's failure, or 400 when the client went away.
     """
-    outcome = ChatOutcome(prompt_tokens=prompt_len)
+    outcome, run = ChatOutcome(prompt_tokens=started.prompt_len), started.run
     try:
         async for _, event in run.events(request):
             if isinstance(event, Failed):
@@ -93,17 +164,36 @@ async def collect(run: RequestRun, prompt_len: int, request: Request) -> ChatOut
                 raise ApiError(event.status, event.message)
             if isinstance(event, GenerationChunk):
                 add_chunk(outcome, event)
+                add_pieces(outcome, started.parser.feed(event.text))
     except ClientGone:
         run.cancel()
         raise ApiError(400, "the client disconnected") from None
+    add_pieces(outcome, started.parser.finish())
     return outcome
 
 
-async def chunks(run: RequestRun) -> AsyncIterator[GenerationChunk | Failed]:
-    """The run's chunks as they come, then its failure if it failed (cancels on exit)."""
+async def pieces(started: Started, outcome: ChatOutcome) -> AsyncIterator[list[Piece] | Failed]:
+    """The answer's pieces as they come (folded into ``outcome`` too), or its failure.
+
+    The run is cancelled when the iteration stops early (the client went away).
+    """
+    finished = False
     try:
-        async for _, event in run.events():
-            if isinstance(event, (GenerationChunk, Failed)):
+        async for _, event in started.run.events():
+            if isinstance(event, Failed):
                 yield event
+                return
+            if isinstance(event, GenerationChunk):
+                add_chunk(outcome, event)
+                new = started.parser.feed(event.text)
+                if event.finish_reason is not None:
+                    new, finished = new + started.parser.finish(), True
+                add_pieces(outcome, new)
+                if new:
+                    yield new
+        tail = [] if finished else started.parser.finish()
+        add_pieces(outcome, tail)
+        if tail:
+            yield tail
     finally:
-        run.cancel()
+        started.run.cancel()

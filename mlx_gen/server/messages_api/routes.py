@@ -2,15 +2,13 @@
 
 Each request becomes a chat request (:mod:`.mapping`) and runs on the chat path
 (:mod:`mlx_gen.server.chat_run`). A stream sends Anthropic's events in order:
-``message_start``, ``content_block_start``, ``ping``, ``content_block_delta`` s
-(``text_delta``), ``content_block_stop``, then
+``message_start``, ``ping``, the content blocks (:mod:`.stream`), then
 ``message_delta`` (``stop_reason``, ``stop_sequence``, ``usage.output_tokens``) and
 ``message_stop``; a failure mid-stream is an ``error`` event.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 from fastapi import Request
@@ -18,12 +16,13 @@ from fastapi.responses import StreamingResponse
 
 from mlx_gen.server import chat_run
 from mlx_gen.server.chat_features import unsupported
-from mlx_gen.server.chat_run import ChatOutcome
+from mlx_gen.server.chat_run import ChatOutcome, Started
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.extensions import chat_request, extensions, renamed
 from mlx_gen.server.messages_api.errors import anthropic_error
 from mlx_gen.server.messages_api.mapping import FIELD_NAMES, content_blocks, stop_fields, to_chat
 from mlx_gen.server.messages_api.schemas import IGNORED, CountTokensRequest, MessagesRequest
+from mlx_gen.server.messages_api.stream import BlockWriter, event
 from mlx_gen.server.schemas import ChatRequest
 from mlx_gen.server.state import ServerState
 from mlx_gen.server.streaming import new_id
@@ -66,40 +65,32 @@ async def create_message(state: ServerState, req: MessagesRequest, request: Requ
     """Answer ``req``: a ``message`` object, or Anthropic's event stream."""
     chat = _chat(state, req)
     try:
-        run, prompt_len = await chat_run.start(state, chat)
+        started = await chat_run.start(state, chat)
     except ApiError as err:
         raise renamed(err, FIELD_NAMES) from None
     msg_id = new_id("msg")
     if req.stream:
-        events = _stream(state, msg_id, run, prompt_len)
+        events = _stream(state, msg_id, started)
         return StreamingResponse(events, media_type="text/event-stream")
-    outcome = await chat_run.collect(run, prompt_len, request)
+    outcome = await chat_run.collect(started, request)
     message = _message(state, msg_id, outcome, content_blocks(outcome))
     if chat.return_token_ids:
         message["token_ids"] = outcome.token_ids
     return message
 
 
-def event(name: str, payload: dict) -> str:
-    """One server-sent event with its ``event:`` line, as Anthropic sends them."""
-    return f"event: {name}\ndata: {json.dumps({'type': name, **payload})}\n\n"
-
-
-async def _stream(state: ServerState, msg_id: str, run, prompt_len: int) -> AsyncIterator[str]:
-    outcome = ChatOutcome(prompt_tokens=prompt_len)
+async def _stream(state: ServerState, msg_id: str, started: Started) -> AsyncIterator[str]:
+    outcome, blocks = ChatOutcome(prompt_tokens=started.prompt_len), BlockWriter()
     yield event("message_start", {"message": _message(state, msg_id, outcome, [])})
-    text_block = {"type": "text", "text": ""}
-    yield event("content_block_start", {"index": 0, "content_block": text_block})
     yield event("ping", {})
-    async for chunk in chat_run.chunks(run):
-        if isinstance(chunk, Failed):
-            yield event("error", anthropic_error(chunk.status, chunk.message))
+    async for pieces in chat_run.pieces(started, outcome):
+        if isinstance(pieces, Failed):
+            yield event("error", anthropic_error(pieces.status, pieces.message))
             return
-        chat_run.add_chunk(outcome, chunk)
-        if chunk.text:
-            delta = {"type": "text_delta", "text": chunk.text}
-            yield event("content_block_delta", {"index": 0, "delta": delta})
-    yield event("content_block_stop", {"index": 0})
+        for line in blocks.write(pieces):
+            yield line
+    for line in blocks.finish():
+        yield line
     stop_reason, stop_sequence = stop_fields(outcome)
     yield event(
         "message_delta",
