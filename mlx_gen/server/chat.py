@@ -47,37 +47,15 @@ def _content(message: Message, index: int) -> str:
     return "".join(parts)
 
 
-def chat_messages(req: ChatRequest) -> list[dict]:
-    """The messages the chat template renders for ``req``.
-
-    Raises:
-        ApiError: 400 for a non-text content part.
-    """
-    return [{"role": m.role, "content": _content(m, i)} for i, m in enumerate(req.messages)]
-
-
-def chat_prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
-    """The prompt ids the chat template renders for ``req`` (tokenizes: off the event loop).
-
-    Raises:
-        ApiError: 400 for a non-text content part or a template error.
-    """
-    messages = chat_messages(req)
+def _prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
+    messages = [{"role": m.role, "content": _content(m, i)} for i, m in enumerate(req.messages)]
     try:
         return encode_prompt(state.model.tokenizer, messages=messages)
     except Exception as err:  # noqa: BLE001 - a template error is the request's fault
         raise ApiError(400, f"messages: {err}", param="messages") from err
 
 
-def chat_specs(state: ServerState, req: ChatRequest) -> list[ChoiceSpec]:
-    """One :class:`ChoiceSpec` per choice of ``req``: prompt ids and checked settings.
-
-    Every surface that generates from chat messages (``/v1/chat/completions``,
-    ``/v1/messages``, ``/v1/responses``) goes through here.
-
-    Raises:
-        ApiError: 400 naming the invalid field.
-    """
+def _specs(state: ServerState, req: ChatRequest) -> list[ChoiceSpec]:
     if req.tools or req.tool_choice not in (None, "none"):
         raise ApiError(400, "tools and tool_choice are not supported", param="tools")
     if req.top_logprobs is not None and not req.logprobs:
@@ -88,7 +66,7 @@ def chat_specs(state: ServerState, req: ChatRequest) -> list[ChoiceSpec]:
             f"n={req.n} is more than the server's limit ({state.limits.max_choices})",
             param="n",
         )
-    ids = chat_prompt_ids(state, req)
+    ids = _prompt_ids(state, req)
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
     requested = (
         req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
@@ -123,7 +101,7 @@ async def chat_completions(state: ServerState, req: ChatRequest, request: Reques
     """Answer a chat request (a JSON body, or an SSE stream when ``stream`` is true)."""
     state.check_model(req.model)
     state.check_fields(req)
-    specs = chat_specs(state, req)
+    specs = _specs(state, req)
     run = RequestRun(state.worker, specs)
     await run.admitted()
     if req.stream:
@@ -228,3 +206,36 @@ async def _stream(
         yield DONE
     finally:
         run.cancel()
+
+
+# The chat path as the other chat-style surfaces (/v1/messages, /v1/responses,
+# /apply-template) use it: one definition of the prompt and the choices.
+
+
+def chat_messages(req: ChatRequest) -> list[dict]:
+    """The messages the chat template renders for ``req``.
+
+    Raises:
+        ApiError: 400 for a non-text content part.
+    """
+    return [{"role": m.role, "content": _content(m, i)} for i, m in enumerate(req.messages)]
+
+
+def chat_prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
+    """The prompt ids of ``req``, as the chat endpoint builds them (tokenizes: call it off
+    the event loop).
+
+    Raises:
+        ApiError: 400 for a non-text content part or a template error.
+    """
+    return _prompt_ids(state, req)
+
+
+def chat_specs(state: ServerState, req: ChatRequest) -> list[ChoiceSpec]:
+    """``req``'s choices (prompt ids and checked settings), as the chat endpoint runs them
+    (renders and tokenizes: call it off the event loop).
+
+    Raises:
+        ApiError: 400 naming the invalid field.
+    """
+    return _specs(state, req)
