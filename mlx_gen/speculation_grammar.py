@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import mlx.core as mx
+import numpy as np
 
 from mlx_gen.constraints import CompiledConstraint, Matcher
 from mlx_gen.drafters import Draft
@@ -49,6 +50,10 @@ class GrammarGate:
         log_q = draft.log_q[:keep] if draft.log_q is not None else None
         return Draft(draft.tokens[:keep], log_q)
 
+    def guide(self) -> DraftingGuide:
+        """A :class:`~mlx_gen.drafters.DraftGuide` for a draft model's next proposal."""
+        return DraftingGuide(self.matcher, self.eos)
+
     def masks(self, draft: Draft) -> mx.array:
         """``(k + 1, W)`` bitmasks for the positions of a verification of ``draft``."""
         return mx.array(self.matcher.masks_along(draft.tokens.tolist()))
@@ -63,3 +68,37 @@ class GrammarGate:
                            constraint_complete=matcher.accepting)  # fmt: skip
         matcher.consume(out.token)
         return replace(out, constraint_complete=matcher.accepting)
+
+
+class DraftingGuide:
+    """Masks a draft model's positions with the grammar; undone by :meth:`close`.
+
+    Args:
+        matcher: The call's matcher (advanced over the drafts, then rolled back).
+        eos: The EOS set: an EOS is never drafted (drafting stops before it).
+    """
+
+    def __init__(self, matcher: Matcher, eos: frozenset[int]) -> None:
+        self.matcher, self.eos, self.consumed = matcher, eos, 0
+        self.row = None  # the last mask, on the host
+
+    def mask(self) -> mx.array | None:
+        """The grammar's mask here, or ``None`` when it allows nothing."""
+        mask = self.matcher.mask()
+        self.row = mask[0].view(np.uint32).copy()
+        return None if self.matcher.mask_empty else mx.array(mask)
+
+    def advance(self, token: int) -> bool:
+        """Consume a drafted ``token``; ``False`` (stop before it) for an EOS id, or a token
+        the mask forbids (the processors left the draft model nothing the grammar allows)."""
+        allowed = 0 <= token < 32 * len(self.row) and (self.row[token >> 5] >> (token & 31)) & 1
+        if token in self.eos or not allowed:
+            return False
+        self.matcher.consume(token)
+        self.consumed += 1
+        return True
+
+    def close(self) -> None:
+        """Return the matcher to where drafting began."""
+        self.matcher.rollback(self.consumed)
+        self.consumed = 0

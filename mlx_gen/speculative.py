@@ -31,8 +31,8 @@ step; greedy output equals plain constrained decoding token for token.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 import time
+from collections.abc import Iterator, Sequence
 
 import mlx.core as mx
 from mlx_lm.models.cache import RotatingKVCache, can_trim_prompt_cache, trim_prompt_cache
@@ -45,22 +45,15 @@ from mlx_gen.decode import (
     prefill_prompt,
     token_event,
 )
-from mlx_gen.drafters import (
-    Backoff,
-    Draft,
-    DraftModel,
-    LookupDrafter,
-    ModelDrafter,
-    PromptLookup,
-)
+from mlx_gen.drafters import Draft
 from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.plan import DecodePlan, checked_call
 from mlx_gen.prompt_cache import PromptCache
+from mlx_gen.proposer import Proposer
 from mlx_gen.settings import GenerationSettings
-from mlx_gen.speculation_cost import CostModel, SpeculationStats
-from mlx_gen.speculation_grammar import GrammarGate
+from mlx_gen.speculation_cost import SpeculationStats
 from mlx_gen.verify import Verified, verify_logits
 
 
@@ -127,33 +120,13 @@ class _Speculator:
         self.stepper = _Stepper(model, plan, self.prompt, cache)
         keys = mx.random.split(self.stepper.tail.key, 3)
         self.stepper.tail.key, self.key = keys[0], keys[1]
-        config = settings.speculative
-        self.backoff = Backoff(config.num_draft)
-        self.cost = CostModel(stats, enabled=config.measure_cost)
+        self.proposer = Proposer(
+            model, plan, settings.speculative, prompt_ids, key=keys[2],
+            prefill_step_size=settings.prefill_step_size, stats=stats,
+        )  # fmt: skip
+        self.grammar = self.proposer.grammar
+        self.on_prefill: ProgressCallback | None = None
         self.last_read: float | None = None  # when the last plain step was read
-        # Under a constraint every step is a verification (drafts cut where the grammar
-        # forbids; an empty draft is a plain masked step), so the grammar sees every token.
-        self.grammar = None
-        if plan.constraint is not None:
-            self.grammar = GrammarGate(plan.constraint, plan.eos_token_ids)
-        self.lookup, self.drafter, self.on_prefill = None, None, None
-        if isinstance(config, PromptLookup):
-            self.lookup = LookupDrafter(config, prompt_ids)
-        elif isinstance(config, DraftModel):
-            if config.model.vocab_size != model.vocab_size:
-                raise ValueError(
-                    f"speculative=DraftModel(...) has vocabulary size "
-                    f"{config.model.vocab_size}; the target's is {model.vocab_size} "
-                    "(a draft model must share the target's vocabulary)"
-                )
-            self.drafter = ModelDrafter(
-                config,
-                processors=plan.processors,
-                sampling=plan.sampling,
-                prompt=self.prompt,
-                key=keys[2],
-                prefill_step_size=settings.prefill_step_size,
-            )
 
     def run(self, on_prefill: ProgressCallback | None) -> Iterator[GeneratedToken]:
         """Yield tokens: verified rounds while drafting, plain pipelined steps otherwise."""
@@ -175,7 +148,8 @@ class _Speculator:
             switch_in, switch = switch, False
             n = len(self.generated)  # ``token`` is step n, its input already fed
             queued = None
-            if n + 1 < plan.max_tokens and not (switch := self._worth_drafting(n + 1)):
+            limit = plan.max_tokens - 2 - n  # drafts a round after token n could verify
+            if n + 1 < plan.max_tokens and not (switch := self.proposer.worth_drafting(limit)):
                 if plan.processors:
                     gen = mx.concatenate([gen, token])
                 queued = self._queue(token, gen, n=n + 1)  # queued before reading step n
@@ -189,7 +163,6 @@ class _Speculator:
                 return
             if queued is not None:
                 token, packed = queued
-            self.backoff.tick()
 
     def _queue(self, inputs: mx.array, gen: mx.array, *, n: int) -> tuple[mx.array, list]:
         """Queue the plain step for generated token ``n`` (the caller records ``inputs``)."""
@@ -198,47 +171,25 @@ class _Speculator:
         return token, packed
 
     def _time_plain_step(self, *, timed: bool) -> None:
-        """Feed the cost model a plain step's read-to-read time (not the first of a run)."""
+        """Report a plain step with its read-to-read time (not the first of a run)."""
         now = time.perf_counter()
-        if timed and self.last_read is not None:
-            self.cost.plain(now - self.last_read)
+        seconds = now - self.last_read if timed and self.last_read is not None else None
+        self.proposer.plain(seconds)
         self.last_read = now
-        self.stats.plain_tokens += 1
-
-    def _worth_drafting(self, n: int) -> bool:
-        if not self.backoff.ready() or self.cost.length(self.plan.max_tokens - 1 - n) == 0:
-            return False
-        return self.lookup is None or bool(self.lookup.propose(1))
-
-    def _draft(self, limit: int) -> Draft | None:
-        draft = None
-        limit = self.cost.length(limit) if self.backoff.ready() else 0
-        if limit > 0:
-            if self.lookup is not None:
-                ids = self.lookup.propose(limit)
-                draft = Draft(mx.array(ids, dtype=mx.int32)) if ids else None
-            else:
-                context = self.prompt_ids + self.generated
-                draft = self.drafter.propose(context, self.generated, limit)
-        return draft if self.grammar is None else self.grammar.cut(draft)
 
     def _round(self) -> Iterator[GeneratedToken]:
         """Draft, verify, emit; returns ``"drafted"``, ``"finished"`` or ``"none"``."""
         n, last = len(self.generated), (self.prompt_ids + self.generated)[-1]
         start = time.perf_counter()
-        draft = self._draft(min(self.backoff.length, self.plan.max_tokens - 1 - n))
+        context = self.prompt_ids + self.generated
+        draft = self.proposer.propose(context, self.generated, self.plan.max_tokens - 1 - n)
         if draft is None:
             return "none"
         result = self._verify(last, draft)
         tokens, accepted = result.tokens.tolist(), result.accepted.tolist()  # one sync
         k = len(accepted)
         a = accepted.index(False) if False in accepted else k
-        if k:
-            self.stats.rounds, self.stats.drafted = self.stats.rounds + 1, self.stats.drafted + k
-            self.stats.accepted += a
-            self.backoff.update(drafted=k, accepted=a)
-        else:  # a plain masked step (constrained, nothing drafted)
-            self.backoff.tick()
+        self.proposer.verified(drafted=k, accepted=a)
         self.cache.record([last, *draft.tokens.tolist()])
         self._trim(k - a)  # the KV cache keeps y and the accepted drafts
         rows = result.packed.tolist() if result.packed is not None else None
@@ -250,11 +201,7 @@ class _Speculator:
                 self._settle()
                 return "finished"
         seconds = time.perf_counter() - start  # drafting, verifying and emitting
-        if k:
-            self.cost.round(k=k, seconds=seconds, accepted=a)
-        else:
-            self.cost.plain(seconds)  # constrained, nothing drafted: a plain masked step
-            self.stats.plain_tokens += 1
+        self.proposer.timed(drafted=k, accepted=a, seconds=seconds)
         return "drafted"
 
     def _verify(self, last: int, draft: Draft) -> Verified:
@@ -289,8 +236,7 @@ class _Speculator:
             out = self.grammar.report(out)
         if value != NO_TOKEN:
             self.generated.append(value)
-            if self.lookup is not None:
-                self.lookup.extend([value])
+            self.proposer.emitted(value)
         if n % 256 == 255:
             mx.clear_cache()
         return out

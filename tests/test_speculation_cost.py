@@ -11,9 +11,9 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
+import mlx.core as mx
 import pytest
 
 import mlx_gen as mg
@@ -66,9 +66,10 @@ def test_measure_cost_false_always_drafts():
 def test_costly_positions_stop_drafting_and_keep_the_output():
     story = mg.load(STORIES)
 
-    def per_position_cost(logits, ctx):  # 4 ms for every position processed, like a matmul
-        time.sleep(0.004)
-        return logits
+    weight = mx.random.normal((384, 384), key=mx.random.key(0))
+
+    def per_position_cost(logits, ctx):  # a matmul for every position processed
+        return logits + 0.0 * mx.tanh((weight @ weight).sum())
 
     ids = story.tokenizer.encode(TEXT)
     base = mg.GenerationSettings(max_tokens=40, temperature=0.0,
@@ -80,7 +81,7 @@ def test_costly_positions_stop_drafting_and_keep_the_output():
     assert [t.token for t in run] == plain.token_ids
     assert stats.rounds == 1 and stats.drafted <= PROBE  # one probe, then plain for good
     assert stats.decision.startswith("off:"), stats
-    assert stats.step_s >= 0.004 and stats.per_draft_s >= 0.6 * stats.step_s
+    assert stats.per_draft_s >= 0.6 * stats.step_s
     # Without the processor's cost each drafted position is measured cheaper.
     cheap = SpeculationStats()
     fast = mg.GenerationSettings(max_tokens=40, temperature=0.0, speculative=lookup)

@@ -84,6 +84,11 @@ class Matcher:
                 words[i >> 5] &= np.uint32(~(1 << (i & 31)) & 0xFFFFFFFF)
         self.mask_empty = not row.any()
 
+    def rollback(self, count: int) -> None:
+        """Undo the last ``count`` :meth:`consume` calls."""
+        if count:
+            self._matcher.rollback(count)
+
     def valid_prefix(self, tokens: Sequence[int]) -> int:
         """How many leading ``tokens`` the grammar accepts from here (nothing is consumed)."""
         return self._matcher.validate_tokens(list(tokens)) if tokens else 0
