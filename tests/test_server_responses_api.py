@@ -194,3 +194,36 @@ def test_store_false_and_ignored_fields_pass(client):
         include=["reasoning.encrypted_content"], reasoning={"effort": "none", "summary": "auto"},
     )  # fmt: skip
     assert r.usage.output_tokens == 2 and r.metadata == {"k": "v"}
+
+
+def test_logprobs_equal_chat_streamed_or_not(client):
+    """``top_logprobs`` gives the chat endpoint's logprobs, in the Responses shape."""
+    kwargs = {"model": "test", "max_output_tokens": 10, "temperature": 0.0}
+    r = client.responses.create(input="hello", top_logprobs=3, **kwargs)
+    c = client.chat.completions.create(
+        model="test", messages=USER, max_tokens=10, temperature=0.0, logprobs=True,
+        top_logprobs=3,
+    )  # fmt: skip
+    got = r.output[0].content[0].logprobs
+    want = c.choices[0].logprobs.content
+    assert len(got) == len(want) == r.usage.output_tokens
+    for g, w in zip(got, want, strict=True):
+        assert (g.token, g.logprob, g.bytes) == (w.token, w.logprob, w.bytes)
+        assert [(t.token, t.logprob) for t in g.top_logprobs] == [
+            (t.token, t.logprob) for t in w.top_logprobs
+        ]
+    events = list(client.responses.create(input="hello", top_logprobs=3, stream=True, **kwargs))
+    streamed = [lp for e in events if e.type == "response.output_text.delta" for lp in e.logprobs]
+    done = next(e for e in events if e.type == "response.output_text.done")
+    final = events[-1].response.output[0].content[0].logprobs
+    assert len(done.logprobs) == len(final) == len(got)
+    assert [lp.logprob for lp in final] == [lp.logprob for lp in got]
+    assert [lp.token for lp in streamed] == [lp.token for lp in got][: len(streamed)]
+    only = client.responses.create(
+        input="hello", include=["message.output_text.logprobs"], **kwargs
+    )
+    lps = only.output[0].content[0].logprobs
+    assert [lp.logprob for lp in lps] == [lp.logprob for lp in got]
+    assert all(lp.top_logprobs == [] for lp in lps)
+    plain = client.responses.create(input="hello", **kwargs)
+    assert plain.output[0].content[0].logprobs == []

@@ -17,7 +17,7 @@ in is giving :func:`start` the chat plan's parser (its pieces map one to one).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from mlx_gen.server.bridge import ClientGone, RequestRun
 from mlx_gen.server.chat import chat_prompt_ids, chat_specs
 from mlx_gen.server.errors import ApiError
+from mlx_gen.server.logprob_format import chat_entry
 from mlx_gen.server.schemas import ChatRequest
 from mlx_gen.server.state import ServerState
 from mlx_gen.server.worker import Failed
@@ -92,6 +93,8 @@ class ChatOutcome:
         reasoning: The reasoning text (``None`` until the chat path produces it).
         tool_calls: Chat-style tool calls (``{"id", "type": "function", "function":
             {"name", "arguments"}}``), empty until the chat path produces them.
+        logprobs: With ``logprobs``, each generated token's chat logprob entry (``token``,
+            ``logprob``, ``bytes``, ``top_logprobs``, ...), in order.
     """
 
     content: str = ""
@@ -101,6 +104,7 @@ class ChatOutcome:
     prompt_tokens: int = 0
     reasoning: str | None = None
     tool_calls: list[dict] = field(default_factory=list)
+    logprobs: list[dict] = field(default_factory=list)
 
 
 async def prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
@@ -110,11 +114,22 @@ async def prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
 
 @dataclass
 class Started:
-    """A submitted request: its run, prompt length and output parser."""
+    """A submitted request: its run, prompt length, output parser and logprob entries
+    (``entry``: a chunk's chat logprob entry, ``None`` without ``logprobs``)."""
 
     run: RequestRun
     prompt_len: int
     parser: PlainText
+    entry: Callable[[GenerationChunk], dict] | None = None
+
+    def add(self, outcome: ChatOutcome, chunk: GenerationChunk) -> list[Piece]:
+        """Fold ``chunk`` into ``outcome`` and return its new pieces."""
+        add_chunk(outcome, chunk)
+        if self.entry is not None and chunk.logprobs:
+            outcome.logprobs.append(self.entry(chunk))
+        new = self.parser.feed(chunk.text)
+        add_pieces(outcome, new)
+        return new
 
 
 async def start(state: ServerState, req: ChatRequest) -> Started:
@@ -126,7 +141,14 @@ async def start(state: ServerState, req: ChatRequest) -> Started:
     specs = await run_in_threadpool(chat_specs, state, req)
     run = RequestRun(state.worker, specs)
     await run.admitted()
-    return Started(run, len(specs[0].prompt_ids), PlainText())
+    entry = None
+    if req.logprobs:
+        modes = ("raw", "processed") if req.logprobs_mode == "both" else (req.logprobs_mode,)
+
+        def entry(chunk: GenerationChunk) -> dict:
+            return chat_entry(state.texts, chunk.logprobs, modes).model_dump(exclude_none=True)
+
+    return Started(run, len(specs[0].prompt_ids), PlainText(), entry)
 
 
 def add_chunk(outcome: ChatOutcome, chunk: GenerationChunk) -> None:
@@ -163,8 +185,7 @@ async def collect(started: Started, request: Request) -> ChatOutcome:
                 run.cancel()
                 raise ApiError(event.status, event.message)
             if isinstance(event, GenerationChunk):
-                add_chunk(outcome, event)
-                add_pieces(outcome, started.parser.feed(event.text))
+                started.add(outcome, event)
     except ClientGone:
         run.cancel()
         raise ApiError(400, "the client disconnected") from None
@@ -184,11 +205,11 @@ async def pieces(started: Started, outcome: ChatOutcome) -> AsyncIterator[list[P
                 yield event
                 return
             if isinstance(event, GenerationChunk):
-                add_chunk(outcome, event)
-                new = started.parser.feed(event.text)
+                new = started.add(outcome, event)
                 if event.finish_reason is not None:
-                    new, finished = new + started.parser.finish(), True
-                add_pieces(outcome, new)
+                    tail, finished = started.parser.finish(), True
+                    add_pieces(outcome, tail)
+                    new = new + tail
                 if new:
                     yield new
         tail = [] if finished else started.parser.finish()

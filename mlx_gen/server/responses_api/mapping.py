@@ -9,11 +9,14 @@ templates do not re-render earlier reasoning); function ``tools`` → chat funct
 ``response_format``; ``reasoning.effort`` → ``thinking_budget`` by
 :data:`EFFORT_BUDGETS` and ``reasoning_effort`` (the template variable; ``xhigh`` →
 ``high``); ``reasoning.summary`` is ignored (the reasoning is returned whole);
-``max_output_tokens`` → ``max_tokens``. ``store: true``, ``previous_response_id``,
-``conversation`` and ``background: true`` are refused (nothing is stored).
+``max_output_tokens`` → ``max_tokens``; ``top_logprobs`` (or ``include``
+``message.output_text.logprobs``) → ``logprobs`` with that many alternatives.
+``store: true``, ``previous_response_id``, ``conversation`` and ``background: true`` are
+refused (nothing is stored).
 
 Chat output → Responses: a ``reasoning`` item (``reasoning_text``), a ``message`` item
-(``output_text``) and one ``function_call`` item per tool call; the response is
+(``output_text``, with the generated tokens' ``logprobs`` when asked) and one
+``function_call`` item per tool call; the response is
 ``incomplete`` (``max_output_tokens``) at the length limit, ``completed`` otherwise.
 """
 
@@ -27,6 +30,9 @@ from mlx_gen.server.responses_api.schemas import ResponsesRequest
 
 #: Thinking budget (tokens) per ``reasoning.effort``; ``"none"`` turns reasoning off.
 EFFORT_BUDGETS = {"minimal": 256, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768}
+
+#: The ``include`` value that asks for the output text's logprobs.
+LOGPROBS = "message.output_text.logprobs"
 
 #: Chat field → the Responses field a 400 names.
 FIELD_NAMES = {
@@ -56,12 +62,6 @@ def _refuse_state(req: ResponsesRequest) -> None:
                 "conversation in input (and leave store unset or false)",
                 param=name,
             )
-    if req.top_logprobs:
-        raise ApiError(
-            400,
-            "top_logprobs: not available on /v1/responses; use /v1/chat/completions",
-            param="top_logprobs",
-        )
 
 
 def _part_text(content: str | list, where: str) -> str:
@@ -195,6 +195,8 @@ def to_chat(req: ResponsesRequest, extensions: dict[str, Any]) -> dict[str, Any]
         "reasoning_effort": _effort(req.reasoning),
     }
     body = {**extensions, "messages": messages}
+    if req.top_logprobs is not None or LOGPROBS in (req.include or ()):
+        body.update(logprobs=True, top_logprobs=req.top_logprobs or 0)
     body.update({k: v for k, v in optional.items() if v is not None})
     return body
 
@@ -206,7 +208,9 @@ def output_items(outcome: ChatOutcome, new_id) -> list[dict]:
         part = {"type": "reasoning_text", "text": outcome.reasoning}
         items.append({"type": "reasoning", "id": new_id("rs"), "summary": [], "content": [part]})
     if outcome.content or not outcome.tool_calls:
-        items.append(message_item(new_id("msg"), outcome.content, "completed"))
+        item = message_item(new_id("msg"), outcome.content, "completed")
+        item["content"][0]["logprobs"] = response_logprobs(outcome.logprobs)
+        items.append(item)
     for call in outcome.tool_calls:
         items.append(
             {
@@ -219,6 +223,19 @@ def output_items(outcome: ChatOutcome, new_id) -> list[dict]:
             }
         )
     return items
+
+
+def response_logprobs(entries: list[dict]) -> list[dict]:
+    """Chat logprob entries in the Responses shape (``token``, ``logprob``, ``bytes``,
+    ``top_logprobs`` of the same three)."""
+    keys = ("token", "logprob", "bytes")
+    return [
+        {
+            **{k: e[k] for k in keys},
+            "top_logprobs": [{k: t[k] for k in keys} for t in e["top_logprobs"]],
+        }
+        for e in entries
+    ]
 
 
 def message_item(item_id: str, text: str | None, status: str) -> dict:

@@ -21,7 +21,13 @@ from mlx_gen.server.chat_features import unsupported
 from mlx_gen.server.chat_run import ChatOutcome, Started
 from mlx_gen.server.errors import ApiError, error_body
 from mlx_gen.server.extensions import chat_request, extensions, renamed
-from mlx_gen.server.responses_api.mapping import FIELD_NAMES, incomplete, output_items, to_chat
+from mlx_gen.server.responses_api.mapping import (
+    FIELD_NAMES,
+    incomplete,
+    output_items,
+    response_logprobs,
+    to_chat,
+)
 from mlx_gen.server.responses_api.schemas import IGNORED, ResponsesRequest
 from mlx_gen.server.responses_api.stream import Events, ItemWriter
 from mlx_gen.server.state import ServerState
@@ -110,7 +116,7 @@ async def create_response(state: ServerState, req: ResponsesRequest, request: Re
 
 async def _stream(state, req, head, started: Started) -> AsyncIterator[str]:
     ev, outcome = Events(), ChatOutcome(prompt_tokens=started.prompt_len)
-    items = ItemWriter(ev, new_id)
+    items, seen = ItemWriter(ev, new_id), 0
     yield ev("response.created", response=envelope(state, req, head))
     yield ev("response.in_progress", response=envelope(state, req, head))
     async for pieces in chat_run.pieces(started, outcome):
@@ -121,8 +127,10 @@ async def _stream(state, req, head, started: Started) -> AsyncIterator[str]:
             failure = envelope(state, req, head, status="failed", error=failed)
             yield ev("response.failed", response=failure)
             return
-        for line in items.write(pieces):
+        fresh, seen = response_logprobs(outcome.logprobs[seen:]), len(outcome.logprobs)
+        for line in items.write(pieces, fresh):
             yield line
+    items.write([], response_logprobs(outcome.logprobs[seen:]))
     status = "completed" if incomplete(outcome) is None else "incomplete"
     for line in items.finish(status):
         yield line

@@ -14,7 +14,6 @@ IGNORED = {
     "user": "nothing is tracked per user",
     "safety_identifier": "nothing is tracked per user",
     "service_tier": "one local model, one tier",
-    "include": "no extra output is produced (no encrypted reasoning, no logprobs)",
     "prompt_cache_key": "the prompt cache needs no key",
     "parallel_tool_calls": "echoed back; the tool-calling work decides how many calls",
     "truncation": "nothing is truncated: a prompt beyond the context is a 400",
@@ -42,4 +41,5 @@ class ResponsesRequest(BaseModel):
     previous_response_id: str | None = None
     background: bool | None = None
     conversation: str | dict | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    include: list[str] | None = None

@@ -45,6 +45,7 @@ class ItemWriter:
         self.ev, self.new_id = ev, new_id
         self.items: list[dict] = []  # every item, in its final state once closed
         self.open: dict | None = None
+        self.pending: list[dict] = []  # logprobs not yet sent with a text delta
 
     def _at(self) -> dict:
         return {"item_id": self.open["id"], "output_index": len(self.items) - 1}
@@ -89,7 +90,10 @@ class ItemWriter:
                 if item["type"] == "message"
                 else ("response.reasoning_text.done")
             )
-            extra = {"logprobs": []} if item["type"] == "message" else {}
+            extra = {}
+            if item["type"] == "message":
+                part["logprobs"] += self.pending
+                self.pending, extra = [], {"logprobs": part["logprobs"]}
             out.append(self.ev(done, **at, content_index=0, text=part["text"], **extra))
             out.append(self.ev("response.content_part.done", **at, content_index=0, part=part))
         else:
@@ -106,22 +110,26 @@ class ItemWriter:
         self.open = None
         return out
 
-    def write(self, pieces: list[Piece]) -> list[str]:
-        """The events of ``pieces``."""
+    def write(self, pieces: list[Piece], logprobs: list[dict] | None = None) -> list[str]:
+        """The events of ``pieces`` (``logprobs``: the new tokens' entries, sent with the
+        next text delta and kept in the message's part)."""
+        self.pending += logprobs or []
         out: list[str] = []
         for piece in pieces:
             kind = None if self.open is None else self.open["type"]
             if isinstance(piece, TextPiece):
                 if kind != "message":
                     out += self._start(message_item(self.new_id("msg"), "", "in_progress"))
-                self.open["content"][0]["text"] += piece.text
+                part, (sent, self.pending) = self.open["content"][0], (self.pending, [])
+                part["text"] += piece.text
+                part["logprobs"] += sent
                 out.append(
                     self.ev(
                         "response.output_text.delta",
                         **self._at(),
                         content_index=0,
                         delta=piece.text,
-                        logprobs=[],
+                        logprobs=sent,
                     )
                 )
             elif isinstance(piece, ReasoningPiece):
