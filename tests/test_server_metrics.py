@@ -3,6 +3,9 @@ sends, the worker's hooks, and ``/v1/models``' capabilities."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import anthropic
 import httpx
 import openai
@@ -147,3 +150,28 @@ def test_an_unexpected_error_on_messages_is_anthropic_shaped(model):
         "type": "error",
         "error": {"type": "api_error", "message": "internal error: RuntimeError"},
     }
+
+
+def test_running_and_queue_depth_gauges(model):
+    """One place in the batch: a long stream runs, the next request waits in the queue."""
+    with running_server(model, max_batch_size=1, max_queue=4) as url:
+        chat = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        stream = chat.chat.completions.create(
+            model="test", messages=USER, max_tokens=200, stream=True,
+            extra_body={"ignore_eos": True},
+        )  # fmt: skip
+        next(iter(stream))
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(
+                chat.chat.completions.create, model="test", messages=USER, max_tokens=2
+            )
+            deadline, values = time.monotonic() + 20, {}
+            while time.monotonic() < deadline:
+                values = scrape(url)
+                if values[("mlx_gen_queue_depth", ())] == 1:
+                    break
+                time.sleep(0.05)
+            assert values[("mlx_gen_queue_depth", ())] == 1
+            assert values[("mlx_gen_running_requests", ())] == 1
+            stream.close()  # frees the place: the waiting request runs
+            assert waiting.result(timeout=60).usage.completion_tokens == 2

@@ -102,8 +102,9 @@ class Worker:
 
     @property
     def running(self) -> int:
-        """Jobs in the running batch."""
-        return len(self._active)
+        """Jobs in the running batch (not those the decoder holds for a free place)."""
+        decoder = self._decoder  # read once: the worker thread may drop it meanwhile
+        return max(0, len(self._active) - (decoder.waiting if decoder is not None else 0))
 
     def start(self) -> None:
         """Start the worker thread."""
