@@ -8,14 +8,16 @@ import json
 
 import pytest
 
+from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.server import chat_features
-from mlx_gen.server.chat_run import ChatOutcome
+from mlx_gen.server.chat_run import ChatOutcome, add_chunk
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.messages_api import mapping as am
 from mlx_gen.server.messages_api.errors import anthropic_body, anthropic_error
 from mlx_gen.server.messages_api.schemas import CountTokensRequest, MessagesRequest
 from mlx_gen.server.responses_api import mapping as rm
 from mlx_gen.server.responses_api.schemas import ResponsesRequest
+from mlx_gen.stream import GenerationChunk
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 CHAT_TOOL = {"type": "function", "function": {"name": "weather", "description": "Weather",
@@ -176,3 +178,11 @@ def test_anthropic_error_types(status, kind):
     rewritten = json.loads(anthropic_body(status, json.dumps(body).encode()))
     assert rewritten == {"type": "error", "error": {"type": kind, "message": "m"}}
     assert anthropic_error(status, "m") == {"error": {"type": kind, "message": "m"}}
+
+
+def test_a_token_less_last_chunk_adds_no_id():
+    """``NO_TOKEN`` (a constraint that allowed nothing) is not a generated token."""
+    outcome = ChatOutcome()
+    add_chunk(outcome, GenerationChunk(text="a", token=7))
+    add_chunk(outcome, GenerationChunk(text="", token=NO_TOKEN, finish_reason="no_allowed_token"))
+    assert outcome.token_ids == [7] and outcome.finish == "no_allowed_token"

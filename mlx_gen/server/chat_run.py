@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.server.bridge import ClientGone, RequestRun
 from mlx_gen.server.chat import chat_prompt_ids, chat_specs
 from mlx_gen.server.errors import ApiError
@@ -152,8 +153,10 @@ async def start(state: ServerState, req: ChatRequest) -> Started:
 
 
 def add_chunk(outcome: ChatOutcome, chunk: GenerationChunk) -> None:
-    """Fold one generated token's id and finish reason into ``outcome``."""
-    outcome.token_ids.append(chunk.token)
+    """Fold one generated token's id and finish reason into ``outcome`` (a last chunk
+    that generated nothing, ``NO_TOKEN``, adds no id: as in ``mlx_gen.generate``)."""
+    if chunk.token != NO_TOKEN:
+        outcome.token_ids.append(chunk.token)
     if chunk.finish_reason is not None:
         outcome.finish, outcome.matched = chunk.finish_reason, chunk.matched
 
