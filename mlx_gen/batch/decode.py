@@ -125,6 +125,11 @@ class BatchDecoder:
         """True when every row has finished (or was cancelled)."""
         return self._queued is None and not self._waiting
 
+    @property
+    def waiting(self) -> int:
+        """Rows added and not yet in the batch (waiting for a free place)."""
+        return len(self._waiting)
+
     def cancel(self, index: int) -> None:
         """Stop row ``index``: it is never read again and leaves the batch at the next step."""
         if index not in self._rows:

@@ -41,6 +41,7 @@ from mlx_gen.server.jobs import (
     QueueFull,
     ShuttingDown,
 )
+from mlx_gen.server.metrics import EngineMetrics
 from mlx_gen.stream import TextAssembler
 
 __all__ = [
@@ -65,6 +66,8 @@ class Worker:
         max_batch_size: Jobs decoded at once.
         max_queue: Jobs that may wait for a place beyond those.
         prefill_step_size: Prompt tokens per forward pass.
+        metrics: What it reports to (``/metrics``); also the hook for the prefix cache
+            (``metrics.prefix_cache``) and speculation (``metrics.speculation``).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Worker:
         max_batch_size: int = 16,
         max_queue: int = 64,
         prefill_step_size: int = 512,
+        metrics: EngineMetrics | None = None,
     ) -> None:
         self.model, self.max_batch_size, self.max_queue = model, max_batch_size, max_queue
         # Weights load lazily, and a lazy MLX array is bound to the stream (so the thread)
@@ -81,6 +85,7 @@ class Worker:
         # thread only ever sees evaluated weights.
         mx.eval(model.model(mx.array([[0]], dtype=mx.int32)))
         self.prefill_step_size = prefill_step_size
+        self.metrics = metrics if metrics is not None else EngineMetrics()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -101,6 +106,12 @@ class Worker:
     def unsent(self) -> int:
         """Held jobs that finished and are not yet released (their answer is unsent)."""
         return self._unsent
+
+    @property
+    def running(self) -> int:
+        """Jobs in the running batch (not those the decoder holds for a free place)."""
+        decoder = self._decoder  # read once: the worker thread may drop it meanwhile
+        return max(0, len(self._active) - (decoder.waiting if decoder is not None else 0))
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -134,6 +145,7 @@ class Worker:
                 )
             self._in_flight += len(jobs)
         for job in jobs:
+            self.metrics.submitted(job)
             self._inbox.put(("add", job))
 
     def cancel(self, job: Job) -> None:
@@ -153,6 +165,7 @@ class Worker:
             self._in_flight -= 1
             job.finished = True
             self._unsent += job.held
+        self.metrics.finished(job)
         try:
             job.emit(event)
         except RuntimeError:  # The handler's event loop is gone (shutdown).
@@ -217,6 +230,7 @@ class Worker:
             self._finish(job, Failed(str(err), 400))
             return
         job.emit(Admitted())
+        self.metrics.admitted(job, len(job.prompt_ids))
         try:
             if job.prompt_logprobs is not None:
                 job.emit(PromptScores(self._score_prompt(job)))
@@ -257,7 +271,10 @@ class Worker:
             job = self._active.get(index)
             if job is None:
                 continue
-            self.generated_tokens += out.token != NO_TOKEN
+            is_token = out.token != NO_TOKEN
+            self.generated_tokens += is_token
+            if is_token:
+                self.metrics.token(job)
             try:
                 chunk = job.text.feed(out)
             except Exception as err:  # noqa: BLE001 - a stopping criterion of this job
