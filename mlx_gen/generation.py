@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlx_gen.decode import ProgressCallback
@@ -43,6 +43,8 @@ class GenerationResult:
         reasoning: The think block's text, or ``None`` when there was none.
         tool_calls: The complete tool calls, in order (a call cut by ``max_tokens`` is
             not one).
+        grammar: Per token, what a constraint's mask did (``forced``, ``masked``,
+            ``free``), or ``None`` per token without one.
     """
 
     text: str
@@ -57,6 +59,7 @@ class GenerationResult:
     content: str = ""
     reasoning: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    grammar: list[str | None] = field(default_factory=list)
 
     @classmethod
     def from_chunks(
@@ -84,6 +87,7 @@ class GenerationResult:
             content=parsed.content if parsed else text,
             reasoning=parsed.reasoning if parsed else None,
             tool_calls=parsed.tool_calls if parsed else (),
+            grammar=[c.grammar for c in real],
         )
 
 

@@ -80,6 +80,8 @@ class GenerationChunk:
             final with this chunk.
         parsed: On the last chunk of a chat answer: the answer split into content,
             reasoning and tool calls.
+        grammar: What a constraint's mask did to this token (``forced``, ``masked``,
+            ``free``; see :class:`~mlx_gen.generated_token.GeneratedToken`).
     """
 
     text: str
@@ -92,6 +94,7 @@ class GenerationChunk:
     finish_message: str | None = None
     pieces: tuple[StreamPiece, ...] = ()
     parsed: ParsedOutput | None = None
+    grammar: str | None = None
 
 
 class TextAssembler:
@@ -141,11 +144,13 @@ class TextAssembler:
             matched = self.stops.matched
         complete = out.constraint_complete
         if finish is None:
-            return GenerationChunk(text, out.token, out.logprobs, constraint_complete=complete)
+            return GenerationChunk(
+                text, out.token, out.logprobs, constraint_complete=complete, grammar=out.grammar
+            )
         text += self.stops.flush()
         return GenerationChunk(
             text, out.token, out.logprobs, finish, matched, self._stats(), complete,
-            out.finish_message,
+            out.finish_message, grammar=out.grammar,
         )  # fmt: skip
 
     def _criterion(self) -> bool:

@@ -189,3 +189,24 @@ def test_bad_tools_and_choices_are_named(models):
         mg.generate(model, messages=USER, tools=TOOLS, tool_format="nope")
     with pytest.raises(ValueError, match="cannot be combined"):
         mg.generate(model, messages=USER, tools=TOOLS, settings=S(constraint=mg.JsonObject()))
+
+
+def test_each_token_says_what_the_grammar_did(models):
+    model = models("hermes")
+    result = mg.generate(
+        model, messages=USER, tools=TOOLS, tool_choice="w",
+        settings=S(temperature=1.0, seed=4, max_tokens=160, logprobs=0,
+                   logprobs_modes=("raw", "processed")),
+    )  # fmt: skip
+    text = [model.tokenizer.decode([i]) for i in result.token_ids]
+    # <tool_call> then the fixed header are forced; the string's characters are masked.
+    assert result.grammar[0] == "forced" and text[0] == "<tool_call>"
+    header = '\n{"name": "w", "arguments": {"c": "'
+    assert "".join(text[1 : 1 + len(header)]) == header
+    assert set(result.grammar[1 : 1 + len(header)]) == {"forced"}
+    assert "masked" in result.grammar
+    # logprobs work for tool-call tokens: a forced token has processed logprob 0.
+    assert result.logprobs[0]["processed"].logprob == 0.0
+    assert result.logprobs[0]["raw"].logprob < 0.0
+    plain = mg.generate(model, messages=USER, settings=S(max_tokens=3))
+    assert plain.grammar == [None, None, None]
