@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 
 from mlx_gen.loading.loader import LoadedModel
-from mlx_gen.server.chat import chat_completions
+from mlx_gen.server.chat import apply_chat_template, chat_completions
 from mlx_gen.server.completions import completions
 from mlx_gen.server.errors import ApiError, install_error_handlers
 from mlx_gen.server.responses import (
@@ -96,6 +96,10 @@ def _routes(app: FastAPI, state: ServerState, auth: list) -> None:
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat(req: ChatRequest, request: Request):
         return await chat_completions(state, req, request)
+
+    @app.post("/apply-template", dependencies=auth)
+    async def apply_template_route(req: ChatRequest) -> dict:
+        return await apply_chat_template(state, req)
 
     @app.post("/v1/completions", dependencies=auth)
     async def complete(req: CompletionRequest, request: Request):
