@@ -38,8 +38,9 @@ class GenerationResult:
             ``None`` without a constraint.
         finish_message: Why a ``constraint`` finish happened (llguidance's message when
             its matcher failed), else ``None``.
-        content: For chat messages, the answer without reasoning and call syntax
-            (stripped); for a plain prompt, ``text``.
+        content: For chat messages, the answer without reasoning and call syntax (the
+            whitespace after the think block dropped, and around calls trimmed); for a
+            plain prompt, ``text``.
         reasoning: The think block's text, or ``None`` when there was none.
         tool_calls: The complete tool calls, in order (a call cut by ``max_tokens`` is
             not one).

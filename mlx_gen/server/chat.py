@@ -204,7 +204,7 @@ def _piece(
         return None  # Held back (a stop string, a partial character or marker).
     return ChunkChoice(
         index=index,
-        delta=delta or Delta(),
+        delta=delta or Delta(content=""),
         logprobs=ChoiceLogprobs(content=entries) if entries else None,
         finish_reason=reason,
         stop_reason=stop_reason,

@@ -81,7 +81,8 @@ class OutputParser:
     def result(self) -> ParsedOutput:
         """The whole answer, split (call :meth:`finish` first)."""
         reasoning = None if self.reasoning is None else "".join(self.reasoning)
-        return ParsedOutput("".join(self.content).strip(), reasoning, tuple(self.calls))
+        content = "".join(self.content)  # as generated, but around calls: trimmed
+        return ParsedOutput(content.strip() if self.calls else content, reasoning, tuple(self.calls))
 
     def _run(self, final: bool) -> list[StreamPiece]:
         out: list[StreamPiece] = []
