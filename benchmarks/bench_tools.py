@@ -51,33 +51,60 @@ def ten_tools(salt: str = "") -> list[dict]:
             "limit": {"type": "integer", "minimum": 1, "maximum": 100},
             "mode": {"enum": ["fast", "exact", "fuzzy"]},
             "tags": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 5},
-            "options": {"type": "object", "properties": {"verbose": {"type": "boolean"}},
-                        "additionalProperties": False},
-        }  # fmt: skip
-        params = {"type": "object", "properties": props, "required": ["query"],
-                  "additionalProperties": False}  # fmt: skip
-        out.append({"type": "function", "function": {"name": f"tool_{i}{salt}",
-                    "description": f"Tool number {i}", "parameters": params}})  # fmt: skip
+            "options": {
+                "type": "object",
+                "properties": {"verbose": {"type": "boolean"}},
+                "additionalProperties": False,
+            },
+        }
+        params = {
+            "type": "object",
+            "properties": props,
+            "required": ["query"],
+            "additionalProperties": False,
+        }
+        out.append(
+            {
+                "type": "function",
+                "function": {
+                    "name": f"tool_{i}{salt}",
+                    "description": f"Tool number {i}",
+                    "parameters": params,
+                },
+            }
+        )
     return out
 
 
-CALL = ('<tool_call>\n{"name": "tool_3", "arguments": {"query": "weather in Paris and the '
-        'forecast for the next three days", "limit": 10, "mode": "exact", "tags": ["weather", '
-        '"paris"], "options": {"verbose": true}}}\n</tool_call>')  # fmt: skip
+CALL = (
+    '<tool_call>\n{"name": "tool_3", "arguments": {"query": "weather in Paris and the '
+    'forecast for the next three days", "limit": 10, "mode": "exact", "tags": ["weather", '
+    '"paris"], "options": {"verbose": true}}}\n</tool_call>'
+)
 
 
 def grammar(model, tools: list[dict]) -> ToolGrammar:
     specs = check_tools(tools)
-    lark = tool_call_lark(FORMATS["hermes"], specs, mode="required", parallel=True,
-                          specials=special_tokens(model.tokenizer))  # fmt: skip
+    lark = tool_call_lark(
+        FORMATS["hermes"],
+        specs,
+        mode="required",
+        parallel=True,
+        specials=special_tokens(model.tokenizer),
+    )
     return ToolGrammar(lark, "bench")
 
 
 def compile_ms(model, salt: str, cache: GrammarCache) -> float:
     eos = model.generation_config.eos_token_ids
     start = time.perf_counter()
-    compile_constraint(grammar(model, ten_tools(salt)), model.tokenizer,
-                       vocab_size=model.vocab_size, eos_token_ids=eos, cache=cache)  # fmt: skip
+    compile_constraint(
+        grammar(model, ten_tools(salt)),
+        model.tokenizer,
+        vocab_size=model.vocab_size,
+        eos_token_ids=eos,
+        cache=cache,
+    )
     return (time.perf_counter() - start) * 1000
 
 
@@ -86,21 +113,38 @@ def cached_ms(model) -> float:
     settings = mg.GenerationSettings()
     messages = [{"role": "user", "content": "hi"}]
     tools = ten_tools("_cached")
-    tool_request.prepare_chat(model.tokenizer, messages, settings=settings, tools=tools,
-                              tool_choice="required", tool_format="hermes")  # fmt: skip
+    tool_request.prepare_chat(
+        model.tokenizer,
+        messages,
+        settings=settings,
+        tools=tools,
+        tool_choice="required",
+        tool_format="hermes",
+    )
     start = time.perf_counter()
-    plan = tool_request.prepare_chat(model.tokenizer, messages, settings=settings, tools=tools,
-                                     tool_choice="required", tool_format="hermes")  # fmt: skip
-    compile_constraint(plan.settings.constraint, model.tokenizer, vocab_size=model.vocab_size,
-                       eos_token_ids=model.generation_config.eos_token_ids)  # fmt: skip
+    plan = tool_request.prepare_chat(
+        model.tokenizer,
+        messages,
+        settings=settings,
+        tools=tools,
+        tool_choice="required",
+        tool_format="hermes",
+    )
+    compile_constraint(
+        plan.settings.constraint,
+        model.tokenizer,
+        vocab_size=model.vocab_size,
+        eos_token_ids=model.generation_config.eos_token_ids,
+    )
     return (time.perf_counter() - start) * 1000
 
 
 def matcher_ms(model) -> float:
     """Host time of consume + mask per token of an armed call, replayed."""
     eos = model.generation_config.eos_token_ids
-    compiled = compile_constraint(grammar(model, ten_tools()), model.tokenizer,
-                                  vocab_size=model.vocab_size, eos_token_ids=eos)  # fmt: skip
+    compiled = compile_constraint(
+        grammar(model, ten_tools()), model.tokenizer, vocab_size=model.vocab_size, eos_token_ids=eos
+    )
     tokens = list(model.tokenizer.encode(CALL, add_special_tokens=False))
     matcher = Matcher(compiled)
     assert matcher.valid_prefix(tokens) == len(tokens), "the call does not match the grammar"

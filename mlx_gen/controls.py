@@ -7,13 +7,13 @@ Order (each step, on ``(1, V)`` logits; the model's settings fill what the calle
 2. ``suppress_tokens``        7. ``repetition_penalty``    12. custom processors, in
 3. ``begin_suppress_tokens``  8. ``presence_penalty``          the order given
 4. ``min_new_tokens``         9. ``frequency_penalty``
-5. ``bad_words``             10. ``sequence_bias``         13. ``max_thinking_tokens``
+5. ``bad_words``             10. ``sequence_bias``        13. ``max_thinking_tokens``
 
 Bans come first and penalties after them; the caller's explicit ``logit_bias`` comes
 last among the built-ins so that ``+inf`` forces and ``-inf`` bans whatever else ran;
 custom processors see everything the built-ins did. The thinking budget comes last: when
-it is due, it forces the end of the think block over everything else. Sampling filters (temperature →
-top-k → top-p → min-p) run after all processors, in :mod:`mlx_gen.sampling`.
+it is due, it forces the end of the think block over everything else. Sampling filters
+(temperature → top-k → top-p → min-p) run after all processors, in :mod:`mlx_gen.sampling`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from mlx_gen.processors import (
     SequenceBias,
     SuppressTokens,
 )
-from mlx_gen.processors.thinking_budget import ThinkingBudget
 from mlx_gen.processors.context import LogitsProcessor
+from mlx_gen.processors.thinking_budget import ThinkingBudget
 from mlx_gen.settings import GenerationSettings
 
 

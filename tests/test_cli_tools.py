@@ -10,9 +10,20 @@ import pytest
 from mlx_gen.cli.main import main
 from tests.tool_models import HERMES, QWEN3, THINK_OPEN, write_tool_model
 
-TOOLS = [{"type": "function", "function": {"name": "w", "parameters": {
-    "type": "object", "properties": {"c": {"type": "string", "maxLength": 3}},
-    "required": ["c"], "additionalProperties": False}}}]  # fmt: skip
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "w",
+            "parameters": {
+                "type": "object",
+                "properties": {"c": {"type": "string", "maxLength": 3}},
+                "required": ["c"],
+                "additionalProperties": False,
+            },
+        },
+    }
+]
 MARKERS = ["<tool_call>", "</tool_call>", "<think>", "</think>"]
 
 
@@ -32,9 +43,25 @@ def _run(capsys, *argv):
 
 def test_json_returns_the_calls(hermes, capsys):
     folder, tools = hermes
-    code, out, _ = _run(capsys, "--model", folder, "--prompt", "hi", "--chat", "--tools", tools,
-                        "--tool-choice", "required", "--temp", "1", "--seed", "1",
-                        "--max-tokens", "120", "--json")  # fmt: skip
+    code, out, _ = _run(
+        capsys,
+        "--model",
+        folder,
+        "--prompt",
+        "hi",
+        "--chat",
+        "--tools",
+        tools,
+        "--tool-choice",
+        "required",
+        "--temp",
+        "1",
+        "--seed",
+        "1",
+        "--max-tokens",
+        "120",
+        "--json",
+    )
     doc = json.loads(out)
     assert code == 0 and doc["finish_reason"] == "stop"
     (call,) = doc["tool_calls"]
@@ -45,16 +72,33 @@ def test_json_returns_the_calls(hermes, capsys):
 
 def test_text_output_shows_the_call(hermes, capsys):
     folder, tools = hermes
-    code, out, _ = _run(capsys, "--model", folder, "--prompt", "hi", "--chat", "--tools", tools,
-                        "--tool-choice", "w", "--temp", "1", "--seed", "2", "--max-tokens", "120")  # fmt: skip
+    code, out, _ = _run(
+        capsys,
+        "--model",
+        folder,
+        "--prompt",
+        "hi",
+        "--chat",
+        "--tools",
+        tools,
+        "--tool-choice",
+        "w",
+        "--temp",
+        "1",
+        "--seed",
+        "2",
+        "--max-tokens",
+        "120",
+    )
     assert code == 0 and "<tool_call>" in out
     assert any(line.startswith("tool call call_") and " w {" in line for line in out.splitlines())
 
 
 def test_show_prompt_prints_the_rendered_prompt(hermes, capsys):
     folder, tools = hermes
-    code, out, _ = _run(capsys, "--model", folder, "--prompt", "hi", "--chat", "--tools", tools,
-                        "--show-prompt")  # fmt: skip
+    code, out, _ = _run(
+        capsys, "--model", folder, "--prompt", "hi", "--chat", "--tools", tools, "--show-prompt"
+    )
     assert code == 0 and "<tools>" in out and out.endswith("<|im_start|>assistant\n")
 
 
@@ -77,11 +121,33 @@ def test_bad_tool_flags_are_named(hermes, capsys, argv, needle):
 
 def test_max_thinking_tokens_and_template_kwargs(tmp_path, capsys):
     folder = write_tool_model(tmp_path / "open", THINK_OPEN, MARKERS)
-    code, out, _ = _run(capsys, "--model", folder, "--prompt", "hi", "--chat", "--temp", "0",
-                        "--max-thinking-tokens", "3", "--max-tokens", "8", "--json")  # fmt: skip
+    code, out, _ = _run(
+        capsys,
+        "--model",
+        folder,
+        "--prompt",
+        "hi",
+        "--chat",
+        "--temp",
+        "0",
+        "--max-thinking-tokens",
+        "3",
+        "--max-tokens",
+        "8",
+        "--json",
+    )
     doc = json.loads(out)
     assert code == 0 and doc["tokens"][3] == "</think>" and doc["reasoning"] is not None
     folder = write_tool_model(tmp_path / "q3", QWEN3, MARKERS)
-    code, out, _ = _run(capsys, "--model", folder, "--prompt", "hi", "--chat", "--show-prompt",
-                        "--chat-template-kwargs", '{"enable_thinking": false}')  # fmt: skip
+    code, out, _ = _run(
+        capsys,
+        "--model",
+        folder,
+        "--prompt",
+        "hi",
+        "--chat",
+        "--show-prompt",
+        "--chat-template-kwargs",
+        '{"enable_thinking": false}',
+    )
     assert code == 0 and out.endswith("<think>\n\n</think>\n\n")

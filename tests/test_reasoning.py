@@ -16,9 +16,18 @@ from tests.tool_models import QWEN3, THINK_OPEN, write_tool_model
 S = mg.GenerationSettings
 USER = [{"role": "user", "content": "hi"}]
 MARKERS = ["<think>", "</think>", "<tool_call>", "</tool_call>"]
-TOOL = {"type": "function", "function": {"name": "w", "parameters": {
-    "type": "object", "properties": {"c": {"type": "string", "maxLength": 3}},
-    "required": ["c"], "additionalProperties": False}}}  # fmt: skip
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "w",
+        "parameters": {
+            "type": "object",
+            "properties": {"c": {"type": "string", "maxLength": 3}},
+            "required": ["c"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +51,14 @@ def _ids(model, text):
 def _budget(model, n, **kw):
     end = _ids(model, "</think>")
     # The model may not end the block early: the budget's forced end beats this ban.
-    return S(temperature=1.0, seed=3, max_tokens=n + 12, max_thinking_tokens=n,
-             logit_bias={end: -1e9}, **kw)  # fmt: skip
+    return S(
+        temperature=1.0,
+        seed=3,
+        max_tokens=n + 12,
+        max_thinking_tokens=n,
+        logit_bias={end: -1e9},
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("n", [0, 1, 7])
@@ -69,14 +84,18 @@ def test_budget_with_a_message(opened):
 
 def test_budget_is_equal_in_single_batched_and_speculative_runs(opened):
     # Greedy: speculative sampling draws its randomness differently from plain decoding.
-    plan = prepare_chat(opened.tokenizer, USER, settings=replace(_budget(opened, 5), temperature=0.0))
+    plan = prepare_chat(
+        opened.tokenizer, USER, settings=replace(_budget(opened, 5), temperature=0.0)
+    )
     single = mg.generate(opened, plan.prompt_ids, settings=plan.settings).token_ids
-    batched = mg.generate_batch(opened, [plan.prompt_ids, plan.prompt_ids[:-1]],
-                                settings=plan.settings)[0].token_ids  # fmt: skip
+    batched = mg.generate_batch(
+        opened, [plan.prompt_ids, plan.prompt_ids[:-1]], settings=plan.settings
+    )[0].token_ids
     speculative = mg.generate(
-        opened, plan.prompt_ids,
+        opened,
+        plan.prompt_ids,
         settings=replace(plan.settings, speculative=mg.PromptLookup()),
-    ).token_ids  # fmt: skip
+    ).token_ids
     assert single == batched, "batched"
     assert single == speculative, "speculative"
     assert single[5] == _ids(opened, "</think>")
@@ -98,10 +117,18 @@ def test_tool_grammar_arms_after_the_think_block(qwen3):
         return logits.at[:, start].add(1e9) if ctx.step == 0 else logits
 
     result = mg.generate(
-        qwen3, messages=USER, tools=[TOOL], tool_choice="required",
-        settings=S(temperature=1.0, seed=1, max_tokens=120, max_thinking_tokens=6,
-                   logits_processors=[open_think]),
-    )  # fmt: skip
+        qwen3,
+        messages=USER,
+        tools=[TOOL],
+        tool_choice="required",
+        settings=S(
+            temperature=1.0,
+            seed=1,
+            max_tokens=120,
+            max_thinking_tokens=6,
+            logits_processors=[open_think],
+        ),
+    )
     assert result.token_ids[0] == start and result.token_ids[7] == _ids(qwen3, "</think>")
     assert result.reasoning == result.text.partition("</think>")[0].removeprefix("<think>")
     assert len(result.tool_calls) == 1 and result.finish_reason == "stop"
@@ -110,8 +137,9 @@ def test_tool_grammar_arms_after_the_think_block(qwen3):
 
 def test_enable_thinking_reaches_the_template(qwen3):
     on = prepare_chat(qwen3.tokenizer, USER, settings=S())
-    off = prepare_chat(qwen3.tokenizer, USER, settings=S(),
-                       chat_template_kwargs={"enable_thinking": False})  # fmt: skip
+    off = prepare_chat(
+        qwen3.tokenizer, USER, settings=S(), chat_template_kwargs={"enable_thinking": False}
+    )
     assert "<think>" not in on.prompt_text
     assert off.prompt_text.endswith("<think>\n\n</think>\n\n")
     assert not off.reasoning_open
@@ -120,8 +148,12 @@ def test_enable_thinking_reaches_the_template(qwen3):
 
 
 def test_json_schema_applies_after_reasoning(opened):
-    schema = {"type": "object", "properties": {"a": {"enum": [1, 2]}}, "required": ["a"],
-              "additionalProperties": False}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"a": {"enum": [1, 2]}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
     settings = replace(_budget(opened, 3), constraint=mg.JsonSchema(schema), max_tokens=60)
     result = mg.generate(opened, messages=USER, settings=settings)
     assert result.finish_reason == "stop", result.text

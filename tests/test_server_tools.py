@@ -13,12 +13,22 @@ import mlx_gen as mg
 from tests.serving import running_server
 from tests.tool_models import HERMES, THINK_OPEN, write_tool_model
 
-W = {"type": "object", "properties": {"c": {"type": "string", "maxLength": 3}},
-     "required": ["c"], "additionalProperties": False}  # fmt: skip
-V = {"type": "object", "properties": {"k": {"enum": ["a", "b"]}}, "required": ["k"],
-     "additionalProperties": False}  # fmt: skip
-TOOLS = [{"type": "function", "function": {"name": "w", "parameters": W}},
-         {"type": "function", "function": {"name": "v", "parameters": V}}]  # fmt: skip
+W = {
+    "type": "object",
+    "properties": {"c": {"type": "string", "maxLength": 3}},
+    "required": ["c"],
+    "additionalProperties": False,
+}
+V = {
+    "type": "object",
+    "properties": {"k": {"enum": ["a", "b"]}},
+    "required": ["k"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "w", "parameters": W}},
+    {"type": "function", "function": {"name": "v", "parameters": V}},
+]
 SCHEMAS = {"w": W, "v": V}
 USER = [{"role": "user", "content": "hi"}]
 MARKERS = ["<tool_call>", "</tool_call>", "<think>", "</think>"]
@@ -33,8 +43,15 @@ def served(tmp_path_factory):
 
 
 def _ask(client, **kw):
-    args = {"model": "test", "messages": USER, "tools": TOOLS, "temperature": 1.0, "seed": 3,
-            "max_tokens": 160, **kw}  # fmt: skip
+    args = {
+        "model": "test",
+        "messages": USER,
+        "tools": TOOLS,
+        "temperature": 1.0,
+        "seed": 3,
+        "max_tokens": 160,
+        **kw,
+    }
     return client.chat.completions.create(**args)
 
 
@@ -42,9 +59,7 @@ def _valid(call):
     jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
 
 
-@pytest.mark.parametrize(
-    "choice", ["required", {"type": "function", "function": {"name": "v"}}]
-)  # fmt: skip
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "v"}}])
 def test_calls_non_streamed(served, choice):
     _, _, client = served
     r = _ask(client, tool_choice=choice, parallel_tool_calls=False)
@@ -112,14 +127,28 @@ def test_bad_tool_requests_are_400(served):
     with pytest.raises(openai.BadRequestError, match="not a declared tool"):
         _ask(client, tool_choice={"type": "function", "function": {"name": "zz"}})
     bad = [
-        ({"tools": [{"type": "function", "function": {"name": "x", "parameters": {
-            "type": "object", "properties": {"a": {"type": "array", "uniqueItems": True}}}}}]},
-         "tools"),
+        (
+            {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "x",
+                            "parameters": {
+                                "type": "object",
+                                "properties": {"a": {"type": "array", "uniqueItems": True}},
+                            },
+                        },
+                    }
+                ]
+            },
+            "tools",
+        ),
         ({"tool_choice": "sometimes"}, "tool_choice"),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),
         ({"chat_template_kwargs": {"tools": 1}}, "chat_template_kwargs"),
         ({"thinking_budget": -1}, "thinking_budget"),
-    ]  # fmt: skip
+    ]
     for body, param in bad:
         payload = {"model": "test", "messages": USER, "tools": TOOLS, **body}
         r = httpx.post(url + "/v1/chat/completions", json=payload, timeout=30)
@@ -138,15 +167,25 @@ def test_reasoning_fields_and_thinking_budget(tmp_path):
     end = model.tokenizer.encode("</think>", add_special_tokens=False)[0]
     with running_server(model) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
-        args = {"model": "test", "messages": USER, "temperature": 0.0, "max_tokens": 12,
-                "logit_bias": {str(end): -100}, "extra_body": {"thinking_budget": 4,
-                                                               "return_token_ids": True}}  # fmt: skip
+        args = {
+            "model": "test",
+            "messages": USER,
+            "temperature": 0.0,
+            "max_tokens": 12,
+            "logit_bias": {str(end): -100},
+            "extra_body": {"thinking_budget": 4, "return_token_ids": True},
+        }
         r = client.chat.completions.create(**args)
         message = r.choices[0].message
         reasoning = message.model_extra["reasoning"]
         assert message.model_extra["reasoning_content"] == reasoning and reasoning
-        expected = mg.generate(model, messages=USER, settings=mg.GenerationSettings(
-            temperature=0.0, max_tokens=12, max_thinking_tokens=4, logit_bias={end: -100}))  # fmt: skip
+        expected = mg.generate(
+            model,
+            messages=USER,
+            settings=mg.GenerationSettings(
+                temperature=0.0, max_tokens=12, max_thinking_tokens=4, logit_bias={end: -100}
+            ),
+        )
         assert r.choices[0].model_extra["token_ids"] == expected.token_ids
         assert expected.token_ids[4] == end
         assert reasoning == expected.reasoning and message.content == (expected.content or None)

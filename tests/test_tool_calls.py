@@ -27,8 +27,12 @@ W = {
     "required": ["c"],
     "additionalProperties": False,
 }
-V = {"type": "object", "properties": {"k": {"enum": ["a", "b"]}}, "required": ["k"],
-     "additionalProperties": False}  # fmt: skip
+V = {
+    "type": "object",
+    "properties": {"k": {"enum": ["a", "b"]}},
+    "required": ["k"],
+    "additionalProperties": False,
+}
 TOOLS = [
     {"type": "function", "function": {"name": "w", "description": "weather", "parameters": W}},
     {"type": "function", "function": {"name": "v", "parameters": V}},
@@ -55,9 +59,15 @@ def models(tmp_path_factory):
 def _plan(model, family, choice, **kw):
     settings = S(temperature=1.0, max_tokens=160)
     return prepare_chat(
-        model.tokenizer, USER, settings=settings, tools=TOOLS, tool_choice=choice,
-        parallel_tool_calls=False, tool_format=family, **kw,
-    )  # fmt: skip
+        model.tokenizer,
+        USER,
+        settings=settings,
+        tools=TOOLS,
+        tool_choice=choice,
+        parallel_tool_calls=False,
+        tool_format=family,
+        **kw,
+    )
 
 
 def _parse(plan, text):
@@ -73,9 +83,10 @@ def test_required_and_named_calls_are_always_valid(models, family):
     plans = [_plan(model, family, "required"), _plan(model, family, "v")]
     rows = [plans[i % 2] for i in range(RUNS)]
     results = mg.generate_batch(
-        model, [p.prompt_ids for p in rows],
+        model,
+        [p.prompt_ids for p in rows],
         per_prompt_settings=[replace(p.settings, seed=i) for i, p in enumerate(rows)],
-    )  # fmt: skip
+    )
     for i, (plan, result) in enumerate(zip(rows, results, strict=True)):
         assert result.finish_reason == "stop", (family, i, result.text)
         parsed = _parse(plan, result.text)
@@ -92,9 +103,10 @@ def test_none_never_produces_a_marker(models, family):
     plan = _plan(model, family, "none")
     trigger = plan.format.trigger
     results = mg.generate_batch(
-        model, [plan.prompt_ids] * 8,
+        model,
+        [plan.prompt_ids] * 8,
         per_prompt_settings=[replace(plan.settings, seed=i, max_tokens=40) for i in range(8)],
-    )  # fmt: skip
+    )
     for result in results:
         assert trigger not in result.text
         assert _parse(plan, result.text).tool_calls == ()
@@ -106,9 +118,12 @@ def test_auto_gives_no_call_when_the_marker_is_banned(models):
     assert len(marker) == 1
     for seed in range(6):
         result = mg.generate(
-            model, messages=USER, tools=TOOLS, tool_choice="auto",
+            model,
+            messages=USER,
+            tools=TOOLS,
+            tool_choice="auto",
             settings=S(temperature=1.0, seed=seed, max_tokens=30, logit_bias={marker[0]: -1e9}),
-        )  # fmt: skip
+        )
         assert result.tool_calls == () and "<tool_call>" not in result.text
 
 
@@ -121,9 +136,13 @@ def test_auto_arms_the_grammar_at_the_marker(models):
         return logits.at[:, marker].add(1e9) if ctx.step == 3 else logits
 
     result = mg.generate(
-        model, messages=USER, tools=TOOLS, tool_choice="auto", parallel_tool_calls=False,
+        model,
+        messages=USER,
+        tools=TOOLS,
+        tool_choice="auto",
+        parallel_tool_calls=False,
         settings=S(temperature=1.0, seed=2, max_tokens=160, logits_processors=[force_at_3]),
-    )  # fmt: skip
+    )
     assert result.finish_reason == "stop", result.text
     assert len(result.tool_calls) == 1
     assert len(model.tokenizer.encode(result.content, add_special_tokens=False)) <= 3
@@ -135,17 +154,21 @@ def test_streamed_fragments_concatenate_to_the_arguments(models):
     model = models("hermes")
     chunks = list(
         mg.stream_generate(
-            model, messages=USER, tools=TOOLS, tool_choice="w",
+            model,
+            messages=USER,
+            tools=TOOLS,
+            tool_choice="w",
             settings=S(temperature=1.0, seed=5, max_tokens=160),
         )
-    )  # fmt: skip
+    )
     pieces = [p for c in chunks for p in c.pieces]
     starts = [p for p in pieces if isinstance(p, ToolCallStart)]
     fragments = [p.fragment for p in pieces if isinstance(p, ToolCallArguments)]
     call = chunks[-1].parsed.tool_calls[0]
     assert [(s.index, s.id, s.name) for s in starts] == [(0, call.id, "w")]
-    assert pieces.index(starts[0]) < min(pieces.index(p) for p in pieces
-                                         if isinstance(p, ToolCallArguments))  # fmt: skip
+    assert pieces.index(starts[0]) < min(
+        pieces.index(p) for p in pieces if isinstance(p, ToolCallArguments)
+    )
     assert len(fragments) > 2 and "".join(fragments) == call.arguments_json
     for n in range(len(fragments)):
         assert call.arguments_json.startswith("".join(fragments[:n]))
@@ -156,14 +179,21 @@ def test_parallel_calls_and_the_single_call_switch(models):
     many = 0
     for seed in range(6):
         result = mg.generate(
-            model, messages=USER, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
+            model,
+            messages=USER,
+            tools=TOOLS,
+            tool_choice="required",
+            parallel_tool_calls=False,
             settings=S(temperature=1.0, seed=seed, max_tokens=200),
-        )  # fmt: skip
+        )
         assert len(result.tool_calls) == 1, result.text
         parallel = mg.generate(
-            model, messages=USER, tools=TOOLS, tool_choice="required",
+            model,
+            messages=USER,
+            tools=TOOLS,
+            tool_choice="required",
             settings=S(temperature=1.0, seed=seed, max_tokens=200),
-        )  # fmt: skip
+        )
         many = max(many, len(parallel.tool_calls))
     assert many >= 2  # the parallel grammar lets a random model chain calls
 
@@ -171,16 +201,36 @@ def test_parallel_calls_and_the_single_call_switch(models):
 def test_bad_tools_and_choices_are_named(models):
     model = models("hermes")
     bad = [
-        ([{"type": "function", "function": {"name": "x", "parameters": {"type": "array"}}}],
-         "auto", "tools[0].function.parameters"),
-        ([{"type": "function", "function": {"name": "x", "parameters": {
-            "type": "object", "properties": {"a": {"type": "array", "uniqueItems": True}}}}}],
-         "auto", "uniqueItems"),
-        ([{"type": "function", "function": {"name": "bad name"}}], "auto", "tools[0].function.name"),
+        (
+            [{"type": "function", "function": {"name": "x", "parameters": {"type": "array"}}}],
+            "auto",
+            "tools[0].function.parameters",
+        ),
+        (
+            [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "x",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"a": {"type": "array", "uniqueItems": True}},
+                        },
+                    },
+                }
+            ],
+            "auto",
+            "uniqueItems",
+        ),
+        (
+            [{"type": "function", "function": {"name": "bad name"}}],
+            "auto",
+            "tools[0].function.name",
+        ),
         (TOOLS, "nope", "'nope', which is not a declared tool"),
         (TOOLS, {"type": "function", "function": {"name": "zz"}}, "'zz'"),
         (TOOLS, 3, "tool_choice=3"),
-    ]  # fmt: skip
+    ]
     for tools, choice, needle in bad:
         with pytest.raises(ValueError, match=None) as err:
             mg.generate(model, messages=USER, tools=tools, tool_choice=choice)
@@ -194,10 +244,14 @@ def test_bad_tools_and_choices_are_named(models):
 def test_each_token_says_what_the_grammar_did(models):
     model = models("hermes")
     result = mg.generate(
-        model, messages=USER, tools=TOOLS, tool_choice="w",
-        settings=S(temperature=1.0, seed=4, max_tokens=160, logprobs=0,
-                   logprobs_modes=("raw", "processed")),
-    )  # fmt: skip
+        model,
+        messages=USER,
+        tools=TOOLS,
+        tool_choice="w",
+        settings=S(
+            temperature=1.0, seed=4, max_tokens=160, logprobs=0, logprobs_modes=("raw", "processed")
+        ),
+    )
     text = [model.tokenizer.decode([i]) for i in result.token_ids]
     # <tool_call> then the fixed header are forced; the string's characters are masked.
     assert result.grammar[0] == "forced" and text[0] == "<tool_call>"

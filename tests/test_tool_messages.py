@@ -14,21 +14,30 @@ from mlx_gen.tools.types import ContentDelta, ReasoningDelta, ToolCallArguments
 from tests.tool_models import FAMILIES, HERMES, QWEN3, QWEN3_CODER, write_tool_model
 
 S = mg.GenerationSettings
-W = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8},
-                                      "days": {"type": "integer"}}, "required": ["city"]}  # fmt: skip
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": W}},
-         {"type": "function", "function": {"name": "f"}}]  # fmt: skip
-CALL = {"id": "call_1", "type": "function",
-        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}  # fmt: skip
+W = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 8}, "days": {"type": "integer"}},
+    "required": ["city"],
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": W}},
+    {"type": "function", "function": {"name": "f"}},
+]
+CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+}
 HISTORY = [
     {"role": "user", "content": "Weather in Paris?"},
     {"role": "assistant", "content": None, "tool_calls": [CALL]},
     {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
 ]
 # Hermes-3 ships a "tool_use" template that fails when no tools are sent.
-HERMES3 = [{"name": "default", "template": HERMES.replace("{%- if tools %}", "{%- if false %}")},
-           {"name": "tool_use", "template": "{{ raise_exception('no tools') if not tools }}"
-                                            + HERMES}]  # fmt: skip
+HERMES3 = [
+    {"name": "default", "template": HERMES.replace("{%- if tools %}", "{%- if false %}")},
+    {"name": "tool_use", "template": "{{ raise_exception('no tools') if not tools }}" + HERMES},
+]
 
 
 def _model(tmp_path, template, specials=("<tool_call>", "</tool_call>")):
@@ -63,12 +72,16 @@ def test_hermes3_without_tools_uses_the_default_template(tmp_path):
     [
         ([{"role": "tool", "content": "x"}], "messages[0] is a 'tool' message without"),
         ([{"role": "assistant", "content": None, "tool_calls": "x"}], "messages[0].tool_calls"),
-        ([{"role": "assistant", "tool_calls": [{"function": {"arguments": "{}"}}]}],
-         "messages[0].tool_calls[0].function.name"),
-        ([{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}],
-         "messages[0].tool_calls[0].function.arguments"),
+        (
+            [{"role": "assistant", "tool_calls": [{"function": {"arguments": "{}"}}]}],
+            "messages[0].tool_calls[0].function.name",
+        ),
+        (
+            [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}],
+            "messages[0].tool_calls[0].function.arguments",
+        ),
     ],
-)  # fmt: skip
+)
 def test_malformed_history_is_named(tmp_path, messages, needle):
     model = _model(tmp_path, HERMES)
     with pytest.raises(ValueError) as err:
@@ -79,16 +92,25 @@ def test_malformed_history_is_named(tmp_path, messages, needle):
 def test_agent_loop_call_result_answer(tmp_path):
     model = _model(tmp_path, HERMES)
     messages = [{"role": "user", "content": "Weather in Paris?"}]
-    first = mg.generate(model, messages=messages, tools=TOOLS, tool_choice="get_weather",
-                        settings=S(temperature=1.0, seed=0, max_tokens=120))  # fmt: skip
+    first = mg.generate(
+        model,
+        messages=messages,
+        tools=TOOLS,
+        tool_choice="get_weather",
+        settings=S(temperature=1.0, seed=0, max_tokens=120),
+    )
     call = first.tool_calls[0]
     messages += [
-        {"role": "assistant", "content": first.content or None,
-         "tool_calls": [call.to_openai()]},
+        {"role": "assistant", "content": first.content or None, "tool_calls": [call.to_openai()]},
         {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
-    ]  # fmt: skip
-    second = mg.generate(model, messages=messages, tools=TOOLS, tool_choice="none",
-                         settings=S(temperature=1.0, seed=1, max_tokens=20))  # fmt: skip
+    ]
+    second = mg.generate(
+        model,
+        messages=messages,
+        tools=TOOLS,
+        tool_choice="none",
+        settings=S(temperature=1.0, seed=1, max_tokens=20),
+    )
     assert second.tool_calls == () and second.content
     plan = prepare_chat(model.tokenizer, messages, settings=S(), tools=TOOLS)
     assert call.arguments_json in plan.prompt_text and "sunny, 21C" in plan.prompt_text
@@ -104,14 +126,27 @@ def test_generic_format_describes_tools_in_a_system_message(tmp_path):
         plan.prompt_text
     )
     assert '{"tool_response": {"tool_call_id": "call_1", "content": "sunny"}}' in plan.prompt_text
-    result = mg.generate(model, messages=HISTORY, tools=TOOLS, tool_choice="auto",
-                         settings=S(temperature=1.0, seed=0, max_tokens=200))  # fmt: skip
+    result = mg.generate(
+        model,
+        messages=HISTORY,
+        tools=TOOLS,
+        tool_choice="auto",
+        settings=S(temperature=1.0, seed=0, max_tokens=200),
+    )
     assert result.tool_calls or result.text.startswith('{"response": ')
 
 
 def test_detection():
-    for name in ("hermes", "qwen3_coder", "mistral", "mistral_args", "deepseek_v3_1", "lfm2",
-                 "llama3_json", "pythonic"):  # fmt: skip
+    for name in (
+        "hermes",
+        "qwen3_coder",
+        "mistral",
+        "mistral_args",
+        "deepseek_v3_1",
+        "lfm2",
+        "llama3_json",
+        "pythonic",
+    ):
         assert detect_format(FAMILIES[name][0]).name == name
     assert detect_format(QWEN3).name == "hermes"
     assert detect_format(FAMILIES["generic"][0]).name == "generic"
@@ -119,19 +154,19 @@ def test_detection():
 
 SAMPLES = {
     "hermes": 'Hi <tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa}ris", "days": 2}}'
-              '\n</tool_call>\n<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>',
+    '\n</tool_call>\n<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>',
     "qwen3_coder": "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
-                   "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>",
+    "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>",
     "llama3_json": '{"name": "get_weather", "parameters": {"city": "Paris"}}',
     "mistral": '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, '
-               '{"name": "f", "arguments": {}}]',
+    '{"name": "f", "arguments": {}}]',
     "mistral_args": '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]f[ARGS]{}',
     "pythonic": '[get_weather(city="Paris", days=2), f()]',
     "lfm2": 'ok <|tool_call_start|>[get_weather(city="Paris", days=2)]<|tool_call_end|>',
     "deepseek_v3_1": "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>"
-                     '{"city": "Paris"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
+    '{"city": "Paris"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
     "generic": '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}',
-}  # fmt: skip
+}
 
 
 def _parse(fmt, text, step, **kw):
@@ -152,15 +187,18 @@ def test_parser_streams_what_it_parses_whole(fmt):
     assert whole.tool_calls[0].name == "get_weather"
     assert whole.tool_calls[0].arguments["city"] in ("Paris", "Pa}ris")
     for i, call in enumerate(streamed.tool_calls):
-        fragments = "".join(p.fragment for p in pieces if isinstance(p, ToolCallArguments)
-                            and p.index == i)  # fmt: skip
+        fragments = "".join(
+            p.fragment for p in pieces if isinstance(p, ToolCallArguments) and p.index == i
+        )
         assert fragments == call.arguments_json and json.loads(fragments) == call.arguments
     assert whole.content == {"hermes": "Hi", "lfm2": "ok"}.get(fmt, "")
 
 
 def test_markers_inside_reasoning_are_never_calls():
-    text = ("<think>I could write <tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>"
-            "</think>\n\nSure.")  # fmt: skip
+    text = (
+        '<think>I could write <tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>'
+        "</think>\n\nSure."
+    )
     parsed, pieces = _parse("hermes", text, 3, reasoning=THINK)
     assert parsed.tool_calls == () and parsed.content == "Sure."
     assert parsed.reasoning == text[len("<think>") : text.index("</think>")]

@@ -88,9 +88,7 @@ PYTHONIC = _generic_body(
     "[{{ c.function.name }}({% for k, v in c.function.arguments.items() %}{{ k }}="
     "{{ v | tojson }}{% endfor %})]"
 ).replace("<|im_start|>system", "<|im_start|>system [func_name1(")
-LFM2 = _generic_body(
-    "<|tool_call_start|>[{{ c.function.name }}()]<|tool_call_end|>"
-)
+LFM2 = _generic_body("<|tool_call_start|>[{{ c.function.name }}()]<|tool_call_end|>")
 DEEPSEEK = _generic_body(
     "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>{{ c.function.name }}<｜tool▁sep｜>"
     "{{ c.function.arguments | tojson }}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"
@@ -107,11 +105,16 @@ FAMILIES = {
     "lfm2": (LFM2, ["<|tool_call_start|>", "<|tool_call_end|>"]),
     "deepseek_v3_1": (
         DEEPSEEK,
-        ["<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>",
-         "<｜tool▁call▁end｜>", "<｜tool▁calls▁end｜>"],
+        [
+            "<｜tool▁calls▁begin｜>",
+            "<｜tool▁call▁begin｜>",
+            "<｜tool▁sep｜>",
+            "<｜tool▁call▁end｜>",
+            "<｜tool▁calls▁end｜>",
+        ],
     ),
     "generic": (THINK_OPEN.replace("<think>\n", ""), []),
-}  # fmt: skip
+}
 
 
 def write_tool_model(

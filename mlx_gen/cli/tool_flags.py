@@ -28,7 +28,9 @@ def read_tools(path: str) -> list[Any]:
     except json.JSONDecodeError as e:
         raise UsageError(f"argument --tools: {path!r} is not JSON ({e})") from None
     if not isinstance(tools, list):
-        raise UsageError(f"argument --tools: {path!r} must hold a JSON list of function definitions")
+        raise UsageError(
+            f"argument --tools: {path!r} must hold a JSON list of function definitions"
+        )
     return tools
 
 
@@ -67,11 +69,15 @@ def chat_plan(
     tools = read_tools(options.tools_file) if options.tools_file is not None else None
     try:
         return prepare_chat(
-            model.tokenizer, [*system, {"role": "user", "content": prompt}], settings=settings,
-            tools=tools, tool_choice=options.tool_choice,
-            parallel_tool_calls=options.parallel_tool_calls, tool_format=options.tool_format,
+            model.tokenizer,
+            [*system, {"role": "user", "content": prompt}],
+            settings=settings,
+            tools=tools,
+            tool_choice=options.tool_choice,
+            parallel_tool_calls=options.parallel_tool_calls,
+            tool_format=options.tool_format,
             chat_template_kwargs=template_kwargs(options.chat_template_kwargs),
-        )  # fmt: skip
+        )
     except ValueError as e:
         flag = "--tools" if "tool" in str(e) else "--chat"
         raise UsageError(f"argument {flag}: {e}") from None

@@ -58,13 +58,19 @@ def chat_plan(
         base = replace(base, max_thinking_tokens=req.thinking_budget)
     try:
         plan = prepare_chat(
-            tokenizer, messages, settings=base, tools=req.tools, tool_choice=req.tool_choice,
-            parallel_tool_calls=req.parallel_tool_calls, chat_template_kwargs=variables or None,
-        )  # fmt: skip
+            tokenizer,
+            messages,
+            settings=base,
+            tools=req.tools,
+            tool_choice=req.tool_choice,
+            parallel_tool_calls=req.parallel_tool_calls,
+            chat_template_kwargs=variables or None,
+        )
     except ValueError as err:
         field = _field(str(err))
-        raise ApiError(400, f"{field}: {err}" if field == "messages" else str(err),
-                       param=field) from err  # fmt: skip
+        raise ApiError(
+            400, f"{field}: {err}" if field == "messages" else str(err), param=field
+        ) from err
     return plan
 
 
@@ -84,16 +90,24 @@ def delta_of(pieces: list[StreamPiece]) -> Delta | None:
         elif isinstance(p, ReasoningDelta):
             reasoning += p.text
         elif isinstance(p, ToolCallStart):
-            calls.append({"index": p.index, "id": p.id, "type": "function",
-                          "function": {"name": p.name, "arguments": ""}})  # fmt: skip
+            calls.append(
+                {
+                    "index": p.index,
+                    "id": p.id,
+                    "type": "function",
+                    "function": {"name": p.name, "arguments": ""},
+                }
+            )
         elif isinstance(p, ToolCallArguments):
             calls.append({"index": p.index, "function": {"arguments": p.fragment}})
     if not (content or reasoning or calls):
         return None
     return Delta(
-        content=content or None, reasoning=reasoning or None,
-        reasoning_content=reasoning or None, tool_calls=calls or None,
-    )  # fmt: skip
+        content=content or None,
+        reasoning=reasoning or None,
+        reasoning_content=reasoning or None,
+        tool_calls=calls or None,
+    )
 
 
 def message_of(parsed: ParsedOutput) -> ChatMessage:
@@ -101,9 +115,11 @@ def message_of(parsed: ParsedOutput) -> ChatMessage:
     calls = [c.to_openai() for c in parsed.tool_calls] or None
     content = parsed.content if parsed.content or not calls else None
     return ChatMessage(
-        content=content, tool_calls=calls, reasoning=parsed.reasoning,
+        content=content,
+        tool_calls=calls,
+        reasoning=parsed.reasoning,
         reasoning_content=parsed.reasoning,
-    )  # fmt: skip
+    )
 
 
 def finish_reason(reason: str | None, parsed: ParsedOutput | None) -> str | None:

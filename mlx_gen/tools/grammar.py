@@ -27,8 +27,16 @@ from mlx_gen.tools.formats.base import ToolFormat
 from mlx_gen.tools.schema import ToolSpec
 
 JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-RAW_STRING_KEYS = {"type", "description", "title", "enum", "minLength", "maxLength", "default",
-                   "examples"}  # fmt: skip
+RAW_STRING_KEYS = {
+    "type",
+    "description",
+    "title",
+    "enum",
+    "minLength",
+    "maxLength",
+    "default",
+    "examples",
+}
 ANY_TEXT = "/(?s:.*)/"
 
 
@@ -189,6 +197,4 @@ def special_tokens(tokenizer: Any) -> dict[str, int]:
     """Special-token text → id of a tokenizer (an mlx-lm wrapper or a HF tokenizer)."""
     inner = getattr(tokenizer, "_tokenizer", tokenizer)
     added = getattr(inner, "added_tokens_decoder", None) or {}
-    return {
-        str(t.content): int(i) for i, t in added.items() if getattr(t, "special", False)
-    }
+    return {str(t.content): int(i) for i, t in added.items() if getattr(t, "special", False)}

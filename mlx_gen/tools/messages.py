@@ -22,7 +22,9 @@ from mlx_gen.tools.types import parse_arguments
 
 def _call(call: Any, where: str) -> dict[str, Any]:
     if not isinstance(call, Mapping) or not isinstance(call.get("function"), Mapping):
-        raise ValueError(f"{where} must be {{'type': 'function', 'function': {{'name', 'arguments'}}}}")
+        raise ValueError(
+            f"{where} must be {{'type': 'function', 'function': {{'name', 'arguments'}}}}"
+        )
     function = call["function"]
     name, arguments = function.get("name"), function.get("arguments", {})
     if not isinstance(name, str) or not name:
@@ -60,7 +62,9 @@ def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, 
         if calls is not None:
             if not isinstance(calls, Sequence) or isinstance(calls, (str, Mapping)):
                 raise ValueError(f"messages[{i}].tool_calls must be a list of calls")
-            m["tool_calls"] = [_call(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(calls)]
+            m["tool_calls"] = [
+                _call(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(calls)
+            ]
             if m.get("content") is None:
                 m["content"] = ""
         out.append(m)
@@ -71,9 +75,8 @@ def generic_system_prompt(tools: Sequence[ToolSpec], mode: str) -> str:
     """The system text that describes ``tools`` to a model without tool support."""
     listing = json.dumps([t.definition["function"] for t in tools], indent=2)
     call = '{"tool_calls": [{"name": "<tool name>", "arguments": {<arguments>}}]}'
-    answer = (
-        f"Respond with a JSON object: {call} to call tools"
-        + ("." if mode == "required" else ', or {"response": "<your answer>"} to answer.')
+    answer = f"Respond with a JSON object: {call} to call tools" + (
+        "." if mode == "required" else ', or {"response": "<your answer>"} to answer.'
     )
     return f"You can call these tools:\n{listing}\n\n{answer}"
 
@@ -86,8 +89,10 @@ def generic_messages(
     out: list[dict[str, Any]] = []
     for m in messages:
         if m.get("tool_calls"):
-            calls = [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
-                     for c in m["tool_calls"]]  # fmt: skip
+            calls = [
+                {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                for c in m["tool_calls"]
+            ]
             out.append({"role": "assistant", "content": json.dumps({"tool_calls": calls})})
         elif m.get("role") == "tool":
             result = {"tool_call_id": m["tool_call_id"], "content": m.get("content")}

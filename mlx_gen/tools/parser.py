@@ -82,7 +82,9 @@ class OutputParser:
         """The whole answer, split (call :meth:`finish` first)."""
         reasoning = None if self.reasoning is None else "".join(self.reasoning)
         content = "".join(self.content)  # as generated, but around calls: trimmed
-        return ParsedOutput(content.strip() if self.calls else content, reasoning, tuple(self.calls))
+        return ParsedOutput(
+            content.strip() if self.calls else content, reasoning, tuple(self.calls)
+        )
 
     def _run(self, final: bool) -> list[StreamPiece]:
         out: list[StreamPiece] = []
@@ -177,7 +179,9 @@ class OutputParser:
                 out.append(ToolCallArguments(i, call.args[streamed:]))
                 self.sent[i] = (call_id, len(call.args))
             if call.complete and i == len(self.calls):
-                self.calls.append(ToolCall(call_id, call.name, parse_arguments(call.args), call.args))
+                self.calls.append(
+                    ToolCall(call_id, call.name, parse_arguments(call.args), call.args)
+                )
         if end is None:
             return
         if not calls:  # a trigger that began no call is text

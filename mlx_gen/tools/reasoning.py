@@ -26,7 +26,9 @@ class ReasoningSyntax:
 THINK = ReasoningSyntax()
 
 
-def detect_reasoning(template: str | None, vocabulary: Collection[str] = ()) -> ReasoningSyntax | None:
+def detect_reasoning(
+    template: str | None, vocabulary: Collection[str] = ()
+) -> ReasoningSyntax | None:
     """:data:`THINK` when the template or the vocabulary knows ``</think>``, else ``None``.
 
     >>> detect_reasoning("{{ '<think>' }}") is THINK
@@ -45,7 +47,9 @@ def opened_by_prompt(prompt_text: str, syntax: ReasoningSyntax | None) -> bool:
     return tail.endswith(syntax.start)
 
 
-def reasoning_lark(syntax: ReasoningSyntax, *, opened: bool, specials: Mapping[str, int]) -> tuple[str, list[str]]:
+def reasoning_lark(
+    syntax: ReasoningSyntax, *, opened: bool, specials: Mapping[str, int]
+) -> tuple[str, list[str]]:
     """``(expression, rules)``: the think block as a Lark prefix (optional unless the
     prompt opened it), followed by optional whitespace. Its text is free."""
     lit = Pieces(specials)

@@ -27,7 +27,12 @@ from mlx_gen.tools.formats import GENERIC, ToolFormat, detect_format, format_nam
 from mlx_gen.tools.grammar import ToolGrammar, json_value, special_tokens, tool_call_lark
 from mlx_gen.tools.messages import template_messages
 from mlx_gen.tools.parser import OutputParser
-from mlx_gen.tools.reasoning import ReasoningSyntax, detect_reasoning, opened_by_prompt, reasoning_lark
+from mlx_gen.tools.reasoning import (
+    ReasoningSyntax,
+    detect_reasoning,
+    opened_by_prompt,
+    reasoning_lark,
+)
 from mlx_gen.tools.schema import ToolChoice, ToolSpec, check_tool_choice, check_tools
 
 MAX_TEMPLATE_KWARGS_BYTES = 65536
@@ -95,23 +100,38 @@ def check_template_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     except (TypeError, ValueError) as e:
         raise ValueError(f"chat_template_kwargs must hold JSON values ({e})") from None
     if size > MAX_TEMPLATE_KWARGS_BYTES:
-        raise ValueError(f"chat_template_kwargs is {size} bytes; at most {MAX_TEMPLATE_KWARGS_BYTES}")
+        raise ValueError(
+            f"chat_template_kwargs is {size} bytes; at most {MAX_TEMPLATE_KWARGS_BYTES}"
+        )
     return dict(kwargs)
 
 
 @lru_cache(maxsize=64)
-def _tool_grammar(fmt: ToolFormat, tools: tuple[ToolSpec, ...], mode: str, parallel: bool,
-                  specials: tuple[tuple[str, int], ...], prefix: str, rules: str) -> ToolGrammar:  # fmt: skip
-    lark = tool_call_lark(fmt, tools, mode=mode, parallel=parallel, specials=dict(specials),
-                          prefix=prefix)  # fmt: skip
+def _tool_grammar(
+    fmt: ToolFormat,
+    tools: tuple[ToolSpec, ...],
+    mode: str,
+    parallel: bool,
+    specials: tuple[tuple[str, int], ...],
+    prefix: str,
+    rules: str,
+) -> ToolGrammar:
+    lark = tool_call_lark(
+        fmt, tools, mode=mode, parallel=parallel, specials=dict(specials), prefix=prefix
+    )
     names = ", ".join(t.name for t in tools)
     return ToolGrammar(lark + rules, f"ToolGrammar({fmt.name}, {mode}, [{names}])")
 
 
 def _constraint(
-    settings: GenerationSettings, fmt: ToolFormat | None, tools: tuple[ToolSpec, ...],
-    choice: ToolChoice, parallel: bool, specials: dict[str, int], prefix: tuple[str, list[str]] | None,
-) -> Constraint | None:  # fmt: skip
+    settings: GenerationSettings,
+    fmt: ToolFormat | None,
+    tools: tuple[ToolSpec, ...],
+    choice: ToolChoice,
+    parallel: bool,
+    specials: dict[str, int],
+    prefix: tuple[str, list[str]] | None,
+) -> Constraint | None:
     """The constraint of the request (see the module docstring)."""
     head, rules = prefix if prefix is not None else ("", [])
     if fmt is not None and choice.mode != "none":
@@ -154,7 +174,9 @@ def prepare_chat(
     specials = special_tokens(tokenizer)
     fmt = None
     if specs:
-        fmt = format_named(tool_format) if tool_format is not None else detect_format(text, specials)
+        fmt = (
+            format_named(tool_format) if tool_format is not None else detect_format(text, specials)
+        )
     elif tool_format is not None:
         format_named(tool_format)
     rendered = template_messages(messages, fmt or GENERIC, specs, choice.mode)

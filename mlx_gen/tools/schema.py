@@ -82,7 +82,9 @@ def check_tool(tool: Any, where: str) -> ToolSpec:
         raise ValueError(f"{where}.type={tool.get('type')!r} is invalid (only 'function')")
     function = tool.get("function")
     if not isinstance(function, Mapping):
-        raise ValueError(f"{where}.function is missing (expected {{'name': ..., 'parameters': ...}})")
+        raise ValueError(
+            f"{where}.function is missing (expected {{'name': ..., 'parameters': ...}})"
+        )
     name = function.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         raise ValueError(
@@ -118,7 +120,9 @@ def check_tools(tools: Sequence[Any] | None) -> tuple[ToolSpec, ...]:
     if tools is None:
         return ()
     if isinstance(tools, (str, Mapping)) or not isinstance(tools, Sequence):
-        raise ValueError(f"tools must be a list of function definitions, not {type(tools).__name__}")
+        raise ValueError(
+            f"tools must be a list of function definitions, not {type(tools).__name__}"
+        )
     if len(tools) > MAX_TOOLS:
         raise ValueError(f"tools has {len(tools)} entries; at most {MAX_TOOLS} are allowed")
     specs = tuple(check_tool(t, f"tools[{i}]") for i, t in enumerate(tools))

@@ -57,7 +57,7 @@ class ToolFormat:
 
     def __post_init__(self) -> None:
         assert self.args in ARGS_KINDS, self.args
-        assert (self.section_open or self.call_open), self.name
+        assert self.section_open or self.call_open, self.name
 
     @property
     def trigger(self) -> str:

@@ -1,4 +1,8 @@
-"""DeepSeek V3.1: ``<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>name<｜tool▁sep｜>{...}<｜tool▁call▁end｜><｜tool▁calls▁end｜>``."""
+"""DeepSeek V3.1: a call section of special-token markers::
+
+    <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>name<｜tool▁sep｜>{...}<｜tool▁call▁end｜>
+    <｜tool▁calls▁end｜>
+"""
 
 from mlx_gen.tools.formats.base import ToolFormat
 

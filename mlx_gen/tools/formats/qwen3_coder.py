@@ -1,12 +1,12 @@
 """Qwen3-Coder: XML calls with typed parameters (strings raw, other values as JSON)::
 
-    <tool_call>
-    <function=get_weather>
-    <parameter=city>
-    Paris
-    </parameter>
-    </function>
-    </tool_call>
+<tool_call>
+<function=get_weather>
+<parameter=city>
+Paris
+</parameter>
+</function>
+</tool_call>
 """
 
 from mlx_gen.tools.formats.base import ToolFormat
