@@ -264,3 +264,47 @@ def test_each_token_says_what_the_grammar_did(models):
     assert result.logprobs[0]["raw"].logprob < 0.0
     plain = mg.generate(model, messages=USER, settings=S(max_tokens=3))
     assert plain.grammar == [None, None, None]
+
+
+def test_speculative_runs_enforce_the_tool_grammar(models):
+    model = models("hermes")
+    settings = S(temperature=0.0, max_tokens=200)
+    plain = mg.generate(model, messages=USER, tools=TOOLS, tool_choice="w", settings=settings)
+    fast = mg.generate(
+        model,
+        messages=USER,
+        tools=TOOLS,
+        tool_choice="w",
+        settings=replace(settings, speculative=mg.PromptLookup()),
+    )
+    assert fast.token_ids == plain.token_ids
+    assert len(fast.tool_calls) >= 2  # greedy, this model chains calls: drafts can repeat them
+    for call in fast.tool_calls:
+        jsonschema.validate(call.arguments, W)
+
+
+def test_markers_that_are_plain_added_tokens(tmp_path):
+    """Qwen2.5's <tool_call> is an added token that is not special: the grammar matches
+    its text (lazily under auto)."""
+    template, _ = FAMILIES["hermes"]
+    model = mg.load(
+        write_tool_model(tmp_path / "m", template, [], plain=["<tool_call>", "</tool_call>"])
+    )
+    marker = model.tokenizer.encode("<tool_call>", add_special_tokens=False)
+    assert len(marker) == 1
+
+    def force_at_2(logits, ctx):
+        return logits.at[:, marker[0]].add(1e9) if ctx.step == 2 else logits
+
+    for choice, processors in (("required", []), ("auto", [force_at_2])):
+        result = mg.generate(
+            model,
+            messages=USER,
+            tools=TOOLS,
+            tool_choice=choice,
+            parallel_tool_calls=False,
+            settings=S(temperature=1.0, seed=1, max_tokens=160, logits_processors=processors),
+        )
+        assert result.finish_reason == "stop" and len(result.tool_calls) == 1, result.text
+        call = result.tool_calls[0]
+        jsonschema.validate(call.arguments, SCHEMAS[call.name])
