@@ -148,6 +148,7 @@ def test_bad_tool_requests_are_400(served):
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),
         ({"chat_template_kwargs": {"tools": 1}}, "chat_template_kwargs"),
         ({"thinking_budget": -1}, "thinking_budget"),
+        ({"tool_format": "nope"}, "tool_format"),
     ]
     for body, param in bad:
         payload = {"model": "test", "messages": USER, "tools": TOOLS, **body}

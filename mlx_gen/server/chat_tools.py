@@ -64,6 +64,7 @@ def chat_plan(
             tools=req.tools,
             tool_choice=req.tool_choice,
             parallel_tool_calls=req.parallel_tool_calls,
+            tool_format=req.tool_format,
             chat_template_kwargs=variables or None,
         )
     except ValueError as err:

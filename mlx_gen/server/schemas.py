@@ -101,6 +101,7 @@ class ChatRequest(SamplingRequest):
     chat_template_kwargs: dict | None = None
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
     thinking_budget: int | None = Field(default=None, ge=0, le=2**31 - 1)  # an extension
+    tool_format: str | None = None  # an extension: override the detected call syntax
 
 
 class CompletionRequest(SamplingRequest):
