@@ -109,34 +109,21 @@ def compile_ms(model, salt: str, cache: GrammarCache) -> float:
 
 
 def cached_ms(model) -> float:
-    """``prepare_chat`` of a 10-tool set seen before (grammar and matcher cached)."""
-    settings = mg.GenerationSettings()
-    messages = [{"role": "user", "content": "hi"}]
-    tools = ten_tools("_cached")
-    tool_request.prepare_chat(
-        model.tokenizer,
-        messages,
-        settings=settings,
-        tools=tools,
-        tool_choice="required",
-        tool_format="hermes",
-    )
-    start = time.perf_counter()
-    plan = tool_request.prepare_chat(
-        model.tokenizer,
-        messages,
-        settings=settings,
-        tools=tools,
-        tool_choice="required",
-        tool_format="hermes",
-    )
-    compile_constraint(
-        plan.settings.constraint,
-        model.tokenizer,
-        vocab_size=model.vocab_size,
-        eos_token_ids=model.generation_config.eos_token_ids,
-    )
-    return (time.perf_counter() - start) * 1000
+    """A 10-tool set seen before: definitions checked, grammar and matcher from the caches."""
+    eos = model.generation_config.eos_token_ids
+    tools, specials = ten_tools("_cached"), tuple(sorted(special_tokens(model.tokenizer).items()))
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        specs = check_tools(tools)
+        constraint = tool_request._tool_grammar(
+            FORMATS["hermes"], specs, "required", True, specials, "", ""
+        )
+        compile_constraint(
+            constraint, model.tokenizer, vocab_size=model.vocab_size, eos_token_ids=eos
+        )
+        times.append((time.perf_counter() - start) * 1000)
+    return times[-1]
 
 
 def matcher_ms(model) -> float:

@@ -7,6 +7,7 @@ batch) must all parse and validate against the tool's schema with ``jsonschema``
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import jsonschema
@@ -308,3 +309,17 @@ def test_markers_that_are_plain_added_tokens(tmp_path):
         assert result.finish_reason == "stop" and len(result.tool_calls) == 1, result.text
         call = result.tool_calls[0]
         jsonschema.validate(call.arguments, SCHEMAS[call.name])
+
+
+def test_arguments_follow_the_declared_property_order(models):
+    model = models("hermes")
+    props = {"z": {"enum": [1, 2]}, "a": {"enum": [3, 4]}, "m": {"enum": [5, 6]}}
+    schema = {"type": "object", "properties": props, "required": ["z", "a", "m"],
+              "additionalProperties": False}  # fmt: skip
+    tool = {"type": "function", "function": {"name": "o", "parameters": schema}}
+    for seed in range(3):
+        result = mg.generate(
+            model, messages=USER, tools=[tool], tool_choice="o", parallel_tool_calls=False,
+            settings=S(temperature=1.0, seed=seed, max_tokens=120),
+        )  # fmt: skip
+        assert list(json.loads(result.tool_calls[0].arguments_json)) == ["z", "a", "m"]

@@ -22,7 +22,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlx_gen.constraints import Grammar
+import llguidance
+
+from mlx_gen.constraints import Constraint
 from mlx_gen.tools.formats.base import ToolFormat
 from mlx_gen.tools.schema import ToolSpec
 
@@ -40,13 +42,20 @@ RAW_STRING_KEYS = {
 ANY_TEXT = "/(?s:.*)/"
 
 
-class ToolGrammar(Grammar):
-    """The tool-call grammar of one request: a :class:`~mlx_gen.constraints.Grammar`, so
-    every decode path (single, batched, server, speculative) enforces it unchanged."""
+class ToolGrammar(Constraint):
+    """The tool-call grammar of one request (llguidance's Lark dialect): a
+    :class:`~mlx_gen.constraints.Constraint`, so every decode path (single, batched,
+    server, speculative) enforces it unchanged. Each tool's schema was checked on its
+    own (:func:`~mlx_gen.tools.schema.check_tools`); the whole grammar is compiled once
+    per tokenizer by :func:`~mlx_gen.constraints.compile_constraint` (cached).
+
+    Attributes:
+        lark: The grammar text.
+    """
 
     def __init__(self, lark: str, description: str) -> None:
-        super().__init__(lark)
-        self.description = description
+        super().__init__(llguidance.LLMatcher.grammar_from_lark(lark), description)
+        self.lark = lark
 
 
 class Pieces:
@@ -71,7 +80,8 @@ class Pieces:
 
 def json_value(schema: Mapping[str, Any]) -> str:
     """``%json`` of ``schema`` in the canonical style (``{"a": 1, "b": [2, 3]}``)."""
-    return "%json " + json.dumps({**schema, "x-guidance": JSON_STYLE}, sort_keys=True)
+    # Key order kept: llguidance writes properties in the schema's order.
+    return "%json " + json.dumps({**schema, "x-guidance": JSON_STYLE})
 
 
 def _param_chain(tool: ToolSpec, prefix: str, item: Any, sep: str) -> list[str]:

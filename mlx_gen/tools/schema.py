@@ -46,7 +46,7 @@ class ToolSpec:
     @property
     def key(self) -> str:
         """The definition as canonical JSON text (equality, hashing, cache keys)."""
-        return json.dumps(self.definition, sort_keys=True)
+        return json.dumps(self.definition)  # key order matters: it is the call's order
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ToolSpec) and self.key == other.key
