@@ -204,3 +204,12 @@ def test_markers_inside_reasoning_are_never_calls():
     assert parsed.reasoning == text[len("<think>") : text.index("</think>")]
     assert "".join(p.text for p in pieces if isinstance(p, ReasoningDelta)) == parsed.reasoning
     assert "".join(p.text for p in pieces if isinstance(p, ContentDelta)).strip() == "Sure."
+
+
+def test_history_without_tools_renders_natively(tmp_path):
+    model = _model(tmp_path, HERMES)
+    plan = prepare_chat(model.tokenizer, HISTORY, settings=S())
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}' in (
+        plan.prompt_text
+    )
+    assert "tool_response" in plan.prompt_text and plan.format is None

@@ -23,7 +23,7 @@ from typing import Any
 from mlx_gen.constraints import Constraint, JsonSchema
 from mlx_gen.prompts import Messages, check_messages
 from mlx_gen.settings import GenerationSettings
-from mlx_gen.tools.formats import GENERIC, ToolFormat, detect_format, format_named
+from mlx_gen.tools.formats import ToolFormat, detect_format, format_named
 from mlx_gen.tools.grammar import ToolGrammar, json_value, special_tokens, tool_call_lark
 from mlx_gen.tools.messages import template_messages
 from mlx_gen.tools.parser import OutputParser
@@ -179,11 +179,15 @@ def prepare_chat(
         )
     elif tool_format is not None:
         format_named(tool_format)
-    rendered = template_messages(messages, fmt or GENERIC, specs, choice.mode)
+    # History with calls renders in the template's own way even when no tools are sent.
+    history_fmt = fmt or detect_format(text, specials)
+    rendered = template_messages(messages, history_fmt, specs, choice.mode)
     if fmt is not None and fmt.native_tools:
         variables["tools"] = [t.definition for t in specs]
     if not text and not getattr(tokenizer, "has_chat_template", False):
-        raise ValueError("messages= needs a chat template, and this tokenizer has none")
+        raise ValueError(
+            "messages= needs a chat template, and this tokenizer has none; pass prompt= instead"
+        )
     prompt = tokenizer.apply_chat_template(
         rendered, add_generation_prompt=True, tokenize=False, **variables
     )
