@@ -159,3 +159,30 @@ def test_json_schema_applies_after_reasoning(opened):
     assert result.finish_reason == "stop", result.text
     assert result.token_ids[3] == _ids(opened, "</think>")
     jsonschema.validate(json.loads(result.content), schema)
+
+
+def test_budget_may_end_the_block_inside_a_character_under_a_tool_grammar(qwen3):
+    """Random byte-level tokens often stop mid-character; the think block is any
+    non-special tokens, so the forced </think> is always allowed (it was refused:
+    finish_reason 'constraint')."""
+    start, end = _ids(qwen3, "<think>"), _ids(qwen3, "</think>")
+
+    def open_think(logits, ctx):
+        return logits.at[:, start].add(1e9) if ctx.step == 0 else logits
+
+    for seed in range(6):
+        result = mg.generate(
+            qwen3,
+            messages=USER,
+            tools=[TOOL],
+            tool_choice="auto",
+            settings=S(
+                temperature=1.0,
+                seed=seed,
+                max_tokens=12,
+                max_thinking_tokens=4,
+                logits_processors=[open_think],
+            ),
+        )
+        assert result.finish_reason != "constraint", (seed, result.finish_message)
+        assert result.token_ids[5] == end

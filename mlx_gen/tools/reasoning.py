@@ -51,11 +51,17 @@ def reasoning_lark(
     syntax: ReasoningSyntax, *, opened: bool, specials: Mapping[str, int]
 ) -> tuple[str, list[str]]:
     """``(expression, rules)``: the think block as a Lark prefix (optional unless the
-    prompt opened it), followed by optional whitespace. Its text is free."""
+    prompt opened it), followed by optional whitespace. Its text is free.
+
+    With a special end marker the block is any tokens but special ones (so a thinking
+    budget may end it between the bytes of one character); else any text up to the
+    first end marker (a lazy lexeme).
+    """
     lit = Pieces(specials)
     end = lit((syntax.end,))
     if lit.special(syntax.end):
-        rules = [f"think: TEXT {end}"]
+        banned = ",".join(str(i) for i in sorted(set(specials.values())))
+        rules = [f"think: <[^{banned}]>* {end}"]
     else:
         rules = [f"think[lazy]: TEXT {end}"]
     rules.append("WS: /[ \\t\\n]{1,4}/")
