@@ -31,7 +31,7 @@ def detect_reasoning(
 ) -> ReasoningSyntax | None:
     """:data:`THINK` when the template or the vocabulary knows ``</think>``, else ``None``.
 
-    >>> detect_reasoning("{{ '<think>' }}") is THINK
+    >>> detect_reasoning("{{ '<think>' + reasoning + '</think>' }}") is THINK
     True
     """
     if (template and THINK.end in template) or THINK.end in vocabulary:
