@@ -213,3 +213,11 @@ def test_history_without_tools_renders_natively(tmp_path):
         plan.prompt_text
     )
     assert "tool_response" in plan.prompt_text and plan.format is None
+
+
+def test_generic_response_streams_its_string():
+    text = '{"response": "Hi \\"you\\" \\u00e9\\ud83d\\ude00\\n!"}'
+    parsed, pieces = _parse("generic", text, 1)
+    assert parsed.content == 'Hi "you" é😀\n!' and parsed.tool_calls == ()
+    assert len(pieces) > 5 and "".join(p.text for p in pieces) == parsed.content
+    assert _parse("generic", "plain words", 3)[0].content == "plain words"

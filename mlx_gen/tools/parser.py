@@ -8,14 +8,13 @@ arguments stream as fragments whose concatenation is the final ``arguments_json`
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 
 from mlx_gen.tools.formats.base import ToolFormat
 from mlx_gen.tools.reasoning import ReasoningSyntax
 from mlx_gen.tools.schema import ToolSpec
-from mlx_gen.tools.sections import scan_calls
+from mlx_gen.tools.sections import scan_calls, string_prefix
 from mlx_gen.tools.types import (
     ContentDelta,
     ParsedOutput,
@@ -154,18 +153,21 @@ class OutputParser:
         self.section, self.state = at, "calls"
 
     def _response(self, out: list[StreamPiece], final: bool) -> None:
-        if not final:
-            return
-        raw = self.text[self.pos :]
-        try:
-            value = json.loads(raw)
-            text = value["response"] if isinstance(value, dict) else raw
-        except (json.JSONDecodeError, KeyError):
-            text = raw
-        self.content.append(str(text))
-        out.append(ContentDelta(str(text)))
-        self.pos, self.state = len(self.text), "content"
-        self.fmt = None
+        """The generic format's ``{"response": "..."}``: its string streams as content."""
+        rest, head = self.text[self.pos :], '{"response": "'
+        if rest.startswith(head):
+            text, done = string_prefix(rest[len(head) :])
+            sent = sum(map(len, self.content))
+            if len(text) > sent:
+                self.content.append(text[sent:])
+                out.append(ContentDelta(text[sent:]))
+            if done or final:
+                self.state = "envelope_end"
+        elif final or not head.startswith(rest):
+            self.state, self.fmt = "content", None  # not an envelope: the text as it is
+
+    def _envelope_end(self, out: list[StreamPiece], final: bool) -> None:
+        self.pos = len(self.text)  # the envelope's closing characters
 
     def _calls(self, out: list[StreamPiece], final: bool) -> None:
         assert self.fmt is not None

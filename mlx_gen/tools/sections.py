@@ -70,6 +70,27 @@ def json_end(text: str, pos: int) -> int | None:
     return None
 
 
+def string_prefix(body: str) -> tuple[str, bool]:
+    """The decoded prefix of a JSON string body (after its opening quote) that cannot
+    change as more text comes, and whether the closing quote was read."""
+    i, cut = 0, 0
+    while i < len(body):
+        c = body[i]
+        if c == '"':
+            return json.loads('"' + body[:i] + '"'), True
+        if c != "\\":
+            i, cut = i + 1, i + 1
+            continue
+        size = 6 if body[i + 1 : i + 2] == "u" else 2
+        if i + size > len(body):
+            break
+        high = size == 6 and body[i + 2 : i + 4].lower() in ("d8", "d9", "da", "db")
+        if high and i + 12 > len(body):  # half of a surrogate pair: wait for the rest
+            break
+        i = cut = i + (12 if high else size)
+    return json.loads('"' + body[:cut] + '"'), False
+
+
 def python_end(text: str, pos: int) -> int | None:
     """The index of the ``)`` closing a pythonic call whose arguments start at ``pos``."""
     depth, quote, escaped = 0, "", False
