@@ -11,6 +11,9 @@ The API is layered:
 * :func:`score` and :func:`next_token_distribution` — inspect probabilities;
 * :class:`JsonSchema`, :class:`JsonObject`, :class:`Regex`, :class:`Grammar`,
   :class:`Choice` — structured output, via ``GenerationSettings(constraint=...)``;
+* ``generate(model, messages=..., tools=[...], tool_choice=...)`` — tool calls valid by
+  construction (:class:`ToolCall`), reasoning split off, in the model's own format
+  (:mod:`mlx_gen.tools`); ``GenerationSettings(max_thinking_tokens=N)`` — a thinking budget;
 * :func:`generate_batch` / :func:`stream_generate_batch` — many prompts decoded together,
   one result per prompt; :func:`score_batch` — many (prompt, continuation) pairs.
 
@@ -35,6 +38,14 @@ from mlx_gen.settings import GenerationSettings
 from mlx_gen.speculative import SpeculationStats, speculative_generate_tokens
 from mlx_gen.stopping import StoppingContext
 from mlx_gen.stream import GenerationChunk, GenerationStats, stream_generate
+from mlx_gen.tools import (
+    ContentDelta,
+    ParsedOutput,
+    ReasoningDelta,
+    ToolCall,
+    ToolCallArguments,
+    ToolCallStart,
+)
 
 __all__ = [
     "BatchPrompt",
@@ -73,5 +84,11 @@ __all__ = [
     "PromptLookup",
     "SpeculationStats",
     "speculative_generate_tokens",
+    "ContentDelta",
+    "ParsedOutput",
+    "ReasoningDelta",
+    "ToolCall",
+    "ToolCallArguments",
+    "ToolCallStart",
 ]
 __version__ = "0.1.0"

@@ -7,12 +7,13 @@ Order (each step, on ``(1, V)`` logits; the model's settings fill what the calle
 2. ``suppress_tokens``        7. ``repetition_penalty``    12. custom processors, in
 3. ``begin_suppress_tokens``  8. ``presence_penalty``          the order given
 4. ``min_new_tokens``         9. ``frequency_penalty``
-5. ``bad_words``             10. ``sequence_bias``
+5. ``bad_words``             10. ``sequence_bias``        13. ``max_thinking_tokens``
 
 Bans come first and penalties after them; the caller's explicit ``logit_bias`` comes
 last among the built-ins so that ``+inf`` forces and ``-inf`` bans whatever else ran;
-custom processors see everything the built-ins did. Sampling filters (temperature →
-top-k → top-p → min-p) run after all processors, in :mod:`mlx_gen.sampling`.
+custom processors see everything the built-ins did. The thinking budget comes last: when
+it is due, it forces the end of the think block over everything else. Sampling filters
+(temperature → top-k → top-p → min-p) run after all processors, in :mod:`mlx_gen.sampling`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mlx_gen.processors import (
     SuppressTokens,
 )
 from mlx_gen.processors.context import LogitsProcessor
+from mlx_gen.processors.thinking_budget import ThinkingBudget
 from mlx_gen.settings import GenerationSettings
 
 
@@ -106,4 +108,36 @@ def build_processors(
     if settings.logit_bias:
         out.append(LogitBias(settings.logit_bias, vocab_size=vocab_size))
     out += list(settings.logits_processors)
+    if settings.max_thinking_tokens is not None:
+        out.append(thinking_budget(settings, tokenizer))
     return out
+
+
+def think_marker_ids(tokenizer: Any) -> tuple[int, int] | None:
+    """The ids of ``<think>`` and ``</think>`` when both are single tokens, else ``None``."""
+    ids = []
+    for marker in ("<think>", "</think>"):
+        encoded = list(tokenizer.encode(marker, add_special_tokens=False))
+        if len(encoded) != 1:
+            return None
+        ids.append(int(encoded[0]))
+    return ids[0], ids[1]
+
+
+def thinking_budget(settings: GenerationSettings, tokenizer: Any) -> ThinkingBudget:
+    """The :class:`ThinkingBudget` of ``settings.max_thinking_tokens``.
+
+    Raises:
+        ValueError: The vocabulary lacks ``<think>``/``</think>`` as single tokens.
+    """
+    markers = think_marker_ids(tokenizer)
+    if markers is None:
+        raise ValueError(
+            f"max_thinking_tokens={settings.max_thinking_tokens} needs a reasoning model: "
+            "<think> and </think> must be single tokens of the vocabulary, and are not here"
+        )
+    message = settings.thinking_end_message
+    ids = list(tokenizer.encode(message, add_special_tokens=False)) if message else []
+    return ThinkingBudget(
+        settings.max_thinking_tokens, start_id=markers[0], end_id=markers[1], message=ids
+    )

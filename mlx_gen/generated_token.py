@@ -22,6 +22,10 @@ class GeneratedToken:
         constraint_complete: Under a constraint, whether the tokens so far form a
             complete match; ``None`` without one.
         finish_message: Why a ``"constraint"`` finish happened.
+        grammar: Under a constraint (tool grammars included), what its mask did to this
+            token: ``"forced"`` (it was the only allowed id), ``"masked"`` (some ids were
+            disallowed) or ``"free"``; ``None`` without a constraint (and, for now, in
+            speculative runs).
     """
 
     token: int
@@ -30,3 +34,4 @@ class GeneratedToken:
     finish_reason: str | None = None
     constraint_complete: bool | None = None
     finish_message: str | None = None
+    grammar: str | None = None

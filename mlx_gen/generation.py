@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from mlx_gen.decode import ProgressCallback
 from mlx_gen.loading.loader import LoadedModel
@@ -13,6 +14,7 @@ from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.stream import GenerationChunk, GenerationStats, stream_generate
+from mlx_gen.tools.types import ToolCall
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,14 @@ class GenerationResult:
             ``None`` without a constraint.
         finish_message: Why a ``constraint`` finish happened (llguidance's message when
             its matcher failed), else ``None``.
+        content: For chat messages, the answer without reasoning and call syntax (the
+            whitespace after the think block dropped, and around calls trimmed); for a
+            plain prompt, ``text``.
+        reasoning: The think block's text, or ``None`` when there was none.
+        tool_calls: The complete tool calls, in order (a call cut by ``max_tokens`` is
+            not one).
+        grammar: Per token, what a constraint's mask did (``forced``, ``masked``,
+            ``free``), or ``None`` per token without one.
     """
 
     text: str
@@ -47,6 +57,10 @@ class GenerationResult:
     stats: GenerationStats | None
     constraint_complete: bool | None = None
     finish_message: str | None = None
+    content: str = ""
+    reasoning: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    grammar: list[str | None] = field(default_factory=list)
 
     @classmethod
     def from_chunks(
@@ -59,8 +73,10 @@ class GenerationResult:
         """
         last = chunks[-1] if chunks else None
         real = [c for c in chunks if c.token != NO_TOKEN]  # token-less ends
+        text = "".join(c.text for c in chunks)
+        parsed = last.parsed if last else None
         return cls(
-            text="".join(c.text for c in chunks),
+            text=text,
             token_ids=[c.token for c in real],
             tokens=[decode(c.token) for c in real],
             logprobs=[c.logprobs for c in real],
@@ -69,6 +85,10 @@ class GenerationResult:
             stats=last.stats if last else None,
             constraint_complete=last.constraint_complete if last else None,
             finish_message=last.finish_message if last else None,
+            content=parsed.content if parsed else text,
+            reasoning=parsed.reasoning if parsed else None,
+            tool_calls=parsed.tool_calls if parsed else (),
+            grammar=[c.grammar for c in real],
         )
 
 
@@ -81,8 +101,16 @@ def generate(
     prompt_cache: PromptCache | None = None,
     add_special_tokens: bool = True,
     on_prefill: ProgressCallback | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    tool_choice: Any = None,
+    parallel_tool_calls: bool = True,
+    tool_format: str | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
 ) -> GenerationResult:
     """Generate a complete answer. Same arguments as :func:`~mlx_gen.stream.stream_generate`.
+
+    With ``messages=``, the result's ``content``, ``reasoning`` and ``tool_calls`` hold
+    the parsed answer (``tools=`` and ``tool_choice=`` as in OpenAI's chat API).
 
     ``generate(...).text == "".join(c.text for c in stream_generate(...))`` for the same
     arguments (and seed).
@@ -100,6 +128,11 @@ def generate(
             prompt_cache=prompt_cache,
             add_special_tokens=add_special_tokens,
             on_prefill=on_prefill,
+            tools=tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            tool_format=tool_format,
+            chat_template_kwargs=chat_template_kwargs,
         )
     )
     return GenerationResult.from_chunks(chunks, lambda i: model.tokenizer.decode([i]))

@@ -125,6 +125,7 @@ def decode_guided(
     generated = mx.zeros((0,), dtype=mx.int32)
     pending = stepper.forward(mx.array(prompt_ids[-1:], dtype=mx.int32), 0, generated)
     token, packed = stepper.sample(*pending, matcher.mask())
+    effect = matcher.grammar_effect()  # what the mask of the pending token did
     for n in range(plan.max_tokens):
         last = n + 1 == plan.max_tokens
         if not last:  # Queue step n + 1's forward pass before reading token n.
@@ -152,9 +153,11 @@ def decode_guided(
                 for m, r in zip(plan.logprobs.modes, rows, strict=True)
             }
         finish = "stop" if value in plan.eos_token_ids else ("length" if last else None)
+        this_effect = effect
         if finish is None:  # Build step n + 1's mask while its forward pass runs.
             token, packed = stepper.sample(*pending, matcher.mask())
-        yield GeneratedToken(value, n, reports, finish, matcher.accepting)
+            effect = matcher.grammar_effect()
+        yield GeneratedToken(value, n, reports, finish, matcher.accepting, grammar=this_effect)
         if finish is not None:
             return
         if n % 256 == 255:

@@ -21,6 +21,7 @@ INT_LIMIT = 2**31 - 1
 _INT_FIELDS = (
     "max_tokens", "top_k", "begin_suppress_steps", "min_new_tokens", "repetition_context_size",
     "no_repeat_ngram_size", "logprobs", "prefill_step_size", "truncate_prompt",
+    "max_thinking_tokens",
 )  # fmt: skip
 _REAL_FIELDS = (
     "temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",

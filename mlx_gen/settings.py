@@ -75,6 +75,12 @@ class GenerationSettings:
             ``truncate_prompt_tokens``; a BOS at the start is cut too). ``None``: a
             prompt that does not fit the model's context is refused, never truncated.
 
+    Reasoning (see :mod:`mlx_gen.processors.thinking_budget`):
+        max_thinking_tokens: After this many reasoning tokens (inside ``<think>``), the
+            ``thinking_end_message`` and then ``</think>`` are forced. ``None``: no budget.
+            Needs ``<think>``/``</think>`` as single tokens of the vocabulary.
+        thinking_end_message: Text forced before ``</think>`` when the budget runs out.
+
     Speculative decoding (see :mod:`mlx_gen.speculative`):
         speculative: ``PromptLookup(...)`` or ``DraftModel(...)`` drafts tokens that the
             model verifies several at a time; every control stays exact. ``None``: off.
@@ -113,6 +119,8 @@ class GenerationSettings:
     prefill_step_size: int = 2048
     speculative: PromptLookup | DraftModel | None = None
     truncate_prompt: int | None = None
+    max_thinking_tokens: int | None = None
+    thinking_end_message: str = ""
 
     def __post_init__(self) -> None:
         check_setting_types(self)  # ints only (no 2.5, True, 1e999), bounded; before ranges
@@ -122,6 +130,18 @@ class GenerationSettings:
             ("logprobs", self.logprobs, lambda v: v is None or 0 <= v <= 1000, "None or 0..1000"),
             ("prefill_step_size", self.prefill_step_size, lambda v: v >= 1, "an int >= 1"),
             ("truncate_prompt", self.truncate_prompt, lambda v: v is None or v >= 1, "an int >= 1"),
+            (
+                "max_thinking_tokens",
+                self.max_thinking_tokens,
+                lambda v: v is None or v >= 0,
+                "None or an int >= 0",
+            ),
+            (
+                "thinking_end_message",
+                self.thinking_end_message,
+                lambda v: isinstance(v, str) and len(v) <= 4096,
+                "a string of at most 4096 characters",
+            ),
             (
                 "seed",
                 self.seed,

@@ -7,8 +7,8 @@ detokenizer), stop strings with hold-back, custom stopping criteria, and timings
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import mlx.core as mx
@@ -25,6 +25,9 @@ from mlx_gen.settings import GenerationSettings
 from mlx_gen.speculation_cost import SpeculationStats
 from mlx_gen.speculative import speculative_generate_tokens
 from mlx_gen.stopping import StoppingContext, StopStrings
+from mlx_gen.tools.parser import OutputParser
+from mlx_gen.tools.request import prepare_chat
+from mlx_gen.tools.types import ParsedOutput, StreamPiece
 from mlx_gen.validation import truncated
 
 
@@ -72,6 +75,13 @@ class GenerationChunk:
         constraint_complete: Under a constraint, whether the tokens so far form a
             complete match (``None`` without one).
         finish_message: Why a ``constraint`` finish happened.
+        pieces: For chat messages: the typed pieces (reasoning, content, tool-call
+            starts and argument fragments, :mod:`mlx_gen.tools.types`) that became
+            final with this chunk.
+        parsed: On the last chunk of a chat answer: the answer split into content,
+            reasoning and tool calls.
+        grammar: What a constraint's mask did to this token (``forced``, ``masked``,
+            ``free``; see :class:`~mlx_gen.generated_token.GeneratedToken`).
     """
 
     text: str
@@ -82,6 +92,9 @@ class GenerationChunk:
     stats: GenerationStats | None = None
     constraint_complete: bool | None = None
     finish_message: str | None = None
+    pieces: tuple[StreamPiece, ...] = ()
+    parsed: ParsedOutput | None = None
+    grammar: str | None = None
 
 
 class TextAssembler:
@@ -131,11 +144,13 @@ class TextAssembler:
             matched = self.stops.matched
         complete = out.constraint_complete
         if finish is None:
-            return GenerationChunk(text, out.token, out.logprobs, constraint_complete=complete)
+            return GenerationChunk(
+                text, out.token, out.logprobs, constraint_complete=complete, grammar=out.grammar
+            )
         text += self.stops.flush()
         return GenerationChunk(
             text, out.token, out.logprobs, finish, matched, self._stats(), complete,
-            out.finish_message,
+            out.finish_message, grammar=out.grammar,
         )  # fmt: skip
 
     def _criterion(self) -> bool:
@@ -158,6 +173,15 @@ class TextAssembler:
         )
 
 
+def _with_pieces(chunk: GenerationChunk, parser: OutputParser) -> GenerationChunk:
+    """``chunk`` with the pieces its text completes (and the parsed answer at the end)."""
+    pieces = parser.feed(chunk.text)
+    if chunk.finish_reason is None:
+        return replace(chunk, pieces=tuple(pieces))
+    pieces += parser.finish()
+    return replace(chunk, pieces=tuple(pieces), parsed=parser.result())
+
+
 def stream_generate(
     model: LoadedModel,
     prompt: Prompt | None = None,
@@ -167,13 +191,27 @@ def stream_generate(
     prompt_cache: PromptCache | None = None,
     add_special_tokens: bool = True,
     on_prefill: ProgressCallback | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    tool_choice: Any = None,
+    parallel_tool_calls: bool = True,
+    tool_format: str | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
 ) -> Iterator[GenerationChunk]:
     """Generate, yielding text as it becomes final.
 
     Args:
         model: A loaded model.
         prompt: Text or token ids (see :func:`~mlx_gen.prompts.encode_prompt`).
-        messages: Chat messages, rendered with the chat template instead of ``prompt``.
+        messages: Chat messages, rendered with the chat template instead of ``prompt``
+            (assistant ``tool_calls`` and ``tool`` messages included); each chunk then
+            carries typed ``pieces`` and the last one the ``parsed`` answer.
+        tools: OpenAI function definitions the model may call (``messages=`` only).
+        tool_choice: ``"auto"`` (default with tools), ``"required"``, ``"none"``, a tool
+            name, or ``{"type": "function", "function": {"name": ...}}``.
+        parallel_tool_calls: ``False``: at most one call.
+        tool_format: Override the detected call syntax (see :mod:`mlx_gen.tools.formats`).
+        chat_template_kwargs: Extra template variables (``enable_thinking``,
+            ``reasoning_effort``, ...).
         settings: Per-call options (``None``: the model's defaults).
         prompt_cache: A cache to reuse across calls.
         add_special_tokens: Add BOS when encoding a text prompt.
@@ -183,9 +221,20 @@ def stream_generate(
         :class:`GenerationChunk`; ``"".join(c.text for c in chunks)`` is the output.
     """
     settings = settings or GenerationSettings()
-    prompt_ids = encode_prompt(
-        model.tokenizer, prompt, messages=messages, add_special_tokens=add_special_tokens
-    )
+    parser: OutputParser | None = None
+    if messages is not None and prompt is None:
+        plan = prepare_chat(
+            model.tokenizer, messages, settings=settings, tools=tools, tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls, tool_format=tool_format,
+            chat_template_kwargs=chat_template_kwargs,
+        )  # fmt: skip
+        prompt_ids, settings, parser = plan.prompt_ids, plan.settings, plan.parser()
+    else:
+        if tools is not None or chat_template_kwargs is not None:
+            raise ValueError("tools= and chat_template_kwargs= need messages=, not prompt=")
+        prompt_ids = encode_prompt(
+            model.tokenizer, prompt, messages=messages, add_special_tokens=add_special_tokens
+        )
     prompt_ids = truncated(prompt_ids, settings.truncate_prompt)  # as generate_tokens does
     text = TextAssembler(model.tokenizer, settings, prompt_ids, time.perf_counter())
     mx.reset_peak_memory()
@@ -202,6 +251,8 @@ def stream_generate(
     try:
         for out in tokens:
             chunk = text.feed(out)
+            if parser is not None:
+                chunk = _with_pieces(chunk, parser)
             yield chunk
             if chunk.finish_reason is not None:
                 return

@@ -21,7 +21,6 @@ from mlx_gen.server.chat_run import (
     CallArguments,
     CallStart,
     ChatOutcome,
-    PlainText,
     ReasoningPiece,
     Started,
     TextPiece,
@@ -37,6 +36,7 @@ from mlx_gen.server.responses_api.schemas import ResponsesRequest
 from mlx_gen.server.responses_api.stream import Events, ItemWriter
 from mlx_gen.server.worker import Failed
 from mlx_gen.stream import GenerationChunk
+from mlx_gen.tools import OutputParser
 
 AGENT = [
     [ReasoningPiece("The user wants "), ReasoningPiece("the weather.")],
@@ -148,7 +148,7 @@ async def _drain(stream) -> list[dict]:
 def test_a_failure_mid_stream_is_an_error_event():
     state = SimpleNamespace(name="m")
     run = _FailingRun()
-    started = Started(run, 3, PlainText())
+    started = Started(run, 3, OutputParser(None))
     anthropic_events = asyncio.run(_drain(messages_stream(state, "msg_1", started)))
     assert [d["type"] for d in anthropic_events] == [
         "message_start", "ping", "content_block_start", "content_block_delta", "error",
@@ -160,7 +160,7 @@ def test_a_failure_mid_stream_is_an_error_event():
     assert run.cancelled
     run = _FailingRun()
     req, head = ResponsesRequest(input="x"), {"id": "resp_1", "created_at": 0}
-    stream = responses_stream(state, req, head, Started(run, 3, PlainText()))
+    stream = responses_stream(state, req, head, Started(run, 3, OutputParser(None)))
     events = asyncio.run(_drain(stream))
     assert [d["type"] for d in events][-2:] == ["error", "response.failed"]
     assert events[-1]["response"]["status"] == "failed" and run.cancelled

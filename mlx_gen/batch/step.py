@@ -206,12 +206,13 @@ def _guided_event(row: Row, step: int, value: int, reports: dict) -> GeneratedTo
         return GeneratedToken(
             -1, step, {}, "constraint", row.guide.accepting, row.guide.stop_message()
         )
+    effect = row.guide.grammar_effect()  # of the mask this token was sampled under
     row.guide.consume(value)
     finish = "stop" if value in row.plan.eos_token_ids else None
     if finish is None and step + 1 == row.plan.max_tokens:
         finish = "length"
     row.done = finish is not None
-    return GeneratedToken(value, step, reports, finish, row.guide.accepting)
+    return GeneratedToken(value, step, reports, finish, row.guide.accepting, grammar=effect)
 
 
 def read_step(current: QueuedStep) -> list[tuple[int, GeneratedToken]]:

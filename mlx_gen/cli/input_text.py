@@ -47,7 +47,8 @@ def check_utf8(flag: str, values: Iterable[str | None]) -> None:
 
 
 # Parsed flags holding text for the tokenizer (dest → values), checked by check_text_flags.
-_TEXT_FLAGS = ("prompt", "system", "bad_words", "stop", "score", "logit_bias_text")
+_TEXT_FLAGS = ("prompt", "system", "bad_words", "stop", "score", "logit_bias_text",
+               "tool_choice", "chat_template_kwargs", "thinking_end_message")  # fmt: skip
 
 
 def check_text_flags(values: Mapping[str, Any]) -> None:

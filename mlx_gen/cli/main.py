@@ -47,10 +47,13 @@ from mlx_gen.cli.output import (
 from mlx_gen.cli.ranks import error_line, silenced, yield_to_rank0
 from mlx_gen.cli.streams import check_output_path, check_stdout, quiet_stdout
 from mlx_gen.cli.terminal import for_terminal
+from mlx_gen.cli.tool_flags import answer_json, chat_plan, parse_answer
+from mlx_gen.cli.tool_flags import call_lines as tool_call_lines
 from mlx_gen.cli.verbose import PrefillProgress, call_lines, defaults_lines, stats_lines
 from mlx_gen.loading.distributed import ShardingError
 from mlx_gen.prompts import encode_prompt
 from mlx_gen.quiet_libraries import quiet_libraries
+from mlx_gen.tools import ChatPlan
 from mlx_gen.validation import truncated
 
 
@@ -109,25 +112,29 @@ def _run_model(model: mg.LoadedModel, options: CliOptions) -> int:
     settings = settings_for_model(options, model)
     if options.batch_size is not None:
         return _batch(model, settings, options)
-    prompt_ids = truncated(_prompt_ids(options, model), settings.truncate_prompt)
+    plan = None
+    if options.chat:
+        plan = chat_plan(options, model, settings, _prompt_text(options))
+        settings = plan.settings
+    ids = plan.prompt_ids if plan else _prompt_ids(options, model)
+    if options.show_prompt:
+        _write(sys.stdout, plan.prompt_text if plan else model.tokenizer.decode(ids))
+        return 0
+    prompt_ids = truncated(ids, settings.truncate_prompt)
     if options.verbose:
         _lines(sys.stderr, defaults_lines(model) + call_lines(model, settings))
     if options.score is not None:
         return _score(model, prompt_ids, options.score, settings, as_json=options.json)
-    return _generate(model, prompt_ids, settings, options)
+    return _generate(model, prompt_ids, settings, options, plan)
+
+
+def _prompt_text(options: CliOptions) -> str:
+    return options.prompt if options.prompt is not None else read_text(options.prompt_file or "-")
 
 
 def _prompt_ids(options: CliOptions, model: mg.LoadedModel) -> list[int]:
-    text = options.prompt if options.prompt is not None else read_text(options.prompt_file or "-")
-    if not options.chat:
-        return encode_prompt(model.tokenizer, text, add_special_tokens=options.add_special_tokens)
-    if not getattr(model.tokenizer, "chat_template", None):
-        raise UsageError(
-            "--chat needs a chat template, and this model's tokenizer has none "
-            "(drop --chat to send the prompt as plain text)"
-        )
-    system = [{"role": "system", "content": options.system}] if options.system else []
-    return encode_prompt(model.tokenizer, messages=[*system, {"role": "user", "content": text}])
+    text = _prompt_text(options)
+    return encode_prompt(model.tokenizer, text, add_special_tokens=options.add_special_tokens)
 
 
 # --- the two commands ---
@@ -138,6 +145,7 @@ def _generate(
     prompt_ids: list[int],
     settings: mg.GenerationSettings,
     options: CliOptions,
+    plan: ChatPlan | None = None,
 ) -> int:
     decode = _decoder(model)
     chunks: list[mg.GenerationChunk] = []
@@ -146,7 +154,8 @@ def _generate(
     )
 
     def json_doc(result: mg.GenerationResult) -> dict[str, Any]:
-        return generation_json(result, decode, len(prompt_ids), settings.logprobs is not None)
+        doc = generation_json(result, decode, len(prompt_ids), settings.logprobs is not None)
+        return doc | (answer_json(parse_answer(plan, result.text)) if plan else {})
 
     try:
         for chunk in stream:
@@ -165,6 +174,8 @@ def _generate(
         _print_json(json_doc(result))
     else:
         _write(sys.stdout, "\n")
+        if plan is not None:
+            _lines(sys.stdout, tool_call_lines(parse_answer(plan, result.text)))
         if settings.logprobs is not None and not options.stream_logprobs:
             tables = logprob_tables(result.logprobs, settings.logprobs_modes, decode)
             _lines(sys.stdout, ["", tables])

@@ -27,7 +27,7 @@ GENERATION_FLAGS = (
     "repetition_penalty", "repetition_context_size", "presence_penalty", "frequency_penalty",
     "no_repeat_ngram_size", "bad_words", "eos_token_ids", "extra_eos_token_ids", "ignore_eos",
     "stop", "include_stop", "stream_logprobs", "prompt_lookup", "draft_model", "num_draft",
-    *CONSTRAINT_FLAGS,
+    "tools", "tool_choice", "max_thinking_tokens", "thinking_end_message", *CONSTRAINT_FLAGS,
 )  # fmt: skip
 
 
@@ -55,6 +55,12 @@ class CliOptions:
         num_draft: ``--num-draft`` (``None``: the :class:`~mlx_gen.DraftModel` default).
         gguf_precision: ``load()``'s ``gguf_precision``.
         dequantize: ``load()``'s ``dequantize``.
+        tools_file: ``--tools``: the file of tool definitions (``None``: no tools).
+        tool_choice: ``--tool-choice`` as given.
+        tool_format: ``--tool-format``.
+        parallel_tool_calls: False with ``--no-parallel-tool-calls``.
+        chat_template_kwargs: ``--chat-template-kwargs`` (JSON text) as given.
+        show_prompt: Print the rendered prompt and exit.
     """
 
     model: str | None
@@ -76,6 +82,12 @@ class CliOptions:
     num_draft: int | None = None
     gguf_precision: str = "exact"
     dequantize: bool = False
+    tools_file: str | None = None
+    tool_choice: str | None = None
+    tool_format: str | None = None
+    parallel_tool_calls: bool = True
+    chat_template_kwargs: str | None = None
+    show_prompt: bool = False
 
 
 # --- from the namespace to typed values ---
@@ -87,6 +99,12 @@ _REQUIRES = (  # (flag, needs, why)
     ("batch_size", "prompt_file", "batch mode reads its prompts from a file"),
     ("output", "batch_size", "it receives the batch's JSONL results"),
     ("num_draft", "draft_model", "it is the --draft-model's draft length"),
+    ("tools", "chat", "tools are declared to a chat template"),
+    ("tool_choice", "tools", "it chooses among the --tools"),
+    ("tool_format", "tools", "it is the syntax of the --tools calls"),
+    ("no_parallel_tool_calls", "tools", "it limits the --tools calls"),
+    ("chat_template_kwargs", "chat", "they are chat template variables"),
+    ("thinking_end_message", "max_thinking_tokens", "it ends a budgeted think block"),
 )
 _CONFLICTS = (  # (flag, other, why)
     ("no_bos", "chat", "the chat template decides the special tokens"),
@@ -96,6 +114,7 @@ _CONFLICTS = (  # (flag, other, why)
     ("batch_size", "stream_logprobs", "batch mode writes whole results"),
     ("batch_size", "prompt_lookup", "batched decoding does not speculate"),
     ("batch_size", "draft_model", "batched decoding does not speculate"),
+    ("batch_size", "tools", "batch mode does not parse tool calls"),
 )
 
 
@@ -159,6 +178,8 @@ def _settings(v: dict[str, Any]) -> GenerationSettings:
         speculative=PromptLookup(num_draft=v["prompt_lookup"]) if v["prompt_lookup"] else None,
         constraint=constraint_from_flags(v),
         truncate_prompt=v["truncate_prompt"],
+        max_thinking_tokens=v["max_thinking_tokens"],
+        thinking_end_message=v["thinking_end_message"] or "",
     )  # fmt: skip
 
 
@@ -185,4 +206,7 @@ def parse_command_line(argv: Sequence[str] | None = None) -> CliOptions:
         verbose=v["verbose"], batch_size=v["batch_size"], output=v["output"],
         draft_model=v["draft_model"], num_draft=v["num_draft"],
         gguf_precision=v["gguf_precision"], dequantize=v["dequantize"],
+        tools_file=v["tools"], tool_choice=v["tool_choice"], tool_format=v["tool_format"],
+        parallel_tool_calls=not v["no_parallel_tool_calls"],
+        chat_template_kwargs=v["chat_template_kwargs"], show_prompt=v["show_prompt"],
     )  # fmt: skip

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from mlx_gen.loading.load_flags import add_load_flags
+from mlx_gen.tools.formats import FORMATS as TOOL_FORMATS
 
 LOGPROB_MODES = {"raw": ("raw",), "processed": ("processed",), "both": ("raw", "processed")}
 
@@ -228,6 +229,26 @@ def _add_speculative(parser: argparse.ArgumentParser) -> None:
                        help="tokens the --draft-model proposes per step (default 4)")
 
 
+def _add_tools(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tools and reasoning", "Tools need --chat.")
+    group.add_argument("--tools", metavar="FILE", help="a JSON list of OpenAI function "
+                       "definitions the model may call (- = stdin)")
+    group.add_argument("--tool-choice", metavar="CHOICE", help="auto (default), required, "
+                       "none, or a tool's NAME")
+    group.add_argument("--tool-format", choices=tuple(TOOL_FORMATS), help="the call syntax "
+                       "(default: detected from the chat template)")
+    group.add_argument("--no-parallel-tool-calls", action="store_true",
+                       help="at most one tool call")
+    group.add_argument("--chat-template-kwargs", metavar="JSON", help="extra template "
+                       'variables, e.g. \'{"enable_thinking": false}\'')
+    group.add_argument("--max-thinking-tokens", type=_NON_NEGATIVE, metavar="N",
+                       help="force </think> after N reasoning tokens")
+    group.add_argument("--thinking-end-message", metavar="TEXT",
+                       help="text forced before </think> when --max-thinking-tokens runs out")
+    group.add_argument("--show-prompt", action="store_true",
+                       help="print the rendered prompt and exit without generating")
+
+
 def _add_inspection(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inspection and output")
     group.add_argument("--logprobs", type=_ranged(int, lambda v: 0 <= v <= 1000, "an int in "
@@ -261,6 +282,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for add in (_add_model_and_input, _add_sampling, _add_logit_control, _add_stopping,
                 _add_structured_output,
-                _add_speculative, _add_inspection):  # fmt: skip
+                _add_speculative, _add_tools, _add_inspection):  # fmt: skip
         add(parser)
     return parser

@@ -40,6 +40,7 @@ class Matcher:
         words: Bitmask words per row.
         mask_empty: The last mask allowed no id at all (the grammar alone is stuck, or
             llguidance is in an error state).
+        allowed: How many ids the last mask allowed (1: the grammar forced the token).
 
     llguidance in an error state (an internal limit hit: a ``Choice`` of 2,000+ strings,
     say) fills a mask that allows only EOS; every mask built here is checked, and an
@@ -56,6 +57,7 @@ class Matcher:
         self._banned_eos = () if compiled.eos_token_ids else compiled.grammar_eos_ids
         self._mask = np.zeros((1, self.words), dtype=np.int32)
         self.mask_empty = False
+        self.allowed = compiled.vocab_size
 
     @property
     def accepting(self) -> bool:
@@ -83,6 +85,14 @@ class Matcher:
             for i in self._banned_eos:
                 words[i >> 5] &= np.uint32(~(1 << (i & 31)) & 0xFFFFFFFF)
         self.mask_empty = not row.any()
+        self.allowed = int(np.bitwise_count(row.view(np.uint32)).sum())
+
+    def grammar_effect(self) -> str:
+        """What the last mask did: ``forced`` (one id allowed), ``masked`` (some ids
+        disallowed) or ``free`` (every id allowed)."""
+        if self.allowed == 1:
+            return "forced"
+        return "free" if self.allowed >= self.compiled.vocab_size else "masked"
 
     def rollback(self, count: int) -> None:
         """Undo the last ``count`` :meth:`consume` calls."""

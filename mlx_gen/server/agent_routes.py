@@ -1,5 +1,5 @@
 """The routes beyond chat and completions: Anthropic Messages, OpenAI Responses,
-``/metrics`` and ``/apply-template`` (all on the same state and worker)."""
+and ``/metrics`` (all on the same state and worker; ``/apply-template`` is chat's)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from mlx_gen.server.messages_api.schemas import CountTokensRequest, MessagesRequ
 from mlx_gen.server.metrics import PrometheusMetrics
 from mlx_gen.server.responses_api.routes import create_response
 from mlx_gen.server.responses_api.schemas import ResponsesRequest
-from mlx_gen.server.schemas import ChatRequest
 from mlx_gen.server.state import ServerState
-from mlx_gen.server.tokenizer_routes import apply_template
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -35,10 +33,6 @@ def add_agent_routes(
     @app.post("/v1/responses", dependencies=auth)
     async def responses(req: ResponsesRequest, request: Request):
         return await create_response(state, req, request)
-
-    @app.post("/apply-template", dependencies=auth)
-    async def apply_template_route(req: ChatRequest) -> dict:
-        return await run_in_threadpool(apply_template, state, req)
 
     @app.get("/metrics", dependencies=auth)
     async def metrics_route() -> Response:

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.server.agent_routes import add_agent_routes
 from mlx_gen.server.bridge import MAX_UNREAD_EVENTS
-from mlx_gen.server.chat import chat_completions
+from mlx_gen.server.chat import apply_chat_template, chat_completions
 from mlx_gen.server.chat_features import model_capabilities
 from mlx_gen.server.completions import completions
 from mlx_gen.server.errors import install_error_handlers
@@ -148,6 +148,10 @@ def _routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request):
         return await chat_completions(state, req, request)
+
+    @app.post("/apply-template")
+    async def apply_template_route(req: ChatRequest) -> dict:
+        return await apply_chat_template(state, req)
 
     @app.post("/v1/completions")
     async def complete(req: CompletionRequest, request: Request):

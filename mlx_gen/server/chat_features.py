@@ -17,9 +17,9 @@ from typing import Any
 from mlx_gen.loading.loader import LoadedModel
 
 #: The chat path generates tool calls (``tools``, ``tool_choice``, tool history).
-TOOLS_SUPPORTED = False
+TOOLS_SUPPORTED = True
 #: The chat path generates reasoning with a budget (``thinking_budget``).
-THINKING_SUPPORTED = False
+THINKING_SUPPORTED = True
 
 
 def model_capabilities(model: LoadedModel) -> dict[str, bool]:

@@ -8,11 +8,10 @@ prompt, settings and seed all three return the same tokens. Prompt rendering and
 tokenizing run in a worker thread, never on the event loop.
 
 The output is chat's message as data (:class:`ChatOutcome`: ``content``, ``reasoning``,
-``tool_calls``), built from the pieces an output parser reads from the text
-(:class:`TextPiece`, :class:`ReasoningPiece`, :class:`CallStart`,
-:class:`CallArguments`); streams send the same pieces as they come. Until the chat path
-parses tool calls and reasoning, :class:`PlainText` makes every piece text; wiring them
-in is giving :func:`start` the chat plan's parser (its pieces map one to one).
+``tool_calls``), built from the pieces the chat plan's output parser reads from the text
+(:class:`TextPiece`, :class:`ReasoningPiece`, :class:`CallStart`, :class:`CallArguments`:
+the tool-calling parser's own piece types, :mod:`mlx_gen.tools`); streams send the same
+pieces as they come.
 """
 
 from __future__ import annotations
@@ -32,52 +31,22 @@ from mlx_gen.server.schemas import ChatRequest
 from mlx_gen.server.state import ServerState
 from mlx_gen.server.worker import Failed
 from mlx_gen.stream import GenerationChunk
+from mlx_gen.tools import (
+    ContentDelta,
+    OutputParser,
+    ReasoningDelta,
+    StreamPiece,
+    ToolCallArguments,
+    ToolCallStart,
+)
 
-
-@dataclass(frozen=True)
-class TextPiece:
-    """Answer text."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class ReasoningPiece:
-    """Reasoning text."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class CallStart:
-    """Tool call ``index`` begins: its id and function name (arguments follow)."""
-
-    index: int
-    id: str
-    name: str
-
-
-@dataclass(frozen=True)
-class CallArguments:
-    """A fragment of tool call ``index``'s JSON arguments."""
-
-    index: int
-    fragment: str
-
-
-Piece = TextPiece | ReasoningPiece | CallStart | CallArguments
-
-
-class PlainText:
-    """The output parser of a chat path without tool calls or reasoning: all is text."""
-
-    def feed(self, text: str) -> list[Piece]:
-        """The pieces of the next text."""
-        return [TextPiece(text)] if text else []
-
-    def finish(self) -> list[Piece]:
-        """The pieces held back until the end (none)."""
-        return []
+# The chat plan's parser (:class:`~mlx_gen.tools.OutputParser`) yields these pieces; the
+# names below are what the surfaces' stream writers call them.
+TextPiece = ContentDelta
+ReasoningPiece = ReasoningDelta
+CallStart = ToolCallStart
+CallArguments = ToolCallArguments
+Piece = StreamPiece
 
 
 @dataclass
@@ -120,7 +89,7 @@ class Started:
 
     run: RequestRun
     prompt_len: int
-    parser: PlainText
+    parser: OutputParser
     entry: Callable[[GenerationChunk], dict] | None = None
 
     def add(self, outcome: ChatOutcome, chunk: GenerationChunk) -> list[Piece]:
@@ -139,8 +108,8 @@ async def start(state: ServerState, req: ChatRequest) -> Started:
     Raises:
         ApiError: 400 for an invalid request, 429 when the queue is full.
     """
-    specs = await run_in_threadpool(chat_specs, state, req)
-    run = RequestRun(state.worker, specs)
+    specs, plan = await run_in_threadpool(chat_specs, state, req)
+    run = RequestRun(state.worker, specs, state.limits.max_unread_events)
     await run.admitted()
     entry = None
     if req.logprobs:
@@ -149,7 +118,7 @@ async def start(state: ServerState, req: ChatRequest) -> Started:
         def entry(chunk: GenerationChunk) -> dict:
             return chat_entry(state.texts, chunk.logprobs, modes).model_dump(exclude_none=True)
 
-    return Started(run, len(specs[0].prompt_ids), PlainText(), entry)
+    return Started(run, len(specs[0].prompt_ids), plan.parser(), entry)
 
 
 def add_chunk(outcome: ChatOutcome, chunk: GenerationChunk) -> None:

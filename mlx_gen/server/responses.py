@@ -59,6 +59,9 @@ class ChatMessage(BaseModel):
 
     role: Literal["assistant"] = "assistant"
     content: str | None
+    tool_calls: list[dict] | None = None
+    reasoning: str | None = None
+    reasoning_content: str | None = None  # the alias other servers use
 
 
 class ChatChoice(BaseModel):
@@ -89,6 +92,9 @@ class Delta(BaseModel):
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict] | None = None
+    reasoning: str | None = None
+    reasoning_content: str | None = None
 
 
 class ChunkChoice(BaseModel):

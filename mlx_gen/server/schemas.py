@@ -103,6 +103,9 @@ class Message(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[dict] | None = Field(default=None, max_length=128)
+    tool_call_id: str | None = Field(default=None, max_length=256)
+    reasoning_content: str | None = None
 
 
 class ChatRequest(SamplingRequest):
@@ -113,8 +116,13 @@ class ChatRequest(SamplingRequest):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
-    tools: list[dict] | None = None
+    tools: list[dict] | None = Field(default=None, max_length=128)
     tool_choice: str | dict | None = None
+    parallel_tool_calls: bool = True
+    chat_template_kwargs: dict | None = None
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    thinking_budget: int | None = Field(default=None, ge=0, le=2**31 - 1)  # an extension
+    tool_format: str | None = None  # an extension: override the detected call syntax
 
 
 class CompletionRequest(SamplingRequest):
