@@ -40,3 +40,27 @@ def check_budget(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name}={value!r} is invalid (expected a number of bytes >= 0)")
     return value
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_bytes(text: str) -> int:
+    """``"512M"`` → 536870912: an int with an optional K/M/G/T suffix (powers of 1024).
+
+    Raises:
+        ValueError: ``text`` is not such a size (the text and the valid form named).
+    """
+    raw = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = raw[-1:] if raw[-1:] in _UNITS and raw[-1:] else ""
+    number = raw[: len(raw) - len(unit)]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if not number or value < 0 or value != value:
+        raise ValueError(
+            f"{text!r} is not a byte size (expected a number >= 0 with an optional "
+            "K, M, G or T suffix, e.g. 512M)"
+        )
+    return int(value * _UNITS[unit])

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 
 from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.prefix_cache import PrefixCache
 from mlx_gen.server.chat import chat_completions
 from mlx_gen.server.completions import completions
 from mlx_gen.server.errors import ApiError, install_error_handlers
@@ -43,6 +44,7 @@ def create_app(
     max_tokens_limit: int | None = None,
     api_key: str | None = None,
     strict: bool = False,
+    prefix_cache: PrefixCache | None = None,
 ) -> FastAPI:
     """An OpenAI-compatible app serving ``model`` as ``name``.
 
@@ -54,11 +56,14 @@ def create_app(
         max_tokens_limit: The most tokens one request may ask for (``None``: the context).
         api_key: Require ``Authorization: Bearer <api_key>`` (constant-time compare).
         strict: Refuse unknown request fields with a 400.
+        prefix_cache: The prefix cache every request shares (``None``: none).
     """
     for label, value, low in [("max_batch_size", max_batch_size, 1), ("max_queue", max_queue, 0)]:
         if value < low:
             raise ValueError(f"{label}={value!r} is invalid (expected an int >= {low})")
-    worker = Worker(model, max_batch_size=max_batch_size, max_queue=max_queue)
+    worker = Worker(
+        model, max_batch_size=max_batch_size, max_queue=max_queue, prefix_cache=prefix_cache
+    )
     limits = Limits(max_tokens_limit, max(1, min(64, max_batch_size + max_queue)))
     state = ServerState(model, name, worker, limits, strict, api_key)
 
@@ -84,6 +89,7 @@ def _routes(app: FastAPI, state: ServerState, auth: list) -> None:
             "status": "ok",
             "in_flight": state.worker.in_flight,
             "generated_tokens": state.worker.generated_tokens,
+            "prompt_cache": _cache_health(state.worker.prefix_cache),
         }
 
     @app.get("/v1/models", dependencies=auth)
@@ -112,6 +118,14 @@ def _routes(app: FastAPI, state: ServerState, auth: list) -> None:
     @app.get("/tokenizer_info", dependencies=auth)
     async def tokenizer_info_route() -> TokenizerInfo:
         return tokenizer_info(state)
+
+
+def _cache_health(cache: PrefixCache | None) -> dict | None:
+    """The prefix cache's size, budget and counters (``None`` when it is off)."""
+    if cache is None:
+        return None
+    return {"entries": len(cache), "bytes": cache.nbytes, "max_bytes": cache.max_bytes,
+            **vars(cache.stats)}
 
 
 def _authorize(api_key: str | None):

@@ -21,6 +21,7 @@ from mlx_gen.server.responses import (
     ChunkChoice,
     Delta,
     LogprobEntry,
+    PromptTokensDetails,
     Usage,
 )
 from mlx_gen.server.schemas import ChatRequest, Message
@@ -123,10 +124,12 @@ async def chat_completions(state: ServerState, req: ChatRequest, request: Reques
     except ClientGone:
         run.cancel()
         raise ApiError(400, "the client disconnected") from None
-    return _response(state, req, choices, len(specs[0].prompt_ids))
+    return _response(state, req, choices, len(specs[0].prompt_ids), run.cached_tokens(req.n))
 
 
-def _response(state: ServerState, req: ChatRequest, choices: list[_Choice], prompt_len: int):
+def _response(
+    state: ServerState, req: ChatRequest, choices: list[_Choice], prompt_len: int, cached: int
+):
     out = []
     for i, c in enumerate(choices):
         reason, stop_reason = finish_fields(c.last)
@@ -151,6 +154,7 @@ def _response(state: ServerState, req: ChatRequest, choices: list[_Choice], prom
             prompt_tokens=prompt_len,
             completion_tokens=completion,
             total_tokens=prompt_len + completion,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
         ),
     )
 
@@ -200,7 +204,10 @@ async def _stream(
         if req.stream_options is not None and req.stream_options.include_usage:
             total = sum(counts)
             usage = Usage(
-                prompt_tokens=prompt_len, completion_tokens=total, total_tokens=prompt_len + total
+                prompt_tokens=prompt_len,
+                completion_tokens=total,
+                total_tokens=prompt_len + total,
+                prompt_tokens_details=PromptTokensDetails(cached_tokens=run.cached_tokens(req.n)),
             )
             yield sse(ChatCompletionChunk(**head, choices=[], usage=usage))
         yield DONE

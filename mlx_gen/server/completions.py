@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from mlx_gen.server.bridge import ChoiceSpec, ClientGone, RequestRun
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.logprob_format import legacy_entry, legacy_logprobs
-from mlx_gen.server.responses import Completion, CompletionChoice, Usage
+from mlx_gen.server.responses import Completion, CompletionChoice, PromptTokensDetails, Usage
 from mlx_gen.server.schemas import CompletionRequest
 from mlx_gen.server.settings_map import base_settings, choice_settings, max_tokens
 from mlx_gen.server.state import ServerState
@@ -136,7 +136,7 @@ async def completions(state: ServerState, req: CompletionRequest, request: Reque
         created=now(),
         model=state.name,
         choices=out,
-        usage=_usage(prompt_len, completion),
+        usage=_usage(prompt_len, completion, run.cached_tokens(req.n)),
     )
 
 
@@ -176,11 +176,12 @@ def _choice(req: CompletionRequest, index: int, c: _Choice, *, final: bool) -> C
     )
 
 
-def _usage(prompt_len: int, completion: int) -> Usage:
+def _usage(prompt_len: int, completion: int, cached: int) -> Usage:
     return Usage(
         prompt_tokens=prompt_len,
         completion_tokens=completion,
         total_tokens=prompt_len + completion,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
     )
 
 
@@ -219,7 +220,8 @@ async def _stream(
             yield sse(Completion(**head, choices=[_choice(req, index, piece, final=False)]))
         if req.stream_options is not None and req.stream_options.include_usage:
             total = sum(len(c.ids) for c in choices)
-            yield sse(Completion(**head, choices=[], usage=_usage(prompt_len, total)))
+            usage = _usage(prompt_len, total, run.cached_tokens(req.n))
+            yield sse(Completion(**head, choices=[], usage=usage))
         yield DONE
     finally:
         run.cancel()

@@ -70,6 +70,7 @@ class Job:
     prompt_logprobs: int | None = None
     failure: str | None = field(default=None, init=False)
     text: TextAssembler | None = field(default=None, init=False)
+    cached_tokens: int = field(default=0, init=False)  # prompt tokens from the prefix cache
 
 
 class Guarded:

@@ -17,6 +17,7 @@ import uvicorn
 
 import mlx_gen
 from mlx_gen.server.app import create_app
+from mlx_gen.server.prompt_cache_flags import add_cache_flags, open_cache, save_cache
 
 LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
     p.add_argument("--strict", action="store_true", help="refuse unknown request fields (400)")
     p.add_argument("--log-level", choices=LEVELS, default="warning", help="default: warning")
+    add_cache_flags(p)
     return p
 
 
@@ -101,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "own); start it as one process, or use python -m mlx_gen.generate for "
                 "tensor-parallel generation"
             )
+        cache = open_cache(model, args)
     except (ValueError, OSError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
@@ -113,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_tokens_limit=args.max_tokens_limit,
         api_key=args.api_key,
         strict=args.strict,
+        prefix_cache=cache,
     )
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5
@@ -121,4 +125,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         _Server(config).run()
     except KeyboardInterrupt:
         pass
+    save_cache(cache, args)
     return 0

@@ -29,6 +29,7 @@ from mlx_gen.batch.step import STREAM
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
 from mlx_gen.plan import DecodePlan
+from mlx_gen.prefix_cache import PrefixCache
 from mlx_gen.scoring import score
 from mlx_gen.server.jobs import (
     Admitted,
@@ -64,6 +65,8 @@ class Worker:
         max_batch_size: Jobs decoded at once.
         max_queue: Jobs that may wait for a place beyond those.
         prefill_step_size: Prompt tokens per forward pass.
+        prefix_cache: Every job looks its prompt up here and stores its KV when it
+            leaves the batch (``None``: nothing is kept between requests).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class Worker:
         max_batch_size: int = 16,
         max_queue: int = 64,
         prefill_step_size: int = 512,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.model, self.max_batch_size, self.max_queue = model, max_batch_size, max_queue
         # Weights load lazily, and a lazy MLX array is bound to the stream (so the thread)
@@ -80,6 +84,7 @@ class Worker:
         # thread only ever sees evaluated weights.
         mx.eval(model.model(mx.array([[0]], dtype=mx.int32)))
         self.prefill_step_size = prefill_step_size
+        self.prefix_cache = prefix_cache
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -213,6 +218,7 @@ class Worker:
                 [],
                 batch_size=self.max_batch_size,
                 prefill_step_size=self.prefill_step_size,
+                prefix_cache=self.prefix_cache,
             )
         job.text = TextAssembler(
             self.model.tokenizer, job.settings, job.prompt_ids, time.perf_counter()
@@ -237,6 +243,8 @@ class Worker:
             if job is None:
                 continue
             self.generated_tokens += 1
+            if out.step == 0:  # the first token: the row's prefill is done
+                job.cached_tokens = self._decoder.cached_tokens.get(index, 0)
             try:
                 chunk = job.text.feed(out)
             except Exception as err:  # noqa: BLE001 - a stopping criterion of this job
