@@ -94,6 +94,12 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._trie)
 
+    def measure(self) -> int:
+        """Bytes of every array the entries hold, summed afresh (equals :attr:`nbytes`)."""
+        with self._lock:
+            snaps = [self._trie.get(k)[1] for k in self._trie.keys()]
+        return sum(a.nbytes for s in snaps for st in s.states for a in st if hasattr(a, "nbytes"))
+
     def keys(self) -> list[tuple[int, ...]]:
         """The entries' token sequences, least recently used first."""
         with self._lock:
