@@ -147,7 +147,8 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     model = write_preset(args.preset, args.root)
-    results: dict = {"environment": environment(), "args": {k: str(v) for k, v in vars(args).items()}}
+    options = {k: str(v) for k, v in vars(args).items()}
+    results: dict = {"environment": environment(), "args": options}
     for engine in ("mlx_gen", "mlx_lm"):
         proc, base = start(engine, model, args.budget)
         name = "bench" if engine == "mlx_gen" else str(model)
@@ -165,7 +166,8 @@ def main() -> None:
     for kind in ("chat", "agent"):
         print(f"\n{kind}\n" + table(results, kind))
     cache = results["mlx_gen"]["cache"]
-    print(f"\nmlx_gen cache {cache['bytes'] / 2**20:.1f} MiB of {cache['max_bytes'] / 2**20:.0f} MiB;"
+    mib = 2**20
+    print(f"\nmlx_gen cache {cache['bytes'] / mib:.1f} MiB of {cache['max_bytes'] / mib:.0f} MiB;"
           f" peak RSS mlx_gen {results['mlx_gen']['peak_rss'] / 2**20:.0f} MiB, "
           f"mlx_lm {results['mlx_lm']['peak_rss'] / 2**20:.0f} MiB")
     if args.out:

@@ -118,7 +118,10 @@ def test_cold_equals_warm_on_smollm2_chat():
         cold, warm = run(model, ids), run(model, ids, cache=cache)
         assert_same(cold, warm)
         reply = model.tokenizer.decode(warm[0])
-        messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": "Another."}]
+        messages += [
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": "Another."},
+        ]
     assert cache.stats.hits == 2 and cache.stats.cached_tokens > 40
 
 

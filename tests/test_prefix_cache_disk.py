@@ -70,7 +70,8 @@ def test_a_file_from_another_format_or_tokenizer_is_refused(stories, tmp_path, f
     layers = restore(cache._trie.get(key)[1], len(key))
     metadata = {**identity(stories), "tokens": json.dumps(list(key)), field: "other"}
     save_prompt_cache(str(tmp_path / "entry-000000-x.safetensors"), layers, metadata)
-    with pytest.raises(ValueError, match=f"entry-000000-x.safetensors' was written for {field} 'other'"):
+    refused = f"entry-000000-x.safetensors' was written for {field} 'other'"
+    with pytest.raises(ValueError, match=refused):
         PrefixCache(stories).load(tmp_path)
 
 

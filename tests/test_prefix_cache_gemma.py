@@ -26,7 +26,8 @@ def gemma():
 def prompts(gemma):
     config = gemma.config.get("text_config", gemma.config)
     window = config["sliding_window"]
-    words = gemma.tokenizer.encode(" the quiet river ran past the old mill and", add_special_tokens=False)
+    text = " the quiet river ran past the old mill and"
+    words = gemma.tokenizer.encode(text, add_special_tokens=False)
     system = [2] + (words * (window // len(words) + 4))[: window + 40]  # longer than the window
     asks = [" Where did it go?", " Who built it?", " Why was it old?"]
     return window, [system + gemma.tokenizer.encode(a, add_special_tokens=False) for a in asks]

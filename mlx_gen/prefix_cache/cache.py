@@ -80,7 +80,9 @@ class PrefixCache:
 
     def __init__(self, model: LoadedModel, *, max_bytes: int | None = None) -> None:
         self.model = model
-        self.max_bytes = default_budget() if max_bytes is None else check_budget("max_bytes", max_bytes)
+        if max_bytes is not None:
+            check_budget("max_bytes", max_bytes)
+        self.max_bytes = default_budget() if max_bytes is None else max_bytes
         self.stats = CacheStats()
         self._trie: TokenTrie[tuple[tuple[int, ...], KVSnapshot]] = TokenTrie()
         self._reserved = 0
