@@ -81,6 +81,8 @@ def request(client: httpx.Client, base: str, model: str, prompt: str, gen: int) 
                 if choice.get("text"):
                     first = first or time.perf_counter()
                     text.append(choice["text"])
+    if first is None:
+        raise RuntimeError(f"no token came back (prompt of {len(prompt.split())} words)")
     details = (usage or {}).get("prompt_tokens_details") or {}
     return {"ttft": first - start, "text": "".join(text), "prompt_tokens":
             (usage or {}).get("prompt_tokens"), "cached": details.get("cached_tokens")}
@@ -140,9 +142,10 @@ def main() -> None:
     p.add_argument("--preset", default="15M")
     p.add_argument("--root", type=Path, default=Path("/tmp/mlx_gen_bench"))
     p.add_argument("--gen", type=int, default=16, help="reply tokens per turn")
-    p.add_argument("--turn-tokens", type=int, default=360)
-    p.add_argument("--agent-system", type=int, default=600)
-    p.add_argument("--tool-tokens", type=int, default=150)
+    # Words, not tokens: the preset's tokenizer gives ~1.75 tokens a word (unknown words).
+    p.add_argument("--turn-tokens", type=int, default=200)
+    p.add_argument("--agent-system", type=int, default=300)
+    p.add_argument("--tool-tokens", type=int, default=100)
     p.add_argument("--budget", default="256M", help="mlx_gen's --prompt-cache-bytes")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
