@@ -13,6 +13,7 @@ import mlx_gen
 from mlx_gen import Choice, GenerationSettings, PrefixCache, PromptLookup, generate_tokens
 from mlx_gen.prefix_cache.trie import TokenTrie
 
+pytestmark = pytest.mark.slow
 GREEDY = GenerationSettings(max_tokens=8, temperature=0.0, logprobs=0)
 STORY = "Once upon a time there was a little girl named Lily. She loved to play"
 

@@ -13,6 +13,7 @@ from mlx_gen.prefix_cache.budget import parse_bytes
 from mlx_gen.prefix_cache.disk import identity
 from mlx_gen.prefix_cache.snapshot import restore
 
+pytestmark = pytest.mark.slow
 GREEDY = GenerationSettings(max_tokens=6, temperature=0.0, logprobs=0)
 
 

@@ -12,7 +12,7 @@ import pytest
 import mlx_gen
 from mlx_gen import GenerationSettings, PrefixCache, generate_tokens
 from mlx_gen.server.main import build_parser
-from mlx_gen.server.prompt_cache_flags import open_cache
+from mlx_gen.server.prompt_cache_flags import open_cache, save_cache
 from tests.serving import running_server
 
 pytestmark = pytest.mark.slow
@@ -157,3 +157,18 @@ def test_flags_preload_and_contradictions(model, tmp_path):
     bad = build_parser().parse_args(["--no-prompt-cache", "--preload", str(system)])
     with pytest.raises(ValueError, match="--preload contradicts --no-prompt-cache"):
         open_cache(model, bad)
+
+
+def test_the_cache_folder_survives_a_restart(stories, tmp_path):
+    flags = ["--prompt-cache-dir", str(tmp_path / "pc"), "--prompt-cache-dir-bytes", "1M"]
+    args = build_parser().parse_args(flags)
+    ids = stories.tokenizer.encode(STORY)
+    cache = open_cache(stories, args)
+    with running_server(stories, prefix_cache=cache) as url:
+        first = complete(url, ids)
+    save_cache(cache, args)  # what main() does at shutdown
+    again = open_cache(stories, args)
+    assert again.keys() == cache.keys() and again.nbytes <= 1 << 20
+    with running_server(stories, prefix_cache=again) as url:
+        warm = complete(url, ids)
+    assert warm[0] == first[0] and first[2] == 0 and warm[2] == len(ids) - 1
