@@ -12,7 +12,11 @@ top-5 logprobs raw and processed; greedy):
 * the random 110M Llama (benchmarks/presets.py), prompt lookup on the same two prompts
   (random weights: the text means nothing, the cost of drafting does);
 * the random 110M Llama drafted by the random 15M Llama (same vocabulary; mechanics
-  and the back-off: its drafts are almost never accepted).
+  and the back-off: its drafts are almost never accepted);
+* SmolLM2 (c) the rewrite answered as JSON under a JSON-schema constraint (speculation
+  under a constraint), and every SmolLM2 prompt once more with ``measure_cost=False``
+  (drafting whenever prompt lookup finds a match: the verifier's raw speed, without the
+  cost model that stops drafting where it cannot pay).
 
 ``scaling`` times one forward pass over k = 1..11 new tokens, which decides whether
 verifying k drafts can pay at all.
@@ -57,6 +61,16 @@ REWRITE = (
     f"'tower'. Do not change anything else.\n\n{PARAGRAPH}"
 )
 STORY = "Write a long story about a girl who finds a dragon egg in the forest."
+REWRITE_JSON = (
+    'Answer with a JSON object {"text": ...} whose text is the following paragraph, '
+    f"exactly, with only the word 'lighthouse' changed to 'tower'.\n\n{PARAGRAPH}"
+)
+TEXT_SCHEMA = {
+    "type": "object",
+    "properties": {"text": {"type": "string"}},
+    "required": ["text"],
+    "additionalProperties": False,
+}
 
 
 def controls(vocab: int) -> dict:
@@ -97,7 +111,7 @@ def bench_case(name, model, prompt_ids, settings, speculative, repeats):
     spec_settings = replace(settings, speculative=speculative)
     run_once(model, prompt_ids, replace(settings, max_tokens=4))  # warm up both paths
     run_once(model, prompt_ids, replace(spec_settings, max_tokens=4))
-    plain, spec, rates, drafted, n_tokens = [], [], [], [], 0
+    plain, spec, rates, drafted, decisions = [], [], [], [], []
     for r in range(repeats):
         order = [(settings, plain), (spec_settings, spec)]
         for s, sink in order if r % 2 == 0 else order[::-1]:
@@ -106,6 +120,7 @@ def bench_case(name, model, prompt_ids, settings, speculative, repeats):
             if stats is not None:
                 rates.append(stats.acceptance_rate)
                 drafted.append(stats.drafted)
+                decisions.append(stats.decision)
     same = all(o == plain[0][0] for o, _ in plain + spec)
     n_tokens = len(plain[0][0])
     p, s = statistics.median(t for _, t in plain), statistics.median(t for _, t in spec)
@@ -118,13 +133,14 @@ def bench_case(name, model, prompt_ids, settings, speculative, repeats):
         "acceptance": statistics.median(rates),
         "drafted_per_run": statistics.median(drafted),
         "identical_output": same,
+        "decision": decisions[-1],
         "plain_all": [t for _, t in plain],
         "spec_all": [t for _, t in spec],
     }
     print(
         f"{name:38s} {n_tokens:4d} tok  plain {p:6.1f}  spec {s:6.1f} tok/s  "
         f"{s / p:5.2f}x  accepted {row['acceptance']:.0%} of {row['drafted_per_run']:.0f}  "
-        f"identical={same}",
+        f"identical={same}  [{row['decision']}]",
         flush=True,
     )
     return row
@@ -161,6 +177,7 @@ def main() -> None:
     args = parser.parse_args()
     cases, rows = args.cases.split(","), []
     lookup = mg.PromptLookup(num_draft=10, max_ngram=3, min_ngram=2)
+    always = replace(lookup, measure_cost=False)
 
     def add(name, model, ids, base, drafter):
         rows.append(bench_case(name, model, ids, base, drafter, args.repeats))
@@ -178,10 +195,14 @@ def main() -> None:
         if case == "smollm2-f32":  # MLX's CPU quantized matmul costs ~k x for k tokens
             dequantize_model(model.model)
         base = mg.GenerationSettings(max_tokens=args.gen, **controls(model.vocab_size))
-        for label, text in (("(a) rewrite", REWRITE), ("(b) story", STORY)):
+        prompts = (("(a) rewrite", REWRITE, None), ("(b) story", STORY, None),
+                   ("(c) json", REWRITE_JSON, mg.JsonSchema(TEXT_SCHEMA)))  # fmt: skip
+        for label, text, constraint in prompts:
             messages = [{"role": "user", "content": text}]
             ids = encode_prompt(model.tokenizer, None, messages=messages)
-            add(f"{case} lookup {label}", model, ids, base, lookup)
+            settings = replace(base, constraint=constraint)
+            add(f"{case} lookup {label}", model, ids, settings, lookup)
+            add(f"{case} lookup always {label}", model, ids, settings, always)
     if "110M" in cases or "draft" in cases:
         model = mg.load(write_preset("110M", Path(args.root)))
         base = mg.GenerationSettings(max_tokens=args.gen, ignore_eos=True, **controls(32000))

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import mlx.core as mx
 
+from mlx_gen.constraints.mask import apply_token_bitmask
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
@@ -42,6 +44,9 @@ class PromptLookup:
         num_draft: Most tokens proposed per verification (``>= 1``).
         max_ngram: Longest suffix looked up (``>= min_ngram``).
         min_ngram: Shortest suffix looked up (``>= 1``); shorter matches are weaker.
+        measure_cost: Time plain steps and verification rounds and draft only where it
+            pays (:mod:`mlx_gen.speculation_cost`); ``False`` drafts whenever the drafter
+            has tokens (for tests and measurements of the verifier itself).
 
     >>> PromptLookup(num_draft=8).max_ngram
     3
@@ -50,6 +55,7 @@ class PromptLookup:
     num_draft: int = 10
     max_ngram: int = 3
     min_ngram: int = 2
+    measure_cost: bool = True
 
     def __post_init__(self) -> None:
         _check(_is_int(self.num_draft) and self.num_draft >= 1, "num_draft", self.num_draft,
@@ -58,6 +64,7 @@ class PromptLookup:
                "an int >= 1")  # fmt: skip
         _check(_is_int(self.max_ngram) and self.max_ngram >= self.min_ngram, "max_ngram",
                self.max_ngram, f"an int >= min_ngram ({self.min_ngram})")  # fmt: skip
+        _check(isinstance(self.measure_cost, bool), "measure_cost", self.measure_cost, "a bool")
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,16 +75,19 @@ class DraftModel:
         model: The draft model (its ``vocab_size`` must equal the target's; checked when
             generation starts).
         num_draft: Most tokens proposed per verification (``>= 1``).
+        measure_cost: As for :class:`PromptLookup`.
     """
 
     model: LoadedModel
     num_draft: int = 4
+    measure_cost: bool = True
 
     def __post_init__(self) -> None:
         _check(isinstance(self.model, LoadedModel), "model", type(self.model).__name__,
                "a LoadedModel from mlx_gen.load")  # fmt: skip
         _check(_is_int(self.num_draft) and self.num_draft >= 1, "num_draft", self.num_draft,
                "an int >= 1")  # fmt: skip
+        _check(isinstance(self.measure_cost, bool), "measure_cost", self.measure_cost, "a bool")
 
 
 def _is_int(value: object) -> bool:
@@ -135,6 +145,16 @@ class LookupDrafter:
         return []
 
 
+class DraftGuide(Protocol):
+    """What constrains a draft model's proposals (the grammar, under a constraint)."""
+
+    def mask(self) -> mx.array | None:
+        """The next position's ``(1, W)`` bitmask, or ``None`` when nothing is allowed."""
+
+    def advance(self, token: int) -> bool:
+        """Take ``token`` as drafted; ``False``: do not draft it, and stop drafting."""
+
+
 class ModelDrafter:
     """Drafts with a second model, applying the call's processors and sampling filters.
 
@@ -166,8 +186,19 @@ class ModelDrafter:
         self.cache = PromptCache(self.model.model)
         self._unrecorded: mx.array | None = None  # drafts fed last time, read after verifying
 
-    def propose(self, context: Sequence[int], generated: Sequence[int], limit: int) -> Draft:
-        """Draft ``limit`` tokens after ``context`` (= prompt + ``generated``), lazily."""
+    def propose(
+        self,
+        context: Sequence[int],
+        generated: Sequence[int],
+        limit: int,
+        guide: DraftGuide | None = None,
+    ) -> Draft:
+        """Draft up to ``limit`` tokens after ``context`` (= prompt + ``generated``).
+
+        Lazy without a ``guide``; with one (a constraint), each position is masked by
+        ``guide.mask()`` after the processors and its token read to ``guide.advance``,
+        and drafting stops where the guide allows nothing or refuses the token.
+        """
         if self._unrecorded is not None:
             self.cache.record(self._unrecorded.tolist())  # already evaluated by the verifier
         cached = self.cache.reuse_for(context)
@@ -179,27 +210,41 @@ class ModelDrafter:
         inputs = mx.array(feed[-1:], dtype=mx.int32)
         self.cache.record(feed)
         base = mx.array(list(generated), dtype=mx.int32)
-        tokens, log_q = [], []
+        tokens, log_q, stopped = [], [], False
         for i in range(limit):
             logits = self._forward(inputs)
+            mask = guide.mask() if guide is not None else None
+            if guide is not None and mask is None:
+                stopped = True
+                break
             ctx_ids = mx.concatenate([base, *tokens]) if tokens else base
-            token, row = self._pick(
-                logits, ProcessorContext(self.prompt, ctx_ids, len(generated) + i)
-            )
+            ctx = ProcessorContext(self.prompt, ctx_ids, len(generated) + i)
+            token, row = self._pick(logits, ctx, mask)
+            if guide is not None and not guide.advance(token.item()):
+                stopped = True
+                break
             tokens.append(token)
             log_q.append(row)
             inputs = token
+        if not tokens:
+            self._unrecorded = None
+            return Draft(mx.zeros((0,), dtype=mx.int32))
         drafts = mx.concatenate(tokens)
-        self._unrecorded = drafts[:-1]  # the last draft is never fed to the draft model
+        # Every draft but the last was fed to the draft model (the last too when stopped).
+        self._unrecorded = drafts if stopped else drafts[:-1]
         return Draft(drafts, None if self.sampling.greedy else mx.concatenate(log_q))
 
     def _forward(self, inputs: mx.array) -> mx.array:
         logits = self.model.model(inputs[None], cache=self.cache.layers)[:, -1, :]
         return logits.astype(mx.float32)
 
-    def _pick(self, logits: mx.array, ctx: ProcessorContext) -> tuple[mx.array, mx.array | None]:
+    def _pick(
+        self, logits: mx.array, ctx: ProcessorContext, mask: mx.array | None
+    ) -> tuple[mx.array, mx.array | None]:
         for processor in self.processors:
             logits = processor(logits, ctx)
+        if mask is not None:
+            logits = apply_token_bitmask(logits, mask)
         filtered = filter_logits(logits, self.sampling)
         if self.sampling.greedy:
             return sample(filtered, None, True), None

@@ -28,13 +28,15 @@ class GenerationResult:
         finish_reason: ``stop``, ``stop_string``, ``criterion``, ``length``,
             ``no_allowed_token`` (every id was banned, or the logits were NaN; what was
             generated before is kept) or ``constraint`` (the constraint and the other
-            controls left no allowed token).
+            controls left no allowed token, or llguidance's matcher failed; what was
+            generated before is a valid prefix and is kept).
         matched: The EOS id or stop string that ended generation, else ``None``.
         stats: Token counts, tokens/s, time to first token, peak memory.
         constraint_complete: Under a constraint, whether the generated tokens form a
             complete match (``False`` after ``length``: the output is incomplete);
             ``None`` without a constraint.
-        finish_message: Why a ``constraint`` finish happened, else ``None``.
+        finish_message: Why a ``constraint`` finish happened (llguidance's message when
+            its matcher failed), else ``None``.
     """
 
     text: str

@@ -9,8 +9,10 @@ Semantics (defined here, once):
 * Every id of the call's EOS set is allowed exactly when the grammar accepts (and none
   with ``ignore_eos``). ``min_new_tokens``, bans, bias, stop strings and ``max_tokens``
   still apply.
-* When the constraint and the other controls leave no allowed token, generation ends
-  with ``finish_reason="constraint"`` on a token-less event (``token == -1``) carrying a
+* When the constraint and the other controls leave no allowed token, or llguidance's
+  matcher fails (its error state is checked after every mask, see
+  :class:`~mlx_gen.constraints.Matcher`), generation ends with
+  ``finish_reason="constraint"`` on a token-less event (``token == -1``) carrying a
   ``finish_message``; no invalid token is ever produced. ``max_tokens`` reached before
   the grammar completes is ``"length"`` with ``constraint_complete=False``.
 * Every token reports ``constraint_complete``: whether the tokens so far form a complete

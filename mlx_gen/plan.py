@@ -58,15 +58,7 @@ class DecodePlan:
         )
         # Unseeded: a fresh seed, rank 0's on every rank of a sharded model.
         seed = settings.seed if settings.seed is not None else agreed_seed(model.group)
-        constraint = None
-        if settings.constraint is not None:  # compiled once per (grammar, tokenizer)
-            constraint = compile_constraint(
-                settings.constraint,
-                model.tokenizer,
-                vocab_size=vocab,
-                eos_token_ids=eos,
-                fallback_eos_ids=defaults.eos_token_ids,
-            )
+        constraint = compiled_constraint(model, settings)
         return cls(
             tuple(processors),
             settings.sampling(defaults),
@@ -76,6 +68,29 @@ class DecodePlan:
             seed,
             constraint,
         )
+
+
+def compiled_constraint(
+    model: LoadedModel, settings: GenerationSettings
+) -> CompiledConstraint | None:
+    """``settings.constraint`` compiled for ``model`` (cached per grammar and tokenizer).
+
+    Every id of the call's EOS set ends it at an accepting state; with ``ignore_eos``
+    the model's EOS ids are never allowed (see :mod:`mlx_gen.constraints.compiled`).
+
+    Raises:
+        ValueError: The constraint does not compile, or errors on its first token.
+    """
+    if settings.constraint is None:
+        return None
+    defaults = model.generation_config
+    return compile_constraint(
+        settings.constraint,
+        model.tokenizer,
+        vocab_size=model.vocab_size,
+        eos_token_ids=settings.eos_set(defaults),
+        fallback_eos_ids=defaults.eos_token_ids,
+    )
 
 
 def checked_call(

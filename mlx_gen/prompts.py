@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlx_gen.validation import check_text
+from mlx_gen.validation import check_prompt_type, check_text
 
 Prompt = str | Sequence[int]
 Messages = Sequence[Mapping[str, Any]]
@@ -50,6 +50,7 @@ def encode_prompt(
         check_text(prompt)
         ids = tokenizer.encode(prompt, add_special_tokens=add_special_tokens)
     else:
+        check_prompt_type(prompt)
         ids = list(prompt)  # Not int(): 2.5 or "3" must be refused, not rounded.
     if not ids:
         raise ValueError("the prompt is empty: pass at least one token or character")

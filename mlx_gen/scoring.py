@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from mlx_gen.constraints import Matcher, apply_token_bitmask
 from mlx_gen.controls import build_processors
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.logsumexp import log_softmax
 from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
 from mlx_gen.no_allowed_token import has_choice
+from mlx_gen.plan import compiled_constraint
 from mlx_gen.processors.context import ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt
@@ -88,8 +90,14 @@ def score(
     """
     p_ids = encode_text_or_ids(model, prompt, special=True)
     c_ids = encode_text_or_ids(model, continuation, special=False, what="continuation")
-    if not p_ids or not c_ids:
-        raise ValueError("score() needs a non-empty prompt and continuation")
+    if not p_ids:
+        raise ValueError("score(): the prompt is empty: pass at least one token or character")
+    if not c_ids:
+        shown = repr(continuation) if len(repr(continuation)) <= 60 else "the continuation"
+        raise ValueError(
+            f"score(): continuation={shown} encodes to no token (whitespace alone may), so "
+            "there is nothing to score: pass text or ids with at least one token"
+        )
     check_fits(
         len(p_ids) + len(c_ids),
         context_length(model.config),
@@ -148,16 +156,20 @@ def next_token_distribution(
     Args:
         model: A loaded model.
         prompt: Text or ids (or ``messages`` for a chat prompt).
-        mode: ``"raw"`` (the model's softmax) or ``"processed"`` (after the processors
-            and sampling filters of ``settings``, as the first generated token would be
-            sampled).
+        mode: ``"raw"`` (the model's softmax) or ``"processed"``: the distribution the
+            first generated token is sampled from under ``settings``: its processors,
+            then its constraint's first mask (ids the grammar forbids get probability 0
+            and logprob ``-inf``; the rest are renormalised), then its sampling filters,
+            exactly as generation applies them (so these are the ``processed`` logprobs
+            a 1-token ``generate`` reports).
         settings: Options for ``"processed"``.
         top_n: How many top entries to list.
 
     Raises:
         ValueError: An unknown mode, an empty prompt, an id outside the vocabulary, a
-            prompt that does not fit the model's context, or no token allowed (every id
-            banned, or NaN logits).
+            prompt that does not fit the model's context, a constraint that does not
+            compile, or no token allowed (every id banned or forbidden by the
+            constraint, or NaN logits).
     """
     if mode not in ("raw", "processed"):
         raise ValueError(f"mode={mode!r} is invalid; valid: 'raw', 'processed'")
@@ -178,11 +190,17 @@ def next_token_distribution(
             vocab_size=model.vocab_size,
             eos_token_ids=settings.eos_set(defaults),
         )
-        logits = filter_logits(run_processors(processors, logits, ctx), settings.sampling(defaults))
+        processed = run_processors(processors, logits, ctx)
+        constraint = compiled_constraint(model, settings)
+        if constraint is not None:  # after the processors, before the filters (guided.py)
+            mask = Matcher(constraint).mask()
+            processed = apply_token_bitmask(processed, mx.array(mask))
+        logits = filter_logits(processed, settings.sampling(defaults))
     if not has_choice(logits).item():
         raise ValueError(
             f"no token is allowed after this prompt ({mode} mode): every id is banned "
-            "or the logits are NaN; there is no distribution to report"
+            "or forbidden by the constraint, or the logits are NaN; there is no "
+            "distribution to report"
         )
     logprobs = log_softmax(logits)[0]
     probs = mx.exp(logprobs)

@@ -156,11 +156,6 @@ class GenerationSettings:
                 f"speculative={self.speculative!r} is invalid (expected None, "
                 "PromptLookup(...) or DraftModel(...))"
             )
-        if self.speculative is not None and self.constraint is not None:
-            raise ValueError(
-                "speculative decoding does not combine with a constraint yet: pass "
-                "speculative=None or constraint=None"
-            )
         if isinstance(self.stop, str):
             raise ValueError(f"stop={self.stop!r} must be a list of strings, not one string")
         if any(not s for s in self.stop):

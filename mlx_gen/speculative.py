@@ -18,13 +18,21 @@ The loop alternates two modes:
 Adaptive back-off (:class:`~mlx_gen.drafters.Backoff`): the draft length grows after a
 fully accepted draft and shrinks to one more than the accepted run otherwise; a round that
 accepts nothing pauses drafting for 2, 4, 8, ... (at most 64) tokens, so text the drafter cannot
-predict runs at the plain speed.
+predict runs at the plain speed. On top of it the cost model
+(:mod:`mlx_gen.speculation_cost`) times plain steps and rounds on this backend and these
+weights and drafts only where that pays; where no acceptance could pay (a quantized
+model on MLX's CPU backend) drafting stops for the rest of the call.
+
+Under a constraint (:mod:`mlx_gen.speculation_grammar`) every step is a verification:
+drafts are cut where the grammar forbids a token, each position is masked by the grammar's
+state after the drafts before it, and a position with nothing drafted is a plain masked
+step; greedy output equals plain constrained decoding token for token.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import mlx.core as mx
 from mlx_lm.models.cache import RotatingKVCache, can_trim_prompt_cache, trim_prompt_cache
@@ -37,14 +45,7 @@ from mlx_gen.decode import (
     prefill_prompt,
     token_event,
 )
-from mlx_gen.drafters import (
-    Backoff,
-    Draft,
-    DraftModel,
-    LookupDrafter,
-    ModelDrafter,
-    PromptLookup,
-)
+from mlx_gen.drafters import Draft
 from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.no_allowed_token import NO_TOKEN
@@ -52,28 +53,10 @@ from mlx_gen.plan import DecodePlan, checked_call
 from mlx_gen.prefix_cache.cache import PrefixCache
 from mlx_gen.prefix_cache.session import call_cache
 from mlx_gen.prompt_cache import PromptCache
+from mlx_gen.proposer import Proposer
 from mlx_gen.settings import GenerationSettings
+from mlx_gen.speculation_cost import SpeculationStats
 from mlx_gen.verify import Verified, verify_logits
-
-
-@dataclass
-class SpeculationStats:
-    """Counters of one speculative call (pass one in to read them afterwards).
-
-    Attributes:
-        rounds: Verification passes.
-        drafted: Draft tokens verified.
-        accepted: Draft tokens accepted.
-    """
-
-    rounds: int = 0
-    drafted: int = 0
-    accepted: int = 0
-
-    @property
-    def acceptance_rate(self) -> float:
-        """``accepted / drafted`` (0 when nothing was drafted)."""
-        return self.accepted / self.drafted if self.drafted else 0.0
 
 
 def speculative_generate_tokens(
@@ -139,26 +122,13 @@ class _Speculator:
         self.stepper = _Stepper(model, plan, self.prompt, cache)
         keys = mx.random.split(self.stepper.tail.key, 3)
         self.stepper.tail.key, self.key = keys[0], keys[1]
-        config = settings.speculative
-        self.backoff = Backoff(config.num_draft)
-        self.lookup, self.drafter, self.on_prefill = None, None, None
-        if isinstance(config, PromptLookup):
-            self.lookup = LookupDrafter(config, prompt_ids)
-        elif isinstance(config, DraftModel):
-            if config.model.vocab_size != model.vocab_size:
-                raise ValueError(
-                    f"speculative=DraftModel(...) has vocabulary size "
-                    f"{config.model.vocab_size}; the target's is {model.vocab_size} "
-                    "(a draft model must share the target's vocabulary)"
-                )
-            self.drafter = ModelDrafter(
-                config,
-                processors=plan.processors,
-                sampling=plan.sampling,
-                prompt=self.prompt,
-                key=keys[2],
-                prefill_step_size=settings.prefill_step_size,
-            )
+        self.proposer = Proposer(
+            model, plan, settings.speculative, prompt_ids, key=keys[2],
+            prefill_step_size=settings.prefill_step_size, stats=stats,
+        )  # fmt: skip
+        self.grammar = self.proposer.grammar
+        self.on_prefill: ProgressCallback | None = None
+        self.last_read: float | None = None  # when the last plain step was read
 
     def run(self, on_prefill: ProgressCallback | None) -> Iterator[GeneratedToken]:
         """Yield tokens: verified rounds while drafting, plain pipelined steps otherwise."""
@@ -177,13 +147,16 @@ class _Speculator:
                     mx.array([last], dtype=mx.int32), gen, n=len(self.generated)
                 )
                 self.cache.record([last])
+            switch_in, switch = switch, False
             n = len(self.generated)  # ``token`` is step n, its input already fed
             queued = None
-            if n + 1 < plan.max_tokens and not (switch := self._worth_drafting()):
+            limit = plan.max_tokens - 2 - n  # drafts a round after token n could verify
+            if n + 1 < plan.max_tokens and not (switch := self.proposer.worth_drafting(limit)):
                 if plan.processors:
                     gen = mx.concatenate([gen, token])
                 queued = self._queue(token, gen, n=n + 1)  # queued before reading step n
             value = token.item()  # The one host read per token.
+            self._time_plain_step(timed=not switch_in)
             if queued is not None and value != NO_TOKEN:
                 self.cache.record([value])
             out = self._emit(value, packed[0].tolist() if packed else None)
@@ -192,7 +165,6 @@ class _Speculator:
                 return
             if queued is not None:
                 token, packed = queued
-            self.backoff.tick()
 
     def _queue(self, inputs: mx.array, gen: mx.array, *, n: int) -> tuple[mx.array, list]:
         """Queue the plain step for generated token ``n`` (the caller records ``inputs``)."""
@@ -200,32 +172,26 @@ class _Speculator:
         mx.async_eval(token, *packed)
         return token, packed
 
-    def _worth_drafting(self) -> bool:
-        if not self.backoff.ready():
-            return False
-        return self.lookup is None or bool(self.lookup.propose(1))
-
-    def _draft(self, limit: int) -> Draft | None:
-        if not self.backoff.ready() or limit <= 0:
-            return None
-        if self.lookup is not None:
-            ids = self.lookup.propose(limit)
-            return Draft(mx.array(ids, dtype=mx.int32)) if ids else None
-        return self.drafter.propose(self.prompt_ids + self.generated, self.generated, limit)
+    def _time_plain_step(self, *, timed: bool) -> None:
+        """Report a plain step with its read-to-read time (not the first of a run)."""
+        now = time.perf_counter()
+        seconds = now - self.last_read if timed and self.last_read is not None else None
+        self.proposer.plain(seconds)
+        self.last_read = now
 
     def _round(self) -> Iterator[GeneratedToken]:
         """Draft, verify, emit; returns ``"drafted"``, ``"finished"`` or ``"none"``."""
         n, last = len(self.generated), (self.prompt_ids + self.generated)[-1]
-        draft = self._draft(min(self.backoff.length, self.plan.max_tokens - 1 - n))
+        start = time.perf_counter()
+        context = self.prompt_ids + self.generated
+        draft = self.proposer.propose(context, self.generated, self.plan.max_tokens - 1 - n)
         if draft is None:
             return "none"
         result = self._verify(last, draft)
         tokens, accepted = result.tokens.tolist(), result.accepted.tolist()  # one sync
         k = len(accepted)
         a = accepted.index(False) if False in accepted else k
-        self.stats.rounds, self.stats.drafted = self.stats.rounds + 1, self.stats.drafted + k
-        self.stats.accepted += a
-        self.backoff.update(drafted=k, accepted=a)
+        self.proposer.verified(drafted=k, accepted=a)
         self.cache.record([last, *draft.tokens.tolist()])
         self._trim(k - a)  # the KV cache keeps y and the accepted drafts
         rows = result.packed.tolist() if result.packed is not None else None
@@ -236,6 +202,8 @@ class _Speculator:
             if out.finish_reason is not None:
                 self._settle()
                 return "finished"
+        seconds = time.perf_counter() - start  # drafting, verifying and emitting
+        self.proposer.timed(drafted=k, accepted=a, seconds=seconds)
         return "drafted"
 
     def _verify(self, last: int, draft: Draft) -> Verified:
@@ -244,6 +212,7 @@ class _Speculator:
         with mx.stream(_STREAM):
             logits = self.model.model(inputs[None], cache=self.cache.layers)[0]  # (k + 1, V)
             self.key, key = mx.random.split(self.key)
+            masks = None if self.grammar is None else self.grammar.masks(draft)
             result = verify_logits(
                 logits.astype(mx.float32),
                 draft,
@@ -253,6 +222,7 @@ class _Speculator:
                 prompt=self.prompt,
                 generated=mx.array(self.generated, dtype=mx.int32),
                 key=key,
+                bitmask=masks,
             )
         packed = [result.packed] if result.packed is not None else []
         mx.eval(result.tokens, result.accepted, *packed)
@@ -264,10 +234,11 @@ class _Speculator:
             total = len(self.prompt_ids)
             self.on_prefill(total, total)
         out = token_event(self.plan, value, n, rows)
+        if self.grammar is not None:
+            out = self.grammar.report(out)
         if value != NO_TOKEN:
             self.generated.append(value)
-            if self.lookup is not None:
-                self.lookup.extend([value])
+            self.proposer.emitted(value)
         if n % 256 == 255:
             mx.clear_cache()
         return out

@@ -23,6 +23,7 @@ from mlx_gen.prefix_cache.cache import PrefixCache
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt
 from mlx_gen.settings import GenerationSettings
+from mlx_gen.speculation_cost import SpeculationStats
 from mlx_gen.speculative import speculative_generate_tokens
 from mlx_gen.stopping import StoppingContext, StopStrings
 from mlx_gen.validation import truncated
@@ -39,6 +40,8 @@ class GenerationStats:
         prefill_tps: Prompt tokens per second (prefill + first token).
         decode_tps: Generated tokens per second after the first.
         peak_memory_gb: MLX's peak memory in GB.
+        speculation: A speculative call's counters and its cost model's decision
+            (``None`` without ``settings.speculative``).
     """
 
     prompt_tokens: int
@@ -47,6 +50,7 @@ class GenerationStats:
     prefill_tps: float
     decode_tps: float
     peak_memory_gb: float
+    speculation: SpeculationStats | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,8 @@ class GenerationChunk:
         logprobs: Per mode, the token's logprob report (empty when not requested).
         finish_reason: Set on the last chunk: ``stop``, ``stop_string``, ``criterion``,
             ``length``, ``no_allowed_token`` (nothing left to sample from: every id
-            banned, or NaN logits) or ``constraint`` (the constraint left nothing allowed).
+            banned, or NaN logits) or ``constraint`` (the constraint left nothing allowed,
+            or llguidance failed; ``finish_message`` says which).
         matched: The EOS id or stop string that ended generation.
         stats: Set on the last chunk.
         constraint_complete: Under a constraint, whether the tokens so far form a
@@ -105,6 +110,7 @@ class TextAssembler:
         self.criteria = tuple(settings.stopping_criteria)
         self.prompt_ids, self.generated = prompt_ids, []
         self.start, self.first = start, 0.0
+        self.speculation: SpeculationStats | None = None  # set by a speculative call
 
     def feed(self, out: GeneratedToken) -> GenerationChunk:
         """Turn one generated token into a chunk; the chunk's ``finish_reason`` ends the row."""
@@ -149,6 +155,7 @@ class TextAssembler:
             len(self.prompt_ids) / max(ttft, 1e-9),
             (n - 1) / decode_time if n > 1 and decode_time > 0 else 0.0,
             mx.get_peak_memory() / 1e9,
+            self.speculation,
         )
 
 
@@ -184,8 +191,16 @@ def stream_generate(
     prompt_ids = truncated(prompt_ids, settings.truncate_prompt)  # as generate_tokens does
     text = TextAssembler(model.tokenizer, settings, prompt_ids, time.perf_counter())
     mx.reset_peak_memory()
-    decode = generate_tokens if settings.speculative is None else speculative_generate_tokens
-    tokens = decode(model, prompt_ids, settings, prompt_cache=prompt_cache, on_prefill=on_prefill)
+    if settings.speculative is None:
+        tokens = generate_tokens(
+            model, prompt_ids, settings, prompt_cache=prompt_cache, on_prefill=on_prefill
+        )
+    else:
+        text.speculation = SpeculationStats()
+        tokens = speculative_generate_tokens(
+            model, prompt_ids, settings, prompt_cache=prompt_cache, on_prefill=on_prefill,
+            stats=text.speculation,
+        )  # fmt: skip
     try:
         for out in tokens:
             chunk = text.feed(out)

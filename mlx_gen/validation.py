@@ -21,6 +21,29 @@ from typing import Any
 import mlx.core as mx
 
 
+def check_prompt_type(value: Any, what: str = "prompt") -> None:
+    """Raise ``ValueError`` unless ``value`` is text or an iterable of token ids.
+
+    >>> check_prompt_type(12345)
+    Traceback (most recent call last):
+    ...
+    ValueError: prompt=12345 is an int: expected text (a str) or a list of token ids
+    """
+    if isinstance(value, str):
+        return
+    if (
+        value is None
+        or isinstance(value, (numbers.Number, Mapping, bytes, bytearray))
+        or not isinstance(value, Iterable)
+    ):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        kind = type(value).__name__
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ValueError(
+            f"{what}={shown} is {article} {kind}: expected text (a str) or a list of token ids"
+        )
+
+
 def token_ids(ids: Iterable[Any], vocab_size: int, *, what: str = "prompt") -> list[int]:
     """``ids`` as a list of ints, each checked against the vocabulary.
 
@@ -31,8 +54,9 @@ def token_ids(ids: Iterable[Any], vocab_size: int, *, what: str = "prompt") -> l
         what: What the ids are, for the message (``"prompt"``, ``"continuation"``).
 
     Raises:
-        ValueError: A non-integer (``2.5``, ``True``, ``"3"``) or an id outside the
-            vocabulary; the message names the id, its position and the vocabulary size.
+        ValueError: ``ids`` is not a sequence (``12345``); a non-integer (``2.5``,
+            ``True``, ``"3"``) or an id outside the vocabulary; the message names the id,
+            its position and the vocabulary size.
 
     >>> token_ids([1, 2], 512)
     [1, 2]
@@ -41,6 +65,7 @@ def token_ids(ids: Iterable[Any], vocab_size: int, *, what: str = "prompt") -> l
     ...
     ValueError: prompt[1]=99999 is outside the vocabulary (size 512; valid ids: 0..511)
     """
+    check_prompt_type(ids, what)
     out = []
     for position, value in enumerate(ids):
         out.append(_token_id(value, position, vocab_size, what))

@@ -15,6 +15,9 @@ sampling filters. Then, on that processed distribution ``p_i``:
 * sampled, sampling draft model with distribution ``q_i``: accepted with probability
   ``min(1, p_i(d)/q_i(d))``; on rejection drawn from ``(p_i - q_i)+`` renormalized.
 
+Under a constraint, ``p_i`` is masked by the grammar's state after ``d_1..d_i`` (after
+the processors, before the filters, as :mod:`mlx_gen.guided` does), and drafts are cut at
+the first token the grammar forbids, so every accepted or resampled token is allowed.
 Either rule makes each emitted token exactly ``p_i``-distributed (Leviathan et al.,
 2023). When all ``k`` drafts are accepted, a bonus token is drawn from ``p_k``.
 Randomness comes only from the verifier's own key, so a seed reproduces the output.
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from mlx_gen.constraints.mask import apply_token_bitmask
 from mlx_gen.drafters import Draft
 from mlx_gen.logprobs.report import LogprobRequest, pack
 from mlx_gen.no_allowed_token import has_choice, mark
@@ -80,6 +84,8 @@ def choose(
 ) -> tuple[mx.array, mx.array]:
     """Accept or reject each draft on ``filtered`` ``(k + 1, V)``: ``(tokens, accepted)``."""
     d, k = draft.tokens, draft.tokens.shape[0]
+    if k == 0:  # nothing drafted: a plain step (speculation under a constraint)
+        return sample(filtered, key, sampling.greedy), mx.zeros((0,), dtype=mx.bool_)
     if sampling.greedy:
         target = sample(filtered, None, True)
         return target, target[:k] == d
@@ -109,6 +115,7 @@ def verify_logits(
     prompt: mx.array,
     generated: mx.array,
     key: mx.array | None,
+    bitmask: mx.array | None = None,
 ) -> Verified:
     """Process, filter and test ``(k + 1, V)`` float32 target ``logits`` (lazy).
 
@@ -121,6 +128,9 @@ def verify_logits(
         prompt: The prompt ids ``(P,)``.
         generated: The generated ids so far ``(n,)``, ``y`` last.
         key: This verification's PRNG key (unused when greedy).
+        bitmask: ``(k + 1, W)`` constraint masks, row ``i`` for position ``i``
+            (:meth:`~mlx_gen.constraints.Matcher.masks_along`), applied after the
+            processors and before the filters, as in guided decoding; ``None``: none.
 
     Returns:
         The lazy :class:`Verified` result.
@@ -128,6 +138,8 @@ def verify_logits(
     processed = process_positions(
         logits, processors, prompt=prompt, generated=generated, drafts=draft.tokens
     )
+    if bitmask is not None:
+        processed = apply_token_bitmask(processed, bitmask)
     filtered = filter_logits(processed, sampling)
     tokens, accepted = choose(filtered, draft, sampling, key)
     packed = None

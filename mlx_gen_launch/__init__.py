@@ -5,8 +5,10 @@ Ctrl-C during that import would print a traceback and end the process with SIGIN
 This package is outside :mod:`mlx_gen` so that importing it costs nothing; it imports
 the command line inside ``try`` (a guard, not a way around an import cycle), so an
 interrupt at any point exits with status 130 and one ``interrupted`` line.
-It imports only :mod:`mlx_gen.cli.main` (and :mod:`mlx_gen.convert.main` for
-``mlx-gen-convert``), and only when called.
+It imports only :mod:`mlx_gen.cli.main` (:mod:`mlx_gen.convert.main` for
+``mlx-gen-convert``, :mod:`mlx_gen.cli.launch` for ``mlx-gen-launch``,
+:mod:`mlx_gen.server.main` for ``mlx-gen-server``), and only when
+called.
 """
 
 from __future__ import annotations
@@ -32,3 +34,13 @@ def mlx_gen() -> int:
 def convert() -> int:
     """Run ``mlx-gen-convert``: :func:`mlx_gen.convert.main.main`, Ctrl-C included."""
     return _guarded("mlx_gen.convert.main")
+
+
+def launch() -> int:
+    """Run ``mlx-gen-launch``: :func:`mlx_gen.cli.launch.main`, Ctrl-C included."""
+    return _guarded("mlx_gen.cli.launch")
+
+
+def server() -> int:
+    """Run ``mlx-gen-server``: :func:`mlx_gen.server.main.main`, Ctrl-C included."""
+    return _guarded("mlx_gen.server.main")

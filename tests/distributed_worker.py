@@ -44,6 +44,13 @@ def _run(model: Any, settings: Any) -> dict[str, Any]:
     }
 
 
+def _no_repeat(logits: mx.array, ctx: mg.ProcessorContext) -> mx.array:
+    """A custom processor reading its context: never the previous token again."""
+    if ctx.step == 0:
+        return logits
+    return mx.where(mx.arange(logits.shape[-1]) == ctx.generated_ids[-1], -mx.inf, logits)
+
+
 def model_checks(model: Any) -> dict[str, Any]:
     """Every control on ``model``; the same calls on every rank and in one process."""
     both = ("raw", "processed")
@@ -96,6 +103,25 @@ def model_checks(model: Any) -> dict[str, Any]:
         model, S(max_tokens=12, temperature=0, ignore_eos=True, stop=[runs["greedy"]["text"][4:7]])
     )
     runs["unseeded"] = _run(model, S(max_tokens=16, temperature=3.0, ignore_eos=True))
+    # The rest of the control matrix (tests/test_control_matrix.py) on 2 ranks.
+    runs["penalties"] = _run(
+        model,
+        S(max_tokens=12, temperature=0, ignore_eos=True, repetition_penalty=1.3,
+          presence_penalty=0.4, frequency_penalty=0.3, logprobs=2, logprobs_modes=both),
+    )  # fmt: skip
+    runs["custom_processor"] = _run(
+        model, S(max_tokens=12, temperature=0, ignore_eos=True, logits_processors=[_no_repeat])
+    )
+    runs["constraint"] = _run(
+        model, S(max_tokens=12, temperature=0, constraint=mg.Regex("[a-z ]+"), logprobs=2)
+    )
+    lookup = mg.PromptLookup(num_draft=3, min_ngram=1, measure_cost=False)
+    runs["prompt_lookup"] = _run(
+        model, S(max_tokens=12, temperature=0, ignore_eos=True, speculative=lookup, logprobs=2)
+    )
+    runs["constraint_lookup"] = _run(
+        model, S(max_tokens=12, temperature=0, constraint=mg.Regex("[a-z ]+"), speculative=lookup)
+    )
     batch = mg.generate_batch(
         model,
         [PROMPT, "The end"],

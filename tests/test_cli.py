@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 import mlx_gen as mg
-from mlx_gen.cli.main import main, text_bias_ids
+from mlx_gen.cli.main import main
+from mlx_gen.cli.model_settings import text_bias_ids
 from mlx_gen.loading.default_model import default_model_path
 from tests.checkpoints import llama_config, write_checkpoint
 

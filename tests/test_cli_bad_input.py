@@ -210,13 +210,19 @@ def test_json_on_ctrl_c_prints_what_was_generated(run, monkeypatch):
 
 def test_json_when_every_token_is_banned(run):
     every = ",".join(str(i) for i in range(VOCAB_SIZE))
+    # Exit 1 and one stderr line naming no_allowed_token (before: 0, silently).
+    note = (
+        "no_allowed_token: generation stopped after 0 token(s): no token was allowed at the "
+        "next step (every id banned by --suppress-tokens, --begin-suppress-tokens, "
+        "--bad-words or a -inf --logit-bias, or NaN logits)\n"
+    )
     code, out, err = run("--prompt", "hi", "--suppress-tokens", every, "--json", "--logprobs", "2")
-    assert code == 0, err
+    assert (code, err) == (1, note)
     doc = json.loads(out)
     assert (doc["token_ids"], doc["finish_reason"]) == ([], "no_allowed_token")
     code, out, err = run("--prompt", "hi", "--suppress-tokens", every, "--logprobs", "1",
                          "--stream-logprobs")  # fmt: skip
-    assert code == 0 and out == "\n", err
+    assert (code, out, err) == (1, "\n", note)
 
 
 class _Terminal(io.StringIO):

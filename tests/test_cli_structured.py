@@ -74,3 +74,21 @@ def test_bad_structured_flags_exit_2_with_one_error_line(capsys, args, message):
     code, out, err = run(capsys, *args)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize("flag", ["--grammar", "--json-schema"])
+def test_constraint_files_are_read_with_the_prompt_file_cap(capsys, tmp_path, flag):
+    # Before: read whole (--grammar /dev/zero grew to 24 GB and was OOM-killed).
+    code, out, err = run(capsys, flag, "/dev/zero")
+    assert (code, out) == (2, "")
+    expected = (
+        f"error: argument {flag}: '/dev/zero' is larger than 32 MiB, the most mlx-gen reads\n"
+    )
+    assert err == expected
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b'start: "a\xff"')
+    code, out, err = run(capsys, flag, str(bad))
+    assert (code, out) == (2, "")
+    assert err == (
+        f"error: argument {flag}: {str(bad)!r} is not valid UTF-8 (byte 0xff at offset 9)\n"
+    )

@@ -146,6 +146,11 @@ def test_the_controls_took_effect(single: dict[str, Any]) -> None:
         assert (min_new["finish_reason"], len(min_new["tokens"])) == ("stop", 6), name
         assert runs["stop"]["finish_reason"] == "stop_string", name
         assert len(runs["sampled"]["logprobs"][0]["processed"]["top"]) == 3, name
+        # Speculation (plain and under a constraint) gives the greedy tokens it verifies.
+        assert runs["prompt_lookup"]["tokens"] == greedy, name
+        assert runs["constraint_lookup"]["tokens"] == runs["constraint"]["tokens"], name
+        steps = runs["penalties"]["logprobs"]  # the penalties acted on the logits
+        assert any(s["raw"]["logprob"] != s["processed"]["logprob"] for s in steps), name
 
 
 def test_unseeded_calls_agree_across_ranks_though_each_draw_differs(

@@ -3,6 +3,8 @@ another exception, a crash or a hang (issue #10, part D)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import struct
 import time
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
+from mlx_gen.cli.main import main
 from mlx_gen.loading.gguf.reader import read_gguf
 from mlx_gen.loading.loader import load
 from tests.test_gguf import tiny_config, write_model
@@ -105,3 +108,47 @@ def test_fuzz_truncations_and_mutations(tmp_path, fuzz_source):
         path.unlink()
     assert outcomes.count("error") >= 25  # every truncation, at least
     assert time.monotonic() - start < 300  # bounded: no case hangs
+
+
+def _set_uint32(path, key: str, value: int) -> None:
+    """Overwrite the uint32 metadata value of ``key`` in the GGUF file at ``path``."""
+    data = bytearray(path.read_bytes())
+    name = _string(key.encode()) + struct.pack("<I", 4)  # type 4: uint32
+    at = data.index(name) + len(name)
+    data[at : at + 4] = struct.pack("<I", value)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "llama.attention.head_count",
+        "llama.attention.head_count_kv",
+        "llama.embedding_length",
+        "llama.block_count",
+        "llama.feed_forward_length",
+        "llama.context_length",
+        "llama.rope.dimension_count",
+    ],
+)
+def test_a_zero_count_is_refused_before_any_size_is_derived(tmp_path, key):
+    # Before: head_count = 0 was a ZeroDivisionError traceback (CLI, server, convert).
+    path = tmp_path / "m.gguf"
+    write_model(path, tiny_config())
+    _set_uint32(path, key, 0)
+    with pytest.raises(ValueError, match=rf"^{path}: GGUF metadata {key}=0 is invalid \(expected"):
+        load(path)
+
+
+def test_a_zero_head_count_is_one_error_line_on_the_command_line(tmp_path):
+    path = tmp_path / "m.gguf"
+    write_model(path, tiny_config())
+    _set_uint32(path, "llama.attention.head_count", 0)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["--model", str(path), "--prompt", "a", "--max-tokens", "1"])
+    assert code == 2
+    assert err.getvalue() == (
+        f"error: {path}: GGUF metadata llama.attention.head_count=0 is invalid "
+        f"(expected an int in [1, 2147483647]); the file is corrupt\n"
+    )

@@ -95,10 +95,11 @@ CONTROLS = {
 
 def drafter(kind: str, story: mg.LoadedModel, noisy: mg.LoadedModel):
     if kind == "lookup":
-        return mg.PromptLookup(num_draft=4, max_ngram=3, min_ngram=1)
+        return mg.PromptLookup(num_draft=4, max_ngram=3, min_ngram=1, measure_cost=False)
     if kind == "draft_model":
-        return mg.DraftModel(noisy, num_draft=3)
-    return mg.DraftModel(story, num_draft=5)  # the target itself: every draft accepted
+        return mg.DraftModel(noisy, num_draft=3, measure_cost=False)
+    # The target itself: every draft accepted.
+    return mg.DraftModel(story, num_draft=5, measure_cost=False)
 
 
 def assert_same_tokens(spec: list[mg.GeneratedToken], base: list[mg.GeneratedToken]) -> None:
@@ -200,7 +201,9 @@ def test_closing_the_stream_mid_round_leaves_the_cache_consistent(story):
     ids = story.tokenizer.encode(TEXT)
     cache = mg.PromptCache(story.model)
     settings = mg.GenerationSettings(
-        max_tokens=50, ignore_eos=True, speculative=mg.DraftModel(story, num_draft=6)
+        max_tokens=50,
+        ignore_eos=True,
+        speculative=mg.DraftModel(story, num_draft=6, measure_cost=False),
     )
     tokens = speculative_generate_tokens(story, ids, settings, prompt_cache=cache)
     got = [next(tokens).token for _ in range(3)]  # stops inside the first 7-token round
@@ -211,8 +214,8 @@ def test_closing_the_stream_mid_round_leaves_the_cache_consistent(story):
 def test_seeded_sampling_is_reproducible_and_uses_the_drafts(story, noisy_draft):
     ids = story.tokenizer.encode(TEXT)
     for spec in [
-        mg.PromptLookup(num_draft=3, min_ngram=1),
-        mg.DraftModel(noisy_draft, num_draft=3),
+        mg.PromptLookup(num_draft=3, min_ngram=1, measure_cost=False),
+        mg.DraftModel(noisy_draft, num_draft=3, measure_cost=False),
     ]:
         settings = mg.GenerationSettings(
             max_tokens=40, temperature=0.8, top_p=0.95, seed=7, ignore_eos=True, speculative=spec
@@ -311,7 +314,8 @@ def test_cli_speculation_errors(capsys, flags, message):
 
 
 def test_speculative_calls_check_ids_and_context_like_plain_ones(story):
-    s = mg.GenerationSettings(speculative=mg.PromptLookup(num_draft=4), max_tokens=5)
+    lookup = mg.PromptLookup(num_draft=4, measure_cost=False)
+    s = mg.GenerationSettings(speculative=lookup, max_tokens=5)
     with pytest.raises(ValueError, match=r"prompt\[1\]=99999 .*size 512"):
         list(speculative_generate_tokens(story, [1, 99999], s))
     with pytest.raises(ValueError, match="600.*512"):
@@ -323,7 +327,7 @@ def test_speculative_calls_check_ids_and_context_like_plain_ones(story):
 
 @pytest.mark.parametrize("kind", ["lookup", "draft_model"])
 def test_nothing_to_sample_ends_like_plain_decoding(story, noisy_draft, kind):
-    spec = mg.PromptLookup(num_draft=4) if kind == "lookup" else mg.DraftModel(noisy_draft, 3)
+    spec = drafter("lookup" if kind == "lookup" else "draft_model", story, noisy_draft)
 
     # Every id banned from step 2 on by a processor; NaN logits from step 3 on.
     def ban_all_after_two(logits, ctx):

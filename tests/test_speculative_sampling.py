@@ -85,7 +85,8 @@ def test_prompt_lookup_sampling_matches_the_exact_distribution():
     ids = model.tokenizer.encode(PROMPT)
     settings = dict(
         max_tokens=2, temperature=TEMPERATURE, top_k=TOP_K, repetition_penalty=PENALTY,
-        logit_bias=BIAS, ignore_eos=True, speculative=mg.PromptLookup(num_draft=3),
+        logit_bias=BIAS, ignore_eos=True,
+        speculative=mg.PromptLookup(num_draft=3, measure_cost=False),
     )  # fmt: skip
     cache, stats, n, counts = mg.PromptCache(model.model), SpeculationStats(), 2000, {}
     for seed in range(n):

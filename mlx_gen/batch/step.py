@@ -17,6 +17,9 @@ After the batched forward pass everything is per row and mirrors :mod:`mlx_gen.d
   one, ``build_step`` queues only the forward pass and processors, and
   :func:`sample_pending` applies every constrained row's bitmask (built on the host
   after the previous step is read, on llguidance's threads) before filters and sampling.
+* a row's key chain and generated ids are its own whichever path decodes a step: a
+  row leaving a compiled group (:mod:`mlx_gen.batch.tail`) for the per-row or
+  constrained path takes both back from the group first (``release``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from mlx_gen.batch.tail import group_for
+from mlx_gen.batch.tail import group_for, grouped, release
 from mlx_gen.constraints import Matcher, apply_token_bitmask, fill_masks
 from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
@@ -66,6 +69,7 @@ class Row:
 
     def next_key(self) -> mx.array:
         """The same chain as single-sequence decoding: one split per sampled step."""
+        assert not grouped(self), "a grouped row's key chain lives in its group"
         self.key, key = mx.random.split(self.key)
         return key
 
@@ -90,6 +94,7 @@ def _process(logits: mx.array, rows: list[Row]) -> mx.array:
     for i, row in enumerate(rows):
         row_logits = logits[i : i + 1]
         if row.plan.processors:
+            assert not grouped(row), "a grouped row's history lives in its group"
             ctx = ProcessorContext(row.prompt, row.generated, row.step)
             row_logits = run_processors(row.plan.processors, row_logits, ctx)
         out.append(row_logits)
@@ -151,7 +156,8 @@ def build_step(
             n_modes = len(rows[0].plan.logprobs.modes) if packed is not None else 0
             widths = [[packed.shape[-1]] * n_modes if n_modes else [] for _ in rows]
             packed = None if packed is None else packed.reshape(-1)
-        else:
+        else:  # per-row path: each row first takes back its key chain and history
+            release(rows)
             processed = _process(logits, rows)
     if guided:  # sampled by sample_pending once the previous step is read
         mx.async_eval(processed)

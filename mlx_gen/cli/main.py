@@ -6,11 +6,13 @@ the ``--logprobs`` table follows it after a blank line, ``--json`` replaces both
 one JSON document, and ``--verbose`` diagnostics, the prefill progress line and
 ``--stream-logprobs`` rows go to stderr.
 
-Exit status: 0 on success; 2 on bad input (one ``error: ...`` line on stderr, no
-traceback); 130 after Ctrl-C (what was printed stays; ``interrupted`` on stderr; with
-``--json`` the document of what was generated is printed, ``finish_reason``
-``"interrupted"``); 141 when stdout is a closed pipe (``| head``), silently. Model text
-written to a terminal has its control characters escaped (:mod:`mlx_gen.cli.terminal`).
+Exit status: 0 on success; 1 when generation ended with ``no_allowed_token`` (one
+line on stderr says why; what was generated before is printed); 2 on bad input (one
+``error: ...`` line on stderr, no traceback); 130 after Ctrl-C (what was printed
+stays; ``interrupted`` on stderr; with ``--json`` the document of what was generated
+is printed, ``finish_reason`` ``"interrupted"``); 141 when stdout is a closed pipe
+(``| head``), silently. Model text written to a terminal has its control characters
+escaped (:mod:`mlx_gen.cli.terminal`).
 """
 
 from __future__ import annotations
@@ -30,39 +32,39 @@ from mlx_gen.cli.batch_io import (
     write_jsonl_results,
 )
 from mlx_gen.cli.input_text import read_text
+from mlx_gen.cli.model_settings import settings_for_model
 from mlx_gen.cli.options import CliOptions, UsageError, parse_command_line
 from mlx_gen.cli.output import (
-    PrefillProgress,
-    call_lines,
     constraint_note,
-    defaults_lines,
     generation_json,
     logprob_line,
     logprob_table,
     logprob_tables,
+    no_token_note,
     score_json,
     score_total,
-    stats_lines,
 )
 from mlx_gen.cli.ranks import error_line, silenced, yield_to_rank0
 from mlx_gen.cli.streams import check_output_path, check_stdout, quiet_stdout
 from mlx_gen.cli.terminal import for_terminal
+from mlx_gen.cli.verbose import PrefillProgress, call_lines, defaults_lines, stats_lines
+from mlx_gen.loading.distributed import ShardingError
 from mlx_gen.prompts import encode_prompt
+from mlx_gen.quiet_libraries import quiet_libraries
 from mlx_gen.validation import truncated
-
-# Settings fields holding token ids, and the flag each comes from.
-ID_FLAGS = {
-    "logit_bias": "--logit-bias",
-    "suppress_tokens": "--suppress-tokens",
-    "begin_suppress_tokens": "--begin-suppress-tokens",
-    "eos_token_ids": "--eos-token-ids",
-    "extra_eos_token_ids": "--extra-eos-token-ids",
-    "logprob_token_ids": "--logprob-token-ids",
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line on ``argv`` (``None``: ``sys.argv[1:]``); return the exit status."""
+    """Run the command line on ``argv`` (``None``: ``sys.argv[1:]``); return the exit status.
+
+    Libraries' own warnings are off meanwhile (:func:`quiet_libraries`): stderr holds
+    mlx-gen's lines only.
+    """
+    with quiet_libraries():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         return _run(parse_command_line(argv))
     except SystemExit as e:  # --help
@@ -78,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         if sys.stdout is not None:  # None: started with stdout closed
             sys.stdout.flush()
-        line = error_line(e, usage=isinstance(e, UsageError))  # one per rank that failed
+        same_everywhere = isinstance(e, (UsageError, ShardingError))  # rank 0 prints it
+        line = error_line(e, usage=same_everywhere)  # else one per rank that failed
         if line is not None:
             print(line, file=sys.stderr)
         else:
@@ -112,70 +115,6 @@ def _run_model(model: mg.LoadedModel, options: CliOptions) -> int:
     if options.score is not None:
         return _score(model, prompt_ids, options.score, settings, as_json=options.json)
     return _generate(model, prompt_ids, settings, options)
-
-
-# --- what needs the loaded model ---
-
-
-def text_bias_ids(tokenizer: Any, text: str) -> list[int]:
-    """The ids ``--logit-bias-text TEXT:BIAS`` biases.
-
-    Every token of ``TEXT`` and of ``" " + TEXT`` (``TEXT``'s leading spaces removed
-    first), encoded without special tokens; tokens that decode to whitespace only (a
-    SentencePiece lone space marker) are skipped, since biasing them would bias every
-    word. Order kept, duplicates dropped.
-    """
-    bare = text.lstrip()
-    ids = [
-        int(i)
-        for variant in (bare, " " + bare)
-        for i in tokenizer.encode(variant, add_special_tokens=False)
-    ]
-    return [i for i in dict.fromkeys(ids) if tokenizer.decode([i]).strip()]
-
-
-def settings_for_model(options: CliOptions, model: mg.LoadedModel) -> mg.GenerationSettings:
-    """``options.settings`` checked against ``model``'s vocabulary, text biases added.
-
-    Raises:
-        UsageError: A token id outside the vocabulary (the flag is named), a
-            ``--logit-bias-text`` that encodes to no token, or a ``--draft-model`` that
-            does not load or has another vocabulary size.
-    """
-    settings, vocab = options.settings, model.vocab_size
-    for field, flag in ID_FLAGS.items():
-        for i in getattr(settings, field) or ():
-            if i >= vocab:
-                raise UsageError(
-                    f"argument {flag}: token id {i} is outside the vocabulary "
-                    f"(valid ids: 0..{vocab - 1})"
-                )
-    if options.draft_model is not None:
-        settings = replace(settings, speculative=_draft_model(options, model))
-    if not options.logit_bias_text:
-        return settings
-    bias: dict[int, float] = {}
-    for text, value in options.logit_bias_text:
-        ids = text_bias_ids(model.tokenizer, text)
-        if not ids:
-            raise UsageError(f"argument --logit-bias-text: {text!r} encodes to no token")
-        bias.update(dict.fromkeys(ids, value))
-    bias.update(settings.logit_bias or {})  # An explicit --logit-bias ID wins.
-    return replace(settings, logit_bias=bias)
-
-
-def _draft_model(options: CliOptions, model: mg.LoadedModel) -> mg.DraftModel:
-    """Load ``--draft-model`` (with ``--dtype``) and check that it shares the vocabulary."""
-    try:
-        draft = mg.load(options.draft_model, dtype=options.dtype)
-    except (ValueError, OSError) as e:
-        raise UsageError(f"argument --draft-model: {e}") from e
-    if draft.vocab_size != model.vocab_size:
-        raise UsageError(
-            f"argument --draft-model: {options.draft_model} has vocabulary size "
-            f"{draft.vocab_size}; the model's is {model.vocab_size} (they must be equal)"
-        )
-    return mg.DraftModel(draft, num_draft=options.num_draft or mg.DraftModel.num_draft)
 
 
 def _prompt_ids(options: CliOptions, model: mg.LoadedModel) -> list[int]:
@@ -229,11 +168,11 @@ def _generate(
         if settings.logprobs is not None and not options.stream_logprobs:
             tables = logprob_tables(result.logprobs, settings.logprobs_modes, decode)
             _lines(sys.stdout, ["", tables])
-    if constraint_note(result) is not None:
-        _lines(sys.stderr, [constraint_note(result)])
+    notes = [note for note in (constraint_note(result), no_token_note(result)) if note]
+    _lines(sys.stderr, notes)
     if options.verbose:
         _lines(sys.stderr, stats_lines(result.stats, result.finish_reason, result.matched, decode))
-    return 0
+    return 1 if no_token_note(result) else 0
 
 
 def _batch(model: mg.LoadedModel, settings: mg.GenerationSettings, options: CliOptions) -> int:
@@ -269,6 +208,11 @@ def _score(
     *,
     as_json: bool,
 ) -> int:
+    if not model.tokenizer.encode(text, add_special_tokens=False):
+        raise UsageError(
+            f"argument --score: {text!r} encodes to no token (whitespace alone may), so there "
+            "is nothing to score"
+        )
     decode = _decoder(model)
     result = mg.score(
         model, prompt_ids, text, top_n=settings.logprobs or 0, token_ids=settings.logprob_token_ids

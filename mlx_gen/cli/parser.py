@@ -13,9 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from mlx_gen.loading.gguf.tensors import PRECISIONS as GGUF_PRECISIONS
+from mlx_gen.loading.load_flags import add_load_flags
 
-DTYPES = ("float16", "bfloat16", "float32")
 LOGPROB_MODES = {"raw": ("raw",), "processed": ("processed",), "both": ("raw", "processed")}
 
 
@@ -127,12 +126,7 @@ def _add_model_and_input(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and input")
     group.add_argument("--model", help="a model folder, a Hub repo id or a .gguf file "
                        "(default: the embedded SmolLM2-135M-Instruct)")
-    group.add_argument("--dtype", choices=DTYPES, help="cast floating weights (default: as stored)")
-    group.add_argument("--gguf-precision", choices=GGUF_PRECISIONS, default="exact",
-                       help="GGUF: exact keeps every weight as llama.cpp decodes it (float32 "
-                       "scales); compact uses float16 scales and 8-bit Q6_K (default: exact)")
-    group.add_argument("--dequantize", action="store_true",
-                       help="replace quantized layers by float32 ones (faster on CPU, more memory)")
+    add_load_flags(group)  # --dtype, --gguf-precision, --dequantize (shared with the server)
     source = group.add_mutually_exclusive_group()
     source.add_argument("--prompt", metavar="TEXT", help="the prompt text")
     source.add_argument("--prompt-file", metavar="PATH", help="read the prompt (- = stdin)")
@@ -223,7 +217,8 @@ def _add_structured_output(parser: argparse.ArgumentParser) -> None:
 def _add_speculative(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("speculative decoding", "Same output (greedy: the same "
                                       "tokens; sampled: the same distribution), every control "
-                                      "applied; faster when drafts are accepted.")
+                                      "applied, a constraint too; drafts only where the "
+                                      "measured costs say it pays (-v shows the decision).")
     source = group.add_mutually_exclusive_group()
     source.add_argument("--prompt-lookup", type=_POSITIVE, metavar="N",
                         help="draft up to N tokens by n-gram lookup in the prompt and output")

@@ -3,7 +3,8 @@
 Under ``mlx.launch`` every rank runs the same command line on the same inputs, so the
 text, tables, JSON and diagnostics are printed by rank 0 only. Errors are printed by
 every rank that hits them (a follower's own failure, such as a missing weights file
-on its host, must be seen), except usage errors, which every rank hits alike.
+on its host, must be seen), except usage errors and sharding errors (heads not divisible
+by the number of ranks), which every rank hits alike.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def error_line(error: BaseException, *, usage: bool) -> str | None:
     """The one ``error:`` line this rank prints for ``error``, or ``None`` to stay quiet.
 
     Args:
-        error: The exception (its message is joined onto one line).
+        error: The exception (its message's lines are joined onto one line).
         usage: Whether it is a command-line usage error: identical on every rank, so
             only rank 0 prints it.
 
@@ -47,7 +48,9 @@ def error_line(error: BaseException, *, usage: bool) -> str | None:
         ``"error: ..."`` on rank 0 (and when not launched), ``"error: (rank N) ..."`` on
         a follower's own failure, ``None`` for a follower's usage error.
     """
-    rank, text = launch_rank(), " ".join(str(error).split())
+    # Lines joined, but spaces inside a line kept: a quoted value ('   ') stays exact.
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    rank = launch_rank()
     if rank == 0:
         return f"error: {text}"
     return None if usage else f"error: (rank {rank}) {text}"

@@ -168,6 +168,27 @@ class CompiledConstraint:
     grammar_eos_ids: tuple[int, ...]
 
 
+def matcher_error(matcher: llguidance.LLMatcher) -> str | None:
+    """llguidance's error message for ``matcher`` (its first line), or ``None``."""
+    if not matcher.is_error():
+        return None
+    message = matcher.get_error().split("\n<state>", 1)[0].strip()
+    return message.splitlines()[0] if message else "unknown llguidance error"
+
+
+def _check_first_mask(constraint: Constraint, matcher: llguidance.LLMatcher) -> None:
+    """Refuse a grammar whose very first mask is already an error (it matches nothing)."""
+    probe = matcher.deep_copy()
+    probe.compute_bitmask()
+    error = matcher_error(probe)
+    if error is not None:
+        raise ValueError(
+            f"{constraint!r} cannot be used: llguidance fails on its first token ({error}); "
+            "the grammar matches no text it can generate (a JSON Schema that only refers "
+            'to itself, such as {"$ref": "#"}, is one way to get here)'
+        )
+
+
 class GrammarCache:
     """Token tables and compiled grammars, per tokenizer object (thread-safe).
 
@@ -206,7 +227,8 @@ class GrammarCache:
                 return grammars[key]
         matcher = llguidance.LLMatcher(table, constraint.grammar, log_level=0)
         if matcher.is_error():
-            raise ValueError(f"{constraint!r} cannot be compiled: {matcher.get_error()}")
+            raise ValueError(f"{constraint!r} cannot be compiled: {matcher_error(matcher)}")
+        _check_first_mask(constraint, matcher)
         with self._lock:
             grammars[key] = matcher
             while len(grammars) > self.max_grammars:
@@ -238,7 +260,8 @@ def compile_constraint(
         cache: Where compiled grammars live.
 
     Raises:
-        ValueError: No EOS id at all, or the grammar fails to compile for this tokenizer.
+        ValueError: No EOS id at all, the grammar fails to compile for this tokenizer,
+            or llguidance already errors on its first token mask.
     """
     if not isinstance(constraint, Constraint):
         raise ValueError(

@@ -17,7 +17,7 @@ import llguidance
 import llguidance.numpy
 import numpy as np
 
-from mlx_gen.constraints.compiled import CompiledConstraint
+from mlx_gen.constraints.compiled import CompiledConstraint, matcher_error
 
 _EXECUTOR: list[llguidance.LLExecutor] = []
 _EXECUTOR_LOCK = threading.Lock()
@@ -38,7 +38,14 @@ class Matcher:
 
     Attributes:
         words: Bitmask words per row.
-        mask_empty: The last mask allowed no id at all (the grammar alone is stuck).
+        mask_empty: The last mask allowed no id at all (the grammar alone is stuck, or
+            llguidance is in an error state).
+
+    llguidance in an error state (an internal limit hit: a ``Choice`` of 2,000+ strings,
+    say) fills a mask that allows only EOS; every mask built here is checked, and an
+    error state allows **no** id, so the run ends with ``finish_reason="constraint"``
+    and :meth:`stop_message` gives llguidance's message. The check reads a flag on the
+    host (no device work).
     """
 
     def __init__(self, compiled: CompiledConstraint) -> None:
@@ -53,6 +60,8 @@ class Matcher:
     @property
     def accepting(self) -> bool:
         """The tokens consumed so far form a complete match (an EOS would be allowed)."""
+        if self._matcher.is_error():
+            return False
         return self._matcher.is_accepting() or self._matcher.stop_reason() == "EndOfSentence"
 
     def consume(self, token: int) -> None:
@@ -66,18 +75,46 @@ class Matcher:
         return self._mask
 
     def finish_row(self, row: np.ndarray) -> None:
-        """Post-process a freshly filled bitmask row (EOS bans, emptiness)."""
-        if self._banned_eos:
+        """Post-process a freshly filled bitmask row (error state, EOS bans, emptiness)."""
+        if self._matcher.is_error():  # llguidance allows only EOS then: allow nothing
+            row[:] = 0
+        elif self._banned_eos:
             words = row.view(np.uint32)
             for i in self._banned_eos:
                 words[i >> 5] &= np.uint32(~(1 << (i & 31)) & 0xFFFFFFFF)
         self.mask_empty = not row.any()
 
+    def rollback(self, count: int) -> None:
+        """Undo the last ``count`` :meth:`consume` calls."""
+        if count:
+            self._matcher.rollback(count)
+
+    def valid_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading ``tokens`` the grammar accepts from here (nothing is consumed)."""
+        return self._matcher.validate_tokens(list(tokens)) if tokens else 0
+
+    def masks_along(self, tokens: Sequence[int]) -> np.ndarray:
+        """The masks before and after each of ``tokens``: ``(len(tokens) + 1, words)`` int32.
+
+        Row ``i`` is the mask after ``tokens[:i]`` (row 0: the next step's mask), as
+        speculative verification needs for every drafted position. ``tokens`` must be a
+        prefix the grammar accepts (:meth:`valid_prefix`); the matcher ends where it began.
+        """
+        masks = np.zeros((len(tokens) + 1, self.words), dtype=np.int32)
+        for i in range(len(tokens) + 1):
+            if i:
+                self._matcher.consume_token(tokens[i - 1])
+            llguidance.numpy.fill_next_token_bitmask(self._matcher, masks, i)
+            self.finish_row(masks[i])
+        if tokens:
+            self._matcher.rollback(len(tokens))
+        return masks
+
     def stop_message(self) -> str:
         """Why no token was allowed, for ``finish_reason="constraint"``."""
-        error = self._matcher.get_error()
-        if error:
-            return f"the constraint is in an error state: {error}"
+        error = matcher_error(self._matcher)
+        if error is not None:
+            return f"the constraint failed in llguidance: {error}"
         if self.mask_empty and self.accepting:
             return (
                 "the output is complete under the constraint and no EOS id may end it "

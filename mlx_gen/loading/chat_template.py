@@ -1,25 +1,24 @@
 """Chat templates from model folders: found, rendered in a sandbox, errors named.
 
 A chat template is Jinja code shipped by whoever made the model folder. It is only
-ever rendered in ``jinja2.sandbox.ImmutableSandboxedEnvironment`` (as transformers
+ever rendered in a ``jinja2.sandbox.ImmutableSandboxedEnvironment`` (as transformers
 does): no attribute starting with ``_``, no mutation of the values passed in, so
-``{{ cycler.__init__.__globals__.os.system(...) }}`` cannot reach Python. A template
-the sandbox blocks, or one that does not parse or raises, gives one ``ValueError``
-naming the file that holds it (:func:`template_error`).
+``{{ cycler.__init__.__globals__.os.system(...) }}`` cannot reach Python; and within
+bounds of CPU, memory and time (:mod:`mlx_gen.loading.template_sandbox`). A template
+the sandbox blocks, that passes a bound, or that does not parse or raises, gives one
+``ValueError`` naming the file that holds it (:func:`template_error`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.ext
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from mlx_gen.loading.template_sandbox import TemplateLimitError, bounded_environment, render_bounded
 
 TOKENIZER_CONFIG_JSON = "tokenizer_config.json"
 # The file transformers saves a tokenizer's template in (it wins over tokenizer_config.json).
@@ -60,7 +59,9 @@ def template_error(error: Exception, source: str) -> ValueError:
     Besides Jinja's own errors, a template can raise what its expressions raise
     (``{{ 1 / 0 }}``, ``{{ 'a' * 10**12 }}``): all are the template's fault.
     """
-    if isinstance(error, jinja2.exceptions.SecurityError):
+    if isinstance(error, TemplateLimitError):
+        what = f'went past a limit ({error}); see README "Security" for the bounds'
+    elif isinstance(error, jinja2.exceptions.SecurityError):
         reason = str(error).rstrip(".")
         what = f"was blocked by the sandbox ({reason}); model files may not run code"
     elif isinstance(error, jinja2.TemplateSyntaxError):
@@ -72,28 +73,25 @@ def template_error(error: Exception, source: str) -> ValueError:
     return ValueError(f"{source}: the chat template {what}")
 
 
-def _raise_exception(message: str) -> None:
-    raise jinja2.TemplateError(message)
-
-
-def _tojson(
-    x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys=False
-) -> str:
-    # transformers' filter: Jinja's own escapes HTML, which chat templates do not want.
-    return json.dumps(
-        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-    )
-
-
 @lru_cache(maxsize=32)
 def _compile(template: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+    return bounded_environment().from_string(template)
+
+
+def _render(
+    template: str,
+    messages: Sequence[Mapping[str, Any]],
+    add_generation_prompt: bool,
+    variables: Mapping[str, Any] | None,
+) -> str:
+    return render_bounded(
+        _compile(template),
+        {
+            **dict(variables or {}),
+            "messages": list(messages),
+            "add_generation_prompt": add_generation_prompt,
+        },
     )
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(template)
 
 
 def render_chat_template(
@@ -114,7 +112,8 @@ def render_chat_template(
         variables: Further template variables (``bos_token``, ``tools``, ...).
 
     Raises:
-        ValueError: The template is blocked, does not parse or raises anything
+        ValueError: The template is blocked, goes past a bound of
+            :mod:`mlx_gen.loading.template_sandbox`, does not parse or raises anything
             (``source`` named).
 
     >>> render_chat_template("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}",
@@ -122,10 +121,33 @@ def render_chat_template(
     '<user>hi'
     """
     try:
-        return _compile(template).render(
-            messages=list(messages),
-            add_generation_prompt=add_generation_prompt,
-            **dict(variables or {}),
-        )
+        return _render(template, messages, add_generation_prompt, variables)
     except Exception as e:  # Only the template runs here: whatever it raises is its fault.
         raise template_error(e, source) from None
+
+
+def check_template_bounds(
+    template: str,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    source: str,
+    add_generation_prompt: bool,
+    variables: Mapping[str, Any],
+) -> None:
+    """Render ``template`` in the bounded sandbox only to see that it stays within bounds.
+
+    For a template another renderer (transformers) will render: on the same template
+    and values it does the same work, so a template that ends within the bounds here
+    is safe to render there. Errors other than a passed bound are left to that
+    renderer to report (its message, its globals).
+
+    Raises:
+        ValueError: The template passed a bound of
+            :mod:`mlx_gen.loading.template_sandbox` (``source`` and the bound named).
+    """
+    try:
+        _render(template, messages, add_generation_prompt, variables)
+    except TemplateLimitError as e:
+        raise template_error(e, source) from None
+    except Exception:  # noqa: S110 -- the real renderer reports it, in its own words
+        pass

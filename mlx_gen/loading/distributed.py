@@ -57,13 +57,18 @@ def distributed_group(distributed: bool | None) -> mx.distributed.Group | None:
     return group if group.size() > 1 else None
 
 
+class ShardingError(ValueError):
+    """The model cannot be split over the ranks: the same error on every rank, so a
+    command line prints it once (rank 0), not once per rank."""
+
+
 def _check_divisible(config: dict[str, Any], ranks: int, source: str) -> None:
     """Raise ``ValueError`` if a dimension mlx-lm's shard() splits is not divisible."""
     config = {**config.get("text_config", {}), **config}
     for key in _DIVIDED:
         value = config.get(key)
         if isinstance(value, int) and value % ranks:
-            raise ValueError(
+            raise ShardingError(
                 f"{source}: {key}={value} cannot be split across {ranks} ranks "
                 f"(tensor parallelism needs it divisible by the number of ranks)"
             )
@@ -85,12 +90,12 @@ def shard_model(
         source: For messages.
 
     Raises:
-        ValueError: The architecture has no tensor-parallel ``shard`` in mlx-lm (the
+        ShardingError: The architecture has no tensor-parallel ``shard`` in mlx-lm (the
             supported ``model_type`` values are listed), or its heads or MLP width are
             not divisible by the number of ranks.
     """
     if not hasattr(model, "shard"):
-        raise ValueError(
+        raise ShardingError(
             f"{source}: model_type {config.get('model_type')!r} has no tensor-parallel "
             f"shard() in mlx-lm, so it cannot be distributed; supported: "
             f"{', '.join(tensor_parallel_types())}"

@@ -23,12 +23,13 @@ import mlx_lm.chat_templates
 import mlx_lm.tool_parsers
 from mlx_lm.tokenizer_utils import NaiveStreamingDetokenizer, TokenizerWrapper
 from mlx_lm.tokenizer_utils import load as load_hf_tokenizer
-from transformers import AutoConfig
+from transformers import AutoConfig, PreTrainedTokenizerBase
 from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
 from mlx_gen.loading.chat_template import (
     CHAT_TEMPLATE_JINJA,
     TOKENIZER_CONFIG_JSON,
+    check_template_bounds,
     select_template,
     template_error,
     template_file,
@@ -63,13 +64,54 @@ class CheckedTokenizer(TokenizerWrapper):
     def apply_chat_template(self, *args: Any, tokenize: bool = True, **kwargs: Any) -> Any:
         """As ``TokenizerWrapper.apply_chat_template``; what the template raises (a Jinja
         error, or its expressions' ``ArithmeticError``/``MemoryError``/``LookupError``/
-        ``TypeError``) is one ``ValueError`` naming the template's file."""
+        ``TypeError``) is one ``ValueError`` naming the template's file.
+
+        A transformers tokenizer's template is first rendered in mlx_gen's bounded
+        sandbox with the same values (:func:`check_template_bounds`): one that passes a
+        bound of CPU, memory or time is refused before transformers renders it.
+        """
+        self._check_template_bounds(args[0] if args else kwargs.get("conversation"), kwargs)
         try:
             return super().apply_chat_template(*args, tokenize=tokenize, **kwargs)
         except ValueError:  # Already clear: a bad argument, or a template error named here.
             raise
         except (jinja2.TemplateError, ArithmeticError, MemoryError, LookupError, TypeError) as e:
             raise template_error(e, self._template_source) from None
+
+    def _check_template_bounds(self, messages: Any, kwargs: dict[str, Any]) -> None:
+        hf = self._tokenizer
+        if getattr(self, "_chat_template", None) is not None or not isinstance(
+            hf, PreTrainedTokenizerBase
+        ):
+            return  # mlx-lm's own Python templates, or the bounded SentencePiece renderer
+        try:
+            template = hf.get_chat_template(kwargs.get("chat_template"), kwargs.get("tools"))
+        except ValueError:
+            return  # No template: transformers says so.
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return  # transformers refuses it, or a batch of chats (mlx_gen sends one)
+        variables = {**hf.special_tokens_map, "tools": None, "documents": None}
+        variables.update({k: v for k, v in kwargs.items() if k not in _RENDER_ARGUMENTS})
+        thinking = getattr(self, "_thinking_kwarg", None)  # as mlx-lm's wrapper adds it
+        if thinking and "enable_thinking" in variables:
+            variables[thinking] = variables.pop("enable_thinking")
+        if thinking and thinking not in variables:
+            variables[thinking] = getattr(self, "has_thinking", False)
+        check_template_bounds(
+            template,
+            [{k: v for k, v in m.items() if v is not None} for m in messages],  # as transformers
+            source=self._template_source,
+            add_generation_prompt=bool(kwargs.get("add_generation_prompt", False)),
+            variables=variables,
+        )
+
+
+# transformers' apply_chat_template arguments that are not template variables.
+_RENDER_ARGUMENTS = frozenset(
+    "conversation chat_template add_generation_prompt continue_final_message tokenize padding "
+    "truncation max_length return_tensors return_dict return_assistant_tokens_mask "
+    "tokenizer_kwargs sanitize_control_tokens".split()
+)
 
 
 def _module_names(package: Any) -> list[str]:

@@ -101,7 +101,8 @@ class BadWords:
         for word in words:
             if not isinstance(word, str) or not word.strip():
                 raise ValueError(
-                    f"BadWords.from_strings: word {word!r} is invalid: expected non-blank text"
+                    f"BadWords.from_strings: word {word!r} is invalid: expected text with "
+                    "a non-space character (a blank word bans nothing)"
                 )
             bare = word.lstrip()
             for text in (bare, " " + bare):

@@ -1,21 +1,27 @@
-"""The FastAPI application: routes, the API-key check, and the worker's lifetime.
+"""The FastAPI application: routes, the request guard, and the worker's lifetime.
 
 ``create_app(model, ...)`` builds an app around a loaded model; the worker thread
-starts with the app and stops (failing what is pending) when it shuts down.
+starts with the app and stops (failing what is pending) when it shuts down. Every
+request passes :class:`~mlx_gen.server.guard.RequestGuard` first (API key, body
+limit). Work that costs CPU (tokenizing, template rendering, compiling a
+``response_format``) runs in a thread, never on the event loop.
 """
 
 from __future__ import annotations
 
-import hmac
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.prefix_cache import PrefixCache
+from mlx_gen.server.bridge import MAX_UNREAD_EVENTS
 from mlx_gen.server.chat import chat_completions
 from mlx_gen.server.completions import completions
-from mlx_gen.server.errors import ApiError, install_error_handlers
+from mlx_gen.server.errors import install_error_handlers
+from mlx_gen.server.guard import RequestGuard
 from mlx_gen.server.responses import (
     DetokenizeResponse,
     ModelCard,
@@ -29,8 +35,9 @@ from mlx_gen.server.schemas import (
     DetokenizeRequest,
     TokenizeRequest,
 )
-from mlx_gen.server.settings_map import Limits, context_length
+from mlx_gen.server.settings_map import Limits, context_length, prompt_chars_bound
 from mlx_gen.server.state import ServerState
+from mlx_gen.server.streaming import json_response
 from mlx_gen.server.tokenizer_routes import detokenize, tokenize, tokenizer_info
 from mlx_gen.server.worker import Worker
 
@@ -44,6 +51,11 @@ def create_app(
     max_tokens_limit: int | None = None,
     api_key: str | None = None,
     strict: bool = False,
+    max_body_bytes: int = 16 * 2**20,
+    body_timeout: float = 60.0,
+    max_prompt_chars: int | None = None,
+    max_unread_events: int = MAX_UNREAD_EVENTS,
+    docs: bool = False,
     prefix_cache: PrefixCache | None = None,
 ) -> FastAPI:
     """An OpenAI-compatible app serving ``model`` as ``name``.
@@ -54,17 +66,36 @@ def create_app(
         max_batch_size: Requests decoded at once.
         max_queue: Requests that may wait beyond those (then 429).
         max_tokens_limit: The most tokens one request may ask for (``None``: the context).
-        api_key: Require ``Authorization: Bearer <api_key>`` (constant-time compare).
+        api_key: Require ``Authorization: Bearer <api_key>`` (constant-time compare,
+            checked before the body is read).
         strict: Refuse unknown request fields with a 400.
+        max_body_bytes: The most bytes a request body may have (then 413).
+        body_timeout: Seconds a request body may take to arrive (then 408).
+        max_prompt_chars: The most characters a text prompt (or all messages) may have
+            before tokenizing (``None``: :func:`~.settings_map.prompt_chars_bound`, 8 x
+            the context length).
+        max_unread_events: Events a streaming client may leave unread (then its
+            request is cancelled).
+        docs: Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (behind the key).
         prefix_cache: The prefix cache every request shares (``None``: none).
+
+    Raises:
+        ValueError: A limit below its minimum, or an empty ``api_key``.
     """
-    for label, value, low in [("max_batch_size", max_batch_size, 1), ("max_queue", max_queue, 0)]:
-        if value < low:
-            raise ValueError(f"{label}={value!r} is invalid (expected an int >= {low})")
+    checks = [("max_batch_size", max_batch_size, 1), ("max_queue", max_queue, 0)]
+    checks += [("max_body_bytes", max_body_bytes, 1), ("max_prompt_chars", max_prompt_chars, 1)]
+    checks += [("max_unread_events", max_unread_events, 1), ("body_timeout", body_timeout, 0.001)]
+    for label, value, low in checks:
+        if value is not None and value < low:
+            raise ValueError(f"{label}={value!r} is invalid (expected >= {low})")
+    if api_key is not None and not api_key:
+        raise ValueError("api_key='' is invalid (an empty key would let anyone in)")
     worker = Worker(
         model, max_batch_size=max_batch_size, max_queue=max_queue, prefix_cache=prefix_cache
     )
-    limits = Limits(max_tokens_limit, max(1, min(64, max_batch_size + max_queue)))
+    chars = max_prompt_chars if max_prompt_chars is not None else prompt_chars_bound(model)
+    choices = max(1, min(64, max_batch_size + max_queue))
+    limits = Limits(max_tokens_limit, choices, chars, max_unread_events)
     state = ServerState(model, name, worker, limits, strict, api_key)
 
     @asynccontextmanager
@@ -73,49 +104,53 @@ def create_app(
         yield
         worker.stop()
 
-    app = FastAPI(title="mlx_gen", lifespan=lifespan)
+    urls = {} if docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="mlx_gen", lifespan=lifespan, **urls)
     app.state.server = state
     install_error_handlers(app)
-    _routes(app, state, [Depends(_authorize(api_key))])
+    guard = {"api_key": api_key, "max_body_bytes": max_body_bytes, "body_timeout": body_timeout}
+    app.add_middleware(RequestGuard, **guard)
+    _routes(app, state)
     return app
 
 
-def _routes(app: FastAPI, state: ServerState, auth: list) -> None:
-    """Register every endpoint (``auth``: the API-key dependency, on all but /health)."""
+def _routes(app: FastAPI, state: ServerState) -> None:
+    """Register every endpoint (the guard checks the key on all but /health)."""
 
     @app.get("/health")
     async def health() -> dict:
         return {
             "status": "ok",
             "in_flight": state.worker.in_flight,
+            "unsent": state.worker.unsent,
             "generated_tokens": state.worker.generated_tokens,
             "prompt_cache": _cache_health(state.worker.prefix_cache),
         }
 
-    @app.get("/v1/models", dependencies=auth)
+    @app.get("/v1/models")
     async def models() -> ModelList:
         card = ModelCard(
             id=state.name, created=state.created, max_model_len=context_length(state.model)
         )
         return ModelList(data=[card])
 
-    @app.post("/v1/chat/completions", dependencies=auth)
+    @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request):
         return await chat_completions(state, req, request)
 
-    @app.post("/v1/completions", dependencies=auth)
+    @app.post("/v1/completions")
     async def complete(req: CompletionRequest, request: Request):
         return await completions(state, req, request)
 
-    @app.post("/tokenize", dependencies=auth)
-    async def tokenize_route(req: TokenizeRequest) -> TokenizeResponse:
-        return tokenize(state, req)
+    @app.post("/tokenize", response_model=TokenizeResponse)
+    async def tokenize_route(req: TokenizeRequest) -> Response:
+        return await run_in_threadpool(json_response, tokenize, state, req)
 
-    @app.post("/detokenize", dependencies=auth)
-    async def detokenize_route(req: DetokenizeRequest) -> DetokenizeResponse:
-        return detokenize(state, req)
+    @app.post("/detokenize", response_model=DetokenizeResponse)
+    async def detokenize_route(req: DetokenizeRequest) -> Response:
+        return await run_in_threadpool(json_response, detokenize, state, req)
 
-    @app.get("/tokenizer_info", dependencies=auth)
+    @app.get("/tokenizer_info")
     async def tokenizer_info_route() -> TokenizerInfo:
         return tokenizer_info(state)
 
@@ -127,18 +162,3 @@ def _cache_health(cache: PrefixCache | None) -> dict | None:
     return {"entries": len(cache), "bytes": cache.nbytes, "max_bytes": cache.max_bytes,
             **vars(cache.stats)}
 
-
-def _authorize(api_key: str | None):
-    async def check(request: Request) -> None:
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), api_key.encode()):
-            raise ApiError(
-                401,
-                "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                code="invalid_api_key",
-            )
-
-    return check

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
+from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.prompts import encode_prompt
 from mlx_gen.server.bridge import ChoiceSpec, ClientGone, RequestRun
 from mlx_gen.server.errors import ApiError
@@ -25,9 +27,22 @@ from mlx_gen.server.responses import (
     Usage,
 )
 from mlx_gen.server.schemas import ChatRequest, Message
-from mlx_gen.server.settings_map import base_settings, choice_settings, max_tokens
+from mlx_gen.server.settings_map import (
+    base_settings,
+    check_prompt_chars,
+    choice_settings,
+    max_tokens,
+)
 from mlx_gen.server.state import ServerState
-from mlx_gen.server.streaming import DONE, finish_fields, new_id, now, sse, sse_error
+from mlx_gen.server.streaming import (
+    DONE,
+    finish_fields,
+    json_response,
+    new_id,
+    now,
+    sse,
+    sse_error,
+)
 from mlx_gen.server.worker import Failed
 from mlx_gen.stream import GenerationChunk
 
@@ -50,6 +65,7 @@ def _content(message: Message, index: int) -> str:
 
 def _prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
     messages = [{"role": m.role, "content": _content(m, i)} for i, m in enumerate(req.messages)]
+    check_prompt_chars(sum(len(m["content"]) for m in messages), state.limits, "messages")
     try:
         return encode_prompt(state.model.tokenizer, messages=messages)
     except Exception as err:  # noqa: BLE001 - a template error is the request's fault
@@ -91,6 +107,11 @@ class _Choice:
     last: GenerationChunk | None = None
 
 
+def _ids(chunk: GenerationChunk) -> list[int]:
+    """The id ``chunk`` generated: none on a last chunk that generated nothing (NO_TOKEN)."""
+    return [] if chunk.token == NO_TOKEN else [chunk.token]
+
+
 def _entries(state: ServerState, req: ChatRequest, chunk: GenerationChunk) -> list[LogprobEntry]:
     if not chunk.logprobs:
         return []
@@ -102,8 +123,8 @@ async def chat_completions(state: ServerState, req: ChatRequest, request: Reques
     """Answer a chat request (a JSON body, or an SSE stream when ``stream`` is true)."""
     state.check_model(req.model)
     state.check_fields(req)
-    specs = _specs(state, req)
-    run = RequestRun(state.worker, specs)
+    specs = await run_in_threadpool(_specs, state, req)  # Template and tokenizer: off the loop.
+    run = RequestRun(state.worker, specs, state.limits.max_unread_events)
     await run.admitted()
     if req.stream:
         return StreamingResponse(
@@ -119,12 +140,18 @@ async def chat_completions(state: ServerState, req: ChatRequest, request: Reques
                 choice = choices[index]
                 choice.text.append(event.text)
                 choice.entries += _entries(state, req, event)
-                choice.ids.append(event.token)
+                choice.ids += _ids(event)
                 choice.last = event
     except ClientGone:
         run.cancel()
         raise ApiError(400, "the client disconnected") from None
-    return _response(state, req, choices, len(specs[0].prompt_ids), run.cached_tokens(req.n))
+    finally:
+        run.close()  # Its places in the queue are free once the answer is built.
+    prompt_len = len(specs[0].prompt_ids)
+    cached = run.cached_tokens(req.n)
+    return await run_in_threadpool(
+        json_response, _response, state, req, choices, prompt_len, cached
+    )
 
 
 def _response(
@@ -171,7 +198,7 @@ def _piece(state: ServerState, req: ChatRequest, index: int, event: GenerationCh
         logprobs=ChoiceLogprobs(content=entries) if entries else None,
         finish_reason=reason,
         stop_reason=stop_reason,
-        token_ids=[event.token] if req.return_token_ids else None,
+        token_ids=_ids(event) if req.return_token_ids else None,
     )
 
 
@@ -196,7 +223,7 @@ async def _stream(
                     last = ChunkChoice(index=index, delta=Delta(), finish_reason="length")
                     yield sse(ChatCompletionChunk(**head, choices=[last]))
                 continue
-            counts[index] += 1
+            counts[index] += len(_ids(event))
             finished[index] = event.finish_reason is not None
             piece = _piece(state, req, index, event)
             if piece is not None:
@@ -212,4 +239,4 @@ async def _stream(
             yield sse(ChatCompletionChunk(**head, choices=[], usage=usage))
         yield DONE
     finally:
-        run.cancel()
+        run.close()  # Sent or abandoned: cancel what runs, free its places in the queue.

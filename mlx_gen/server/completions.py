@@ -14,15 +14,30 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
+from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.server.bridge import ChoiceSpec, ClientGone, RequestRun
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.logprob_format import legacy_entry, legacy_logprobs
 from mlx_gen.server.responses import Completion, CompletionChoice, PromptTokensDetails, Usage
 from mlx_gen.server.schemas import CompletionRequest
-from mlx_gen.server.settings_map import base_settings, choice_settings, max_tokens
+from mlx_gen.server.settings_map import (
+    base_settings,
+    check_prompt_chars,
+    choice_settings,
+    max_tokens,
+)
 from mlx_gen.server.state import ServerState
-from mlx_gen.server.streaming import DONE, finish_fields, new_id, now, sse, sse_error
+from mlx_gen.server.streaming import (
+    DONE,
+    finish_fields,
+    json_response,
+    new_id,
+    now,
+    sse,
+    sse_error,
+)
 from mlx_gen.server.worker import Failed, PromptScores
 from mlx_gen.stream import GenerationChunk
 
@@ -38,6 +53,8 @@ def _prompts(state: ServerState, prompt: object) -> list[tuple[list[int], str]]:
         items = list(prompt)
     if not items:
         raise ApiError(400, "prompt is empty: pass text or token ids", param="prompt")
+    chars = sum(len(item) for item in items if isinstance(item, str))
+    check_prompt_chars(chars, state.limits, "prompt")
     out = []
     for i, item in enumerate(items):
         if isinstance(item, str):
@@ -83,6 +100,12 @@ def _specs(state: ServerState, req: CompletionRequest, prompts: list) -> list[Ch
     return specs
 
 
+def _prepare(state: ServerState, req: CompletionRequest) -> tuple[list, list[ChoiceSpec]]:
+    """The prompts and the choices' specs (tokenizes: run it in a thread)."""
+    prompts = _prompts(state, req.prompt)
+    return prompts, _specs(state, req, prompts)
+
+
 @dataclass
 class _Choice:
     prompt_ids: list[int]
@@ -111,9 +134,8 @@ async def completions(state: ServerState, req: CompletionRequest, request: Reque
     """Answer a completions request (JSON, or SSE when ``stream`` is true)."""
     state.check_model(req.model)
     state.check_fields(req)
-    prompts = _prompts(state, req.prompt)
-    specs = _specs(state, req, prompts)
-    run = RequestRun(state.worker, specs)
+    prompts, specs = await run_in_threadpool(_prepare, state, req)  # Tokenizing: off the loop.
+    run = RequestRun(state.worker, specs, state.limits.max_unread_events)
     await run.admitted()
     choices = [_Choice(s.prompt_ids, prompts[i // req.n][1]) for i, s in enumerate(specs)]
     for c in choices:
@@ -129,6 +151,14 @@ async def completions(state: ServerState, req: CompletionRequest, request: Reque
     except ClientGone:
         run.cancel()
         raise ApiError(400, "the client disconnected") from None
+    finally:
+        run.close()  # Its places in the queue are free once the answer is built.
+    return await run_in_threadpool(json_response, _completion, state, req, choices, prompt_len)
+
+
+def _completion(
+    state: ServerState, req: CompletionRequest, choices: list[_Choice], prompt_len: int
+) -> Completion:
     out = [_choice(req, i, c, final=True) for i, c in enumerate(choices)]
     completion = sum(len(c.ids) for c in choices)
     return Completion(
@@ -148,9 +178,9 @@ def _collect(state: ServerState, req: CompletionRequest, c: _Choice, event, run)
         c.entries += _prompt_entries(state, c, event, req.logprobs or 0)
     elif isinstance(event, GenerationChunk):
         c.text.append(event.text)
-        c.ids.append(event.token)
+        c.ids += [] if event.token == NO_TOKEN else [event.token]
         c.last = event
-        if req.logprobs is not None:
+        if req.logprobs is not None and event.logprobs:
             c.entries.append(_token_entry(state, req, event))
 
 
@@ -224,4 +254,4 @@ async def _stream(
             yield sse(Completion(**head, choices=[], usage=usage))
         yield DONE
     finally:
-        run.cancel()
+        run.close()  # Sent or abandoned: cancel what runs, free its places in the queue.

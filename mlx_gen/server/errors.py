@@ -2,8 +2,10 @@
 
 Every error answers ``{"error": {"message", "type", "param", "code"}}``: 400 for an
 invalid value (FastAPI's 422 and malformed JSON included), 401 for a missing or wrong
-key, 404 for an unknown model or route, 429 when the queue is full, 503 while shutting
-down. An unexpected exception gives a 500 in the same shape, never a traceback.
+key, 404 for an unknown model or route, 408 for a body that arrives too slowly, 413
+for a body over the limit, 429 when the queue is full, 503 while shutting down (and
+over the connection limit, from :mod:`.connections`). An unexpected exception gives a
+500 in the same shape, never a traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
     429: "rate_limit_exceeded",
     500: "server_error",
     503: "service_unavailable",
@@ -64,10 +68,21 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
         loc = [str(p) for p in item.get("loc", ()) if p != "body"]
         if item.get("type") == "json_invalid":
             return f"the request body is not valid JSON: {item.get('msg')}", None
-        field = ".".join(loc) or "body"
+        field = ".".join(p for p in loc if not _union_tag(p)) or "body"
         param = param or field
-        parts.append(f"{field}: {item.get('msg')} (got {item.get('input')!r})")
+        parts.append(f"{field}: {item.get('msg')} (got {_short(item.get('input'))})")
     return "invalid request: " + "; ".join(parts), param
+
+
+def _union_tag(part: str) -> bool:
+    """A location part that names a union member (``list[int]``, ``str``), not a field."""
+    return "[" in part or part in ("str", "int", "float", "bool", "dict", "list")
+
+
+def _short(value: object, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a 10 MB prompt is not echoed back)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -62,12 +62,16 @@ class Job:
         settings: Its generation settings (seed included).
         emit: Called from the worker thread with each event; must not block.
         prompt_logprobs: With echo + logprobs: score the prompt with this many top entries.
+        held: The job keeps its place in the worker's queue limit after it finishes,
+            until :meth:`~mlx_gen.server.worker.Worker.release` (its answer was sent).
     """
 
     prompt_ids: list[int]
     settings: GenerationSettings
     emit: Callable[[Any], None]
     prompt_logprobs: int | None = None
+    held: bool = False
+    finished: bool = field(default=False, init=False)
     failure: str | None = field(default=None, init=False)
     text: TextAssembler | None = field(default=None, init=False)
     cached_tokens: int = field(default=0, init=False)  # prompt tokens from the prefix cache

@@ -56,25 +56,32 @@ def chat_entry(
 
 
 def legacy_entry(texts: TokenText, report: TokenLogprob | None, token: int, top: int) -> tuple:
-    """``(text, logprob or None, {text: logprob} or None)`` for one token.
+    """``(text, logprob or None, {text: logprob} or None, {id: logprob} or None)``.
 
     The top dict holds the ``top`` best entries and the chosen token (vLLM's rule), the
-    first entry winning when two ids render the same text.
+    first entry winning when two ids render the same text. The last dict holds the
+    ``logprob_token_ids`` asked for (as chat's ``token_id_logprobs``), keys as strings.
     """
     text = texts.text_of(token)
     if report is None:
-        return text, None, None
+        return text, None, None, None
     entries: dict[str, float] = {}
     for i, lp in report.top[:top]:
         entries.setdefault(texts.text_of(i), finite(lp))
     entries.setdefault(text, finite(report.logprob))
-    return text, finite(report.logprob), entries
+    extra = None
+    if report.extra is not None:
+        extra = {str(i): finite(lp) for i, lp in report.extra.items()}
+    return text, finite(report.logprob), entries, extra
 
 
 def legacy_logprobs(entries: list[tuple], offset: int) -> LegacyLogprobs:
-    """Assemble :func:`legacy_entry` rows; ``text_offset`` counts from ``offset``."""
+    """Assemble :func:`legacy_entry` rows; ``text_offset`` counts from ``offset``.
+
+    ``token_id_logprobs`` is set when some row has ``logprob_token_ids`` values.
+    """
     offsets = []
-    for text, _, _ in entries:
+    for text, *_ in entries:
         offsets.append(offset)
         offset += len(text)
     return LegacyLogprobs(
@@ -82,4 +89,5 @@ def legacy_logprobs(entries: list[tuple], offset: int) -> LegacyLogprobs:
         token_logprobs=[e[1] for e in entries],
         top_logprobs=[e[2] for e in entries],
         text_offset=offsets,
+        token_id_logprobs=[e[3] for e in entries] if any(e[3] for e in entries) else None,
     )

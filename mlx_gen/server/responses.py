@@ -128,6 +128,7 @@ class LegacyLogprobs(BaseModel):
     token_logprobs: list[float | None]
     top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
+    token_id_logprobs: list[dict[str, float] | None] | None = None  # logprob_token_ids
 
 
 class CompletionChoice(BaseModel):

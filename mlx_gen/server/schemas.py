@@ -1,19 +1,40 @@
 """Pydantic models of the requests: OpenAI's fields plus mlx_gen's extensions.
 
-Ranges are checked here (a violation is a 400 naming the field); what needs the model
-(ids inside the vocabulary, the context length) is checked in :mod:`.settings_map`.
-Unknown fields are kept (``model_extra``) so that ``--strict`` can refuse them.
+Types and ranges are checked here (a violation is a 400 naming the field); what needs
+the model (ids inside the vocabulary, the context length) is checked in
+:mod:`.settings_map`. Types are strict, as the CLI and the API are: ``"3"`` or ``true``
+is not an int, ``"0.5"`` not a number (an int is a number). Numbers must be finite:
+``NaN`` and ``±Infinity`` (which Python's JSON parser accepts) are refused. Text must be
+valid Unicode (a lone surrogate such as ``"\\ud800"`` is refused). Unknown fields are
+kept (``model_extra``) so that ``--strict`` can refuse them.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _unicode(value: str) -> str:
+    """``value`` if it is valid Unicode (encodable as UTF-8: no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = f"U+{ord(value[err.start]):04X}"
+        where = f"a lone surrogate ({bad}) at index {err.start}"
+        raise ValueError(f"not valid Unicode: {where}") from None
+    return value
+
+
+#: Request text: any ``str`` that is valid Unicode.
+Text = Annotated[str, AfterValidator(_unicode)]
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="allow", populate_by_name=True, strict=True, allow_inf_nan=False
+    )
 
 
 class StreamOptions(_Open):
@@ -46,7 +67,7 @@ class SamplingRequest(_Open):
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     n: int = Field(default=1, ge=1)
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     seed: int | None = Field(default=None, ge=0, lt=2**64)
     logit_bias: dict[str, float] | None = None
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
@@ -61,7 +82,7 @@ class SamplingRequest(_Open):
     min_tokens: int | None = Field(default=None, ge=0)
     suppress_tokens: list[int] | None = None
     begin_suppress_tokens: list[int] | None = None
-    bad_words: list[str] | None = None
+    bad_words: list[Text] | None = None
     logprobs_mode: Literal["raw", "processed", "both"] = "raw"
     logprob_token_ids: list[int] | None = None
     ignore_eos: bool = False
@@ -73,14 +94,14 @@ class ContentPart(_Open):
     """One part of a message's content; only ``text`` parts are supported."""
 
     type: str
-    text: str | None = None
+    text: Text | None = None
 
 
 class Message(_Open):
     """One chat message."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
+    content: Text | list[ContentPart] | None = None
     name: str | None = None
 
 
@@ -99,7 +120,7 @@ class ChatRequest(SamplingRequest):
 class CompletionRequest(SamplingRequest):
     """``POST /v1/completions``."""
 
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Text | list[Text] | list[int] | list[list[int]]
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=20)
     best_of: int | None = Field(default=None, ge=1)
@@ -111,7 +132,7 @@ class TokenizeRequest(_Open):
     """``POST /tokenize`` (vLLM's shape): a ``prompt`` or chat ``messages``."""
 
     model: str | None = None
-    prompt: str | None = None
+    prompt: Text | None = None
     messages: list[Message] | None = None
     add_special_tokens: bool = True
     add_generation_prompt: bool = True

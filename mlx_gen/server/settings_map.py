@@ -1,27 +1,31 @@
 """Requests → :class:`~mlx_gen.GenerationSettings`, with the checks that need the model.
 
 OpenAI's fields map onto the engine's options one to one (``stop`` → ``stop``,
-``logit_bias`` → ``logit_bias`` with string keys parsed and values clamped to
-[-100, 100] as OpenAI documents, ``presence_penalty`` / ``frequency_penalty`` → the
+``logit_bias`` → ``logit_bias``, ``presence_penalty`` / ``frequency_penalty`` → the
 OpenAI penalties, ``seed`` → ``seed``); the extensions map onto their namesakes
 (``min_tokens`` → ``min_new_tokens``, ``include_stop_str_in_output`` →
-``include_stop_str``, ``logprobs_mode`` "both" → both modes). Choice ``i`` of a request
-with ``n > 1`` uses ``seed + i``, so each choice equals ``generate`` with that seed.
-"""
+``include_stop_str``, ``logprobs_mode`` "both" → both modes). ``logit_bias`` keys are
+canonical decimal ids (``"7"``, not ``" 7 "``, ``"07"`` or ``"1_0"``) and its values,
+finite (the schema refuses NaN and ±Infinity), are clamped to [-100, 100] as OpenAI
+documents. Choice ``i`` of a request with ``n > 1`` uses ``seed + i``, so each choice
+equals ``generate`` with that seed."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.server.bridge import MAX_UNREAD_EVENTS
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.response_format import constraint_for
 from mlx_gen.server.schemas import SamplingRequest
 from mlx_gen.settings import GenerationSettings
 
 BIAS_LIMIT = 100.0
+_CANONICAL_ID = re.compile(r"0|[1-9][0-9]{0,18}")
 
 
 @dataclass(frozen=True)
@@ -31,10 +35,47 @@ class Limits:
     Attributes:
         max_tokens: The most tokens a request may ask for (``--max-tokens-limit``).
         max_choices: The most choices (``n`` x prompts) one request may ask for.
+        max_prompt_chars: The most characters of prompt text (or of all messages'
+            content) a request may send; checked before tokenizing (``None``: no bound).
+        max_unread_events: Events a streaming request may leave unread (then it is
+            cancelled; see :mod:`mlx_gen.server.bridge`).
     """
 
     max_tokens: int | None = None
     max_choices: int = 64
+    max_prompt_chars: int | None = None
+    max_unread_events: int = MAX_UNREAD_EVENTS
+
+
+#: Characters per token of context a text prompt may have (``--max-prompt-chars``).
+CHARS_PER_TOKEN = 8
+#: Without a known context length, a text prompt may have this many characters.
+UNKNOWN_CONTEXT_CHARS = 2**20
+
+
+def prompt_chars_bound(model: LoadedModel) -> int:
+    """The default ``max_prompt_chars``: :data:`CHARS_PER_TOKEN` x the context length.
+
+    Text averages 3-5 characters per token, so a longer prompt cannot fit the context;
+    refusing it before tokenizing bounds the tokenizer's work (its ids become Python
+    lists while it holds the GIL: 8.4 M ids stalled ``/health`` 1.7 s). Without a known
+    context: :data:`UNKNOWN_CONTEXT_CHARS`.
+    """
+    window = context_length(model)
+    return UNKNOWN_CONTEXT_CHARS if window is None else CHARS_PER_TOKEN * window
+
+
+def check_prompt_chars(chars: int, limits: Limits, param: str) -> None:
+    """400 when ``chars`` passes ``limits.max_prompt_chars`` (before any tokenizing)."""
+    bound = limits.max_prompt_chars
+    if bound is not None and chars > bound:
+        raise ApiError(
+            400,
+            f"{param} has {chars} characters, more than the server's limit ({bound}: "
+            f"--max-prompt-chars; by default {CHARS_PER_TOKEN} characters per token of the "
+            "model's context)",
+            param=param,
+        )
 
 
 def context_length(model: LoadedModel) -> int | None:
@@ -52,17 +93,23 @@ def _ids_in_vocab(name: str, ids: list[int] | None, vocab: int) -> None:
 
 
 def logit_bias(raw: dict[str, float] | None, vocab: int) -> dict[int, float] | None:
-    """Parse OpenAI's ``{"id": bias}`` (string keys), clamping each bias to [-100, 100]."""
+    """Parse OpenAI's ``{"id": bias}`` (canonical decimal keys), clamping to [-100, 100].
+
+    Values reach here finite (the schema refuses NaN and ±Infinity: ``min(100, nan)``
+    would be ``100``, forcing the token).
+    """
     if not raw:
         return None
     out = {}
     for key, value in raw.items():
-        try:
-            token = int(key)
-        except ValueError:
+        if not _CANONICAL_ID.fullmatch(key):
             raise ApiError(
-                400, f"logit_bias: key {key!r} is not a token id (an integer)", param="logit_bias"
-            ) from None
+                400,
+                f"logit_bias: key {key!r} is not a token id (a decimal integer such as "
+                "'42', no sign, spaces, underscores or leading zeros)",
+                param="logit_bias",
+            )
+        token = int(key)
         if not 0 <= token < vocab:
             raise ApiError(
                 400,

@@ -1,9 +1,11 @@
 """Server-sent events, ids, and OpenAI's finish reasons (shared by both endpoints).
 
-``finish_reason`` is ``"length"`` when ``max_tokens`` was reached and ``"stop"``
-otherwise; the extension ``stop_reason`` says what matched: the EOS id, the stop
-string, or the engine's reason name for other endings (``"criterion"``, a
-constraint).
+``finish_reason`` is ``"length"`` when ``max_tokens`` was reached, ``"constraint"``
+when the structured-output constraint ended generation before its output was
+complete (nothing allowed, or llguidance failed: the text is then a valid prefix,
+never a valid answer), and ``"stop"`` otherwise; the extension ``stop_reason`` says
+what matched: the EOS id, the stop string, the engine's reason name for other endings
+(``"criterion"``, ``"no_allowed_token"``), or, for ``"constraint"``, why it ended.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import time
 import uuid
 
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from mlx_gen.server.errors import error_body
@@ -25,6 +28,15 @@ def sse(payload: BaseModel | dict) -> str:
     if isinstance(payload, BaseModel):
         return f"data: {payload.model_dump_json()}\n\n"
     return f"data: {json.dumps(payload)}\n\n"
+
+
+def json_response(build: object, *args: object) -> Response:
+    """``build(*args)`` (a pydantic model) serialized as a JSON response.
+
+    A large answer (``n`` choices with logprobs, 200k token ids) takes a while to build
+    and serialize: call this through ``run_in_threadpool``, off the event loop.
+    """
+    return Response(build(*args).model_dump_json(), media_type="application/json")
 
 
 def sse_error(status: int, message: str) -> str:
@@ -48,4 +60,6 @@ def finish_fields(chunk: GenerationChunk | None) -> tuple[str, int | str | None]
         return "length", None
     if chunk.finish_reason in ("stop", "stop_string"):
         return "stop", chunk.matched
+    if chunk.finish_reason == "constraint":  # not "stop": the output is not a valid answer
+        return "constraint", chunk.finish_message
     return "stop", chunk.finish_reason

@@ -11,21 +11,27 @@ from mlx_gen.prompts import encode_prompt
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.responses import DetokenizeResponse, TokenizeResponse, TokenizerInfo
 from mlx_gen.server.schemas import DetokenizeRequest, TokenizeRequest
-from mlx_gen.server.settings_map import context_length
+from mlx_gen.server.settings_map import check_prompt_chars, context_length
 from mlx_gen.server.state import ServerState
 
 
 def tokenize(state: ServerState, req: TokenizeRequest) -> TokenizeResponse:
-    """Ids of ``prompt`` (special tokens as asked) or of ``messages`` (chat template)."""
+    """Ids of ``prompt`` (special tokens as asked) or of ``messages`` (chat template).
+
+    It tokenizes: the route runs it in a thread, off the event loop.
+    """
     state.check_model(req.model)
     state.check_fields(req)
     tok = state.model.tokenizer
     if (req.prompt is None) == (req.messages is None):
         raise ApiError(400, "pass exactly one of prompt and messages", param="prompt")
     if req.prompt is not None:
+        check_prompt_chars(len(req.prompt), state.limits, "prompt")
         ids = list(tok.encode(req.prompt, add_special_tokens=req.add_special_tokens))
     else:
         messages = [{"role": m.role, "content": m.content or ""} for m in req.messages]
+        chars = sum(len(m["content"]) for m in messages if isinstance(m["content"], str))
+        check_prompt_chars(chars, state.limits, "messages")
         try:
             ids = encode_prompt(tok, messages=messages)
         except Exception as err:  # noqa: BLE001 - a template error is the request's fault

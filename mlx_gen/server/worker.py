@@ -28,6 +28,7 @@ from mlx_gen.batch.decode import BatchDecoder
 from mlx_gen.batch.step import STREAM
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
+from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.plan import DecodePlan
 from mlx_gen.prefix_cache import PrefixCache
 from mlx_gen.scoring import score
@@ -88,6 +89,7 @@ class Worker:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._unsent = 0  # finished held jobs not yet released (their answer not yet sent)
         self._stopped = threading.Event()
         self._closing = False
         self.generated_tokens = 0  # over the worker's life (read by /health)
@@ -99,6 +101,11 @@ class Worker:
     def in_flight(self) -> int:
         """Jobs submitted and not yet finished."""
         return self._in_flight
+
+    @property
+    def unsent(self) -> int:
+        """Held jobs that finished and are not yet released (their answer is unsent)."""
+        return self._unsent
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -114,6 +121,9 @@ class Worker:
     def submit(self, jobs: list[Job]) -> None:
         """Queue ``jobs`` (all of one request) for generation.
 
+        Jobs count against the limit while they run and, when ``held``, until
+        :meth:`release` (a finished answer not yet sent still holds its place).
+
         Raises:
             QueueFull: When they do not fit in ``max_batch_size + max_queue``.
             ShuttingDown: After :meth:`stop`.
@@ -121,9 +131,10 @@ class Worker:
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the server is shutting down")
-            if self._in_flight + len(jobs) > self.max_batch_size + self.max_queue:
+            taken = self._in_flight + self._unsent
+            if taken + len(jobs) > self.max_batch_size + self.max_queue:
                 raise QueueFull(
-                    f"{self._in_flight} requests are in flight; the server takes at most "
+                    f"{taken} requests are in flight or unsent; the server takes at most "
                     f"{self.max_batch_size} running + {self.max_queue} queued"
                 )
             self._in_flight += len(jobs)
@@ -134,9 +145,19 @@ class Worker:
         """Stop ``job`` (e.g. its client went away); its place is freed at the next step."""
         self._inbox.put(("cancel", job))
 
+    def release(self, jobs: list[Job]) -> None:
+        """The answers of ``jobs`` are sent (or abandoned): free their places (idempotent)."""
+        with self._lock:
+            for job in jobs:
+                if job.held:
+                    job.held = False
+                    self._unsent -= job.finished
+
     def _finish(self, job: Job, event: Any) -> None:
         with self._lock:
             self._in_flight -= 1
+            job.finished = True
+            self._unsent += job.held
         try:
             job.emit(event)
         except RuntimeError:  # The handler's event loop is gone (shutdown).
@@ -242,7 +263,7 @@ class Worker:
             job = self._active.get(index)
             if job is None:
                 continue
-            self.generated_tokens += 1
+            self.generated_tokens += out.token != NO_TOKEN
             if out.step == 0:  # the first token: the row's prefill is done
                 job.cached_tokens = self._decoder.cached_tokens.get(index, 0)
             try:

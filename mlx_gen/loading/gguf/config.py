@@ -35,6 +35,37 @@ def _number(metadata: dict[str, Any], key: str, path: Path) -> int | float:
     return value
 
 
+# The counts and sizes among the config keys, each checked as an int in [1, MAX_COUNT]
+# before any is divided by or derived from (``head_count = 0`` divided by zero).
+COUNT_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "head_dim",
+    "vocab_size",
+    "sliding_window",
+    "original_max_position_embeddings",
+)
+MAX_COUNT = 2**31 - 1
+
+
+def _check_counts(config: dict[str, Any], keys: dict[str, str], arch: str, path: Path) -> None:
+    """Refuse a count or size that is not an int in ``[1, MAX_COUNT]``, naming its GGUF key."""
+    for name in COUNT_KEYS:
+        value = config.get(name)
+        if name in config and (
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT
+        ):
+            key = f"{arch}.{keys[name]}" if name in keys else "tokenizer.ggml.tokens (its length)"
+            raise ValueError(
+                f"{path}: GGUF metadata {key}={value!r} is invalid "
+                f"(expected an int in [1, {MAX_COUNT}]); the file is corrupt"
+            )
+
+
 def _rope_scaling(metadata: dict[str, Any], arch: str, path: Path) -> dict[str, Any] | None:
     kind = metadata.get(f"{arch}.rope.scaling.type", "none")
     factor = metadata.get(f"{arch}.rope.scaling.factor")
@@ -69,6 +100,11 @@ def architecture(metadata: dict[str, Any], path: Path) -> str:
 def _rotary(config: dict[str, Any], metadata: dict[str, Any], arch: str, path: Path) -> None:
     head_dim = config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])
     rotary = metadata.get(f"{arch}.rope.dimension_count", head_dim)
+    if isinstance(rotary, bool) or not isinstance(rotary, int) or rotary < 1:
+        raise ValueError(
+            f"{path}: GGUF metadata {arch}.rope.dimension_count={rotary!r} is invalid "
+            f"(expected an int in [1, {head_dim}], the head size); the file is corrupt"
+        )
     if rotary != head_dim and ARCHITECTURES[arch].partial_rotary and 0 < rotary < head_dim:
         config["partial_rotary_factor"] = rotary / head_dim
     elif rotary != head_dim:
@@ -99,10 +135,12 @@ def gguf_config(
     config: dict[str, Any] = {"model_type": spec.model_type, **spec.defaults}
     if spec.rope_traditional is not None:
         config["rope_traditional"] = spec.rope_traditional
-    for name, key in {**REQUIRED_KEYS, **OPTIONAL_KEYS, **spec.keys}.items():
+    keys = {**REQUIRED_KEYS, **OPTIONAL_KEYS, **spec.keys}
+    for name, key in keys.items():
         if f"{arch}.{key}" in metadata:
             config[name] = _number(metadata, f"{arch}.{key}", path)
     config.setdefault("vocab_size", len(metadata.get("tokenizer.ggml.tokens", [])))
+    _check_counts(config, keys, arch, path)
     config.setdefault("num_key_value_heads", config["num_attention_heads"])
     config.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
     _rotary(config, metadata, arch, path)
