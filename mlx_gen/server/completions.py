@@ -153,11 +153,18 @@ async def completions(state: ServerState, req: CompletionRequest, request: Reque
         raise ApiError(400, "the client disconnected") from None
     finally:
         run.close()  # Its places in the queue are free once the answer is built.
-    return await run_in_threadpool(json_response, _completion, state, req, choices, prompt_len)
+    cached = run.cached_tokens(req.n)
+    return await run_in_threadpool(
+        json_response, _completion, state, req, choices, prompt_len, cached
+    )
 
 
 def _completion(
-    state: ServerState, req: CompletionRequest, choices: list[_Choice], prompt_len: int
+    state: ServerState,
+    req: CompletionRequest,
+    choices: list[_Choice],
+    prompt_len: int,
+    cached: int,
 ) -> Completion:
     out = [_choice(req, i, c, final=True) for i, c in enumerate(choices)]
     completion = sum(len(c.ids) for c in choices)
@@ -166,7 +173,7 @@ def _completion(
         created=now(),
         model=state.name,
         choices=out,
-        usage=_usage(prompt_len, completion, run.cached_tokens(req.n)),
+        usage=_usage(prompt_len, completion, cached),
     )
 
 
