@@ -126,12 +126,18 @@ class BatchDecoder:
         self._steps = 0
         self.prefix_cache = prefix_cache
         self.cached_tokens: dict[int, int] = {}  # row index → prompt tokens from the cache
+        self.cached_bytes: dict[int, int] = {}  # row index → bytes of KV cache they took
         self._fed: dict[int, list[int]] = {}  # row index → its tokens read so far
 
     @property
     def done(self) -> bool:
         """True when every row has finished (or was cancelled)."""
         return self._queued is None and not self._waiting
+
+    @property
+    def waiting(self) -> int:
+        """Rows added and not yet in the batch (waiting for a free place)."""
+        return len(self._waiting)
 
     def cancel(self, index: int) -> None:
         """Stop row ``index``: it is never read again and leaves the batch at the next step."""
@@ -159,6 +165,7 @@ class BatchDecoder:
             raise ValueError("prompt_ids is empty: each prompt needs at least one token")
         self._rows = {i: r for i, r in self._rows.items() if not r.done}
         self.cached_tokens = {i: n for i, n in self.cached_tokens.items() if i in self._rows}
+        self.cached_bytes = {i: n for i, n in self.cached_bytes.items() if i in self._rows}
         index = self._next_index
         self._next_index += 1
         row = Row(index, plan, ids)
@@ -228,7 +235,8 @@ class BatchDecoder:
         if self.prefix_cache is None:
             return _prefill(self.model, prompts, self.prefill_step_size)
         cache, cached = prefill_rows(self.model, self.prefix_cache, prompts, self.prefill_step_size)
-        self.cached_tokens.update(zip(indices, cached, strict=True))
+        for index, (tokens, nbytes) in zip(indices, cached, strict=True):
+            self.cached_tokens[index], self.cached_bytes[index] = tokens, nbytes
         return cache
 
     def _store_leaving(self, current: QueuedStep, keep: list[int]) -> None:

@@ -21,10 +21,11 @@ from mlx_gen.prefix_cache import PrefixCache
 
 def _prefill_one(
     model: LoadedModel, prefix: PrefixCache, ids: list[int], step_size: int
-) -> tuple[list[Any], int]:
-    """One prompt's caches holding all but its last id; return them and the cached count."""
+) -> tuple[list[Any], int, int]:
+    """One prompt's caches holding all but its last id, the cached count and its bytes."""
     hit = prefix.lookup(ids)
     layers, start, end = hit.layers, hit.tokens, len(ids) - 1
+    hit_bytes = sum(c.nbytes for c in layers) if hit.tokens else 0
     for stop in [*sorted(c for c in hit.checkpoints if start < c < end), end]:
         for first in range(start, stop, step_size):
             chunk = ids[first : min(first + step_size, stop)]
@@ -33,18 +34,19 @@ def _prefill_one(
         if stop > start:
             prefix.insert(ids[:stop], layers)
         start = stop
-    return layers, hit.tokens
+    return layers, hit.tokens, hit_bytes
 
 
 def prefill_rows(
     model: LoadedModel, prefix: PrefixCache, prompts: Sequence[list[int]], step_size: int
-) -> tuple[list[Any], list[int]]:
-    """The batch caches for ``prompts`` (all but each last id) and each one's cached tokens."""
+) -> tuple[list[Any], list[tuple[int, int]]]:
+    """The batch caches for ``prompts`` (all but each last id) and, per prompt, the
+    ``(tokens, bytes)`` of KV cache reused from ``prefix``."""
     rows, cached = [], []
     for ids in prompts:
-        layers, count = _prefill_one(model, prefix, ids, step_size)
+        layers, count, nbytes = _prefill_one(model, prefix, ids, step_size)
         rows.append(layers)
-        cached.append(count)
+        cached.append((count, nbytes))
     merged = [rows[0][i].merge([r[i] for r in rows]) for i in range(len(rows[0]))]
     mx.eval([c.state for c in merged])
     return merged, cached
@@ -72,5 +74,5 @@ def preload(model: LoadedModel, prefix: PrefixCache, ids: list[int], step_size: 
     Returns:
         How many of ``ids`` were already cached.
     """
-    _, cached = _prefill_one(model, prefix, [*ids, ids[-1]], step_size)  # the extra id is not fed
+    _, cached, _ = _prefill_one(model, prefix, [*ids, ids[-1]], step_size)  # extra id: not fed
     return cached

@@ -17,11 +17,15 @@ from starlette.concurrency import run_in_threadpool
 
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.prefix_cache import PrefixCache
+from mlx_gen.server.agent_routes import add_agent_routes
 from mlx_gen.server.bridge import MAX_UNREAD_EVENTS
 from mlx_gen.server.chat import chat_completions
+from mlx_gen.server.chat_features import model_capabilities
 from mlx_gen.server.completions import completions
 from mlx_gen.server.errors import install_error_handlers
 from mlx_gen.server.guard import RequestGuard
+from mlx_gen.server.messages_api.errors import AnthropicErrors
+from mlx_gen.server.metrics import PrometheusMetrics, RequestCounter
 from mlx_gen.server.responses import (
     DetokenizeResponse,
     ModelCard,
@@ -66,8 +70,8 @@ def create_app(
         max_batch_size: Requests decoded at once.
         max_queue: Requests that may wait beyond those (then 429).
         max_tokens_limit: The most tokens one request may ask for (``None``: the context).
-        api_key: Require ``Authorization: Bearer <api_key>`` (constant-time compare,
-            checked before the body is read).
+        api_key: Require ``Authorization: Bearer <api_key>`` or ``x-api-key: <api_key>``
+            (constant-time compare, checked before the body is read).
         strict: Refuse unknown request fields with a 400.
         max_body_bytes: The most bytes a request body may have (then 413).
         body_timeout: Seconds a request body may take to arrive (then 408).
@@ -90,8 +94,13 @@ def create_app(
             raise ValueError(f"{label}={value!r} is invalid (expected >= {low})")
     if api_key is not None and not api_key:
         raise ValueError("api_key='' is invalid (an empty key would let anyone in)")
+    metrics = PrometheusMetrics(lambda: worker.running, lambda: worker.in_flight)
     worker = Worker(
-        model, max_batch_size=max_batch_size, max_queue=max_queue, prefix_cache=prefix_cache
+        model,
+        max_batch_size=max_batch_size,
+        max_queue=max_queue,
+        metrics=metrics,
+        prefix_cache=prefix_cache,
     )
     chars = max_prompt_chars if max_prompt_chars is not None else prompt_chars_bound(model)
     choices = max(1, min(64, max_batch_size + max_queue))
@@ -111,6 +120,12 @@ def create_app(
     guard = {"api_key": api_key, "max_body_bytes": max_body_bytes, "body_timeout": body_timeout}
     app.add_middleware(RequestGuard, **guard)
     _routes(app, state)
+    add_agent_routes(app, state, metrics, auth=[])  # the key: RequestGuard, on the headers
+    paths = {route.path for route in app.routes}
+    # Added after the guard, so outside it: its 401/408/413 get Anthropic's shape on
+    # /v1/messages and are counted.
+    app.add_middleware(AnthropicErrors)
+    app.add_middleware(RequestCounter, metrics=metrics, routes=paths)
     return app
 
 
@@ -129,8 +144,14 @@ def _routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/v1/models")
     async def models() -> ModelList:
+        window = context_length(state.model)
         card = ModelCard(
-            id=state.name, created=state.created, max_model_len=context_length(state.model)
+            id=state.name,
+            created=state.created,
+            max_model_len=window,
+            context_length=window,
+            vocab_size=state.model.vocab_size,
+            capabilities=model_capabilities(state.model),
         )
         return ModelList(data=[card])
 

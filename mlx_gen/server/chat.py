@@ -240,3 +240,36 @@ async def _stream(
         yield DONE
     finally:
         run.close()  # Sent or abandoned: cancel what runs, free its places in the queue.
+
+
+# The chat path as the other chat-style surfaces (/v1/messages, /v1/responses,
+# /apply-template) use it: one definition of the prompt and the choices.
+
+
+def chat_messages(req: ChatRequest) -> list[dict]:
+    """The messages the chat template renders for ``req``.
+
+    Raises:
+        ApiError: 400 for a non-text content part.
+    """
+    return [{"role": m.role, "content": _content(m, i)} for i, m in enumerate(req.messages)]
+
+
+def chat_prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
+    """The prompt ids of ``req``, as the chat endpoint builds them (tokenizes: call it off
+    the event loop).
+
+    Raises:
+        ApiError: 400 for a non-text content part or a template error.
+    """
+    return _prompt_ids(state, req)
+
+
+def chat_specs(state: ServerState, req: ChatRequest) -> list[ChoiceSpec]:
+    """``req``'s choices (prompt ids and checked settings), as the chat endpoint runs them
+    (renders and tokenizes: call it off the event loop).
+
+    Raises:
+        ApiError: 400 naming the invalid field.
+    """
+    return _specs(state, req)

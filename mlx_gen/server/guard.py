@@ -48,8 +48,11 @@ class RequestGuard:
             return
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", ())}
         if self.api_key is not None and scope["path"] not in PUBLIC:
-            if not self._authorized(headers.get("authorization", b"")):
-                message = "missing or wrong API key: send 'Authorization: Bearer <key>'"
+            if not self._authorized(headers):
+                message = (
+                    "missing or wrong API key: send 'Authorization: Bearer <key>' or "
+                    "'x-api-key: <key>'"
+                )
                 await _refuse(scope, receive, send, 401, message, "invalid_api_key")
                 return
         declared = headers.get("content-length")
@@ -70,8 +73,11 @@ class RequestGuard:
             return
         await self.app(scope, _replay(body, receive), send)
 
-    def _authorized(self, header: bytes) -> bool:
+    def _authorized(self, headers: dict[str, bytes]) -> bool:
+        """A bearer token, or Anthropic clients' ``x-api-key``, equal to the key."""
+        header = headers.get("authorization", b"")
         token = header[7:] if header[:7].lower() == b"bearer " else b""
+        token = token or headers.get("x-api-key", b"")
         return hmac.compare_digest(token, self.api_key.encode())
 
     async def _read_body(self, receive: Any) -> bytes | int | None:

@@ -163,6 +163,9 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "mlx_gen"
     max_model_len: int | None = None
+    context_length: int | None = None
+    vocab_size: int | None = None
+    capabilities: dict[str, bool] | None = None
 
 
 class ModelList(BaseModel):

@@ -1,16 +1,18 @@
-"""``/tokenize``, ``/detokenize`` and ``/tokenizer_info`` in vLLM's shapes.
+"""``/tokenize``, ``/detokenize``, ``/tokenizer_info`` (vLLM's shapes) and ``/apply-template``.
 
 Evaluation harnesses (lm-eval's ``local-completions``) probe these so that they never
 download a tokenizer: ``/tokenizer_info`` gives the special tokens and chat template,
-``/tokenize`` text or messages → ids, ``/detokenize`` ids → text.
+``/tokenize`` text or messages → ids, ``/detokenize`` ids → text; ``/apply-template``
+gives a chat request's rendered prompt (text and ids).
 """
 
 from __future__ import annotations
 
 from mlx_gen.prompts import encode_prompt
+from mlx_gen.server.chat import chat_messages, chat_prompt_ids
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.responses import DetokenizeResponse, TokenizeResponse, TokenizerInfo
-from mlx_gen.server.schemas import DetokenizeRequest, TokenizeRequest
+from mlx_gen.server.schemas import ChatRequest, DetokenizeRequest, TokenizeRequest
 from mlx_gen.server.settings_map import check_prompt_chars, context_length
 from mlx_gen.server.state import ServerState
 
@@ -71,3 +73,21 @@ def tokenizer_info(state: ServerState) -> TokenizerInfo:
         vocab_size=state.model.vocab_size,
         eos_token_ids=list(state.model.generation_config.eos_token_ids),
     )
+
+
+def apply_template(state: ServerState, req: ChatRequest) -> dict:
+    """The prompt the chat endpoint would build for ``req``: its text and ids.
+
+    Renders and tokenizes: call it off the event loop. ``prompt_token_ids`` are exactly those
+    ``/v1/chat/completions`` prompts with; ``prompt`` is the template's text (decoding
+    the ids may differ, e.g. in a BOS the tokenizer adds).
+    """
+    state.check_model(req.model)
+    ids = chat_prompt_ids(state, req)
+    try:
+        text = state.model.tokenizer.apply_chat_template(
+            chat_messages(req), add_generation_prompt=True, tokenize=False
+        )
+    except Exception as err:  # noqa: BLE001 - a template error is the request's fault
+        raise ApiError(400, f"messages: {err}", param="messages") from err
+    return {"prompt": text, "prompt_token_ids": ids}

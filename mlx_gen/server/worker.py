@@ -42,6 +42,7 @@ from mlx_gen.server.jobs import (
     QueueFull,
     ShuttingDown,
 )
+from mlx_gen.server.metrics import EngineMetrics
 from mlx_gen.stream import TextAssembler
 
 __all__ = [
@@ -66,6 +67,8 @@ class Worker:
         max_batch_size: Jobs decoded at once.
         max_queue: Jobs that may wait for a place beyond those.
         prefill_step_size: Prompt tokens per forward pass.
+        metrics: What it reports to (``/metrics``); also the hook for the prefix cache
+            (``metrics.prefix_cache``) and speculation (``metrics.speculation``).
         prefix_cache: Every job looks its prompt up here and stores its KV when it
             leaves the batch (``None``: nothing is kept between requests).
     """
@@ -77,6 +80,7 @@ class Worker:
         max_batch_size: int = 16,
         max_queue: int = 64,
         prefill_step_size: int = 512,
+        metrics: EngineMetrics | None = None,
         prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.model, self.max_batch_size, self.max_queue = model, max_batch_size, max_queue
@@ -85,6 +89,7 @@ class Worker:
         # thread only ever sees evaluated weights.
         mx.eval(model.model(mx.array([[0]], dtype=mx.int32)))
         self.prefill_step_size = prefill_step_size
+        self.metrics = metrics if metrics is not None else EngineMetrics()
         self.prefix_cache = prefix_cache
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -106,6 +111,12 @@ class Worker:
     def unsent(self) -> int:
         """Held jobs that finished and are not yet released (their answer is unsent)."""
         return self._unsent
+
+    @property
+    def running(self) -> int:
+        """Jobs in the running batch (not those the decoder holds for a free place)."""
+        decoder = self._decoder  # read once: the worker thread may drop it meanwhile
+        return max(0, len(self._active) - (decoder.waiting if decoder is not None else 0))
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -139,6 +150,7 @@ class Worker:
                 )
             self._in_flight += len(jobs)
         for job in jobs:
+            self.metrics.submitted(job)
             self._inbox.put(("add", job))
 
     def cancel(self, job: Job) -> None:
@@ -158,6 +170,7 @@ class Worker:
             self._in_flight -= 1
             job.finished = True
             self._unsent += job.held
+        self.metrics.finished(job)
         try:
             job.emit(event)
         except RuntimeError:  # The handler's event loop is gone (shutdown).
@@ -222,6 +235,7 @@ class Worker:
             self._finish(job, Failed(str(err), 400))
             return
         job.emit(Admitted())
+        self.metrics.admitted(job, len(job.prompt_ids))
         try:
             if job.prompt_logprobs is not None:
                 job.emit(PromptScores(self._score_prompt(job)))
@@ -263,9 +277,15 @@ class Worker:
             job = self._active.get(index)
             if job is None:
                 continue
-            self.generated_tokens += out.token != NO_TOKEN
+            is_token = out.token != NO_TOKEN
+            self.generated_tokens += is_token
+            if is_token:
+                self.metrics.token(job)
             if out.step == 0:  # the first token: the row's prefill is done
                 job.cached_tokens = self._decoder.cached_tokens.get(index, 0)
+                if job.cached_tokens:
+                    hit_bytes = self._decoder.cached_bytes.get(index, 0)
+                    self.metrics.prefix_cache(hit_tokens=job.cached_tokens, hit_bytes=hit_bytes)
             try:
                 chunk = job.text.feed(out)
             except Exception as err:  # noqa: BLE001 - a stopping criterion of this job

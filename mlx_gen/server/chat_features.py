@@ -1,0 +1,61 @@
+"""What the chat path supports of tools and reasoning, and the one gate for the rest.
+
+The Anthropic and Responses surfaces map ``tools``, ``tool_choice``, tool calls and tool
+results in the history, and thinking budgets onto the chat request's fields (chat
+``tools`` / ``tool_choice``, assistant ``tool_calls`` and ``reasoning_content``, ``tool``
+role messages with ``tool_call_id``, ``thinking_budget``, ``reasoning_effort``). Until
+the chat path generates with them, :func:`unsupported` names the first one a mapped
+request uses, and each surface answers a 400 naming its own field. Wiring tool calling
+or reasoning in is setting the flag here (and reading the chunks' tool calls /
+reasoning in :mod:`mlx_gen.server.chat_run`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlx_gen.loading.loader import LoadedModel
+
+#: The chat path generates tool calls (``tools``, ``tool_choice``, tool history).
+TOOLS_SUPPORTED = False
+#: The chat path generates reasoning with a budget (``thinking_budget``).
+THINKING_SUPPORTED = False
+
+
+def model_capabilities(model: LoadedModel) -> dict[str, bool]:
+    """What ``model`` supports through this server (``/v1/models`` lists it).
+
+    Structured output (JSON schema, regex, grammar) works with every model; tools and
+    reasoning need the chat path's support (see the module docstring).
+    """
+    return {
+        "structured_output": True,
+        "tools": TOOLS_SUPPORTED,
+        "reasoning": THINKING_SUPPORTED,
+    }
+
+
+def unsupported(chat: dict[str, Any]) -> str | None:
+    """The first chat feature of the mapped request ``chat`` not supported yet, or ``None``.
+
+    Returns one of ``"tools"``, ``"tool_choice"``, ``"tool_calls"`` (an assistant
+    message with tool calls), ``"tool"`` (a tool-result message), ``"thinking_budget"``.
+
+    >>> unsupported({"messages": [{"role": "user", "content": "hi"}]}) is None
+    True
+    >>> unsupported({"messages": [], "tools": [{"type": "function"}]})
+    'tools'
+    """
+    if not TOOLS_SUPPORTED:
+        if chat.get("tools"):
+            return "tools"
+        if chat.get("tool_choice") not in (None, "none"):
+            return "tool_choice"
+        for message in chat.get("messages", ()):
+            if message.get("tool_calls"):
+                return "tool_calls"
+            if message.get("role") == "tool":
+                return "tool"
+    if not THINKING_SUPPORTED and chat.get("thinking_budget") is not None:
+        return "thinking_budget"
+    return None

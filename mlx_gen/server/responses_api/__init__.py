@@ -1,0 +1,5 @@
+"""OpenAI's Responses API (``/v1/responses``), stateless.
+
+Requests map onto the chat request and run on the chat endpoint's path
+(:mod:`mlx_gen.server.chat_run`); imports only the server's own modules below it.
+"""
