@@ -30,6 +30,7 @@ from mlx_gen.generation import GenerationResult, generate
 from mlx_gen.loading.generation_config import GenerationConfig
 from mlx_gen.loading.loader import LoadedModel, load
 from mlx_gen.logprobs.report import TokenLogprob
+from mlx_gen.prefix_cache import PrefixCache
 from mlx_gen.processors.context import LogitsProcessor, ProcessorContext, from_mlx_lm
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams
@@ -68,6 +69,7 @@ __all__ = [
     "LoadedModel",
     "LogitsProcessor",
     "ProcessorContext",
+    "PrefixCache",
     "PromptCache",
     "SamplingParams",
     "ScoreResult",

@@ -37,6 +37,8 @@ from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import unpack
 from mlx_gen.no_allowed_token import NO_ALLOWED_TOKEN, NO_TOKEN, feedable
 from mlx_gen.plan import DecodePlan, checked_call
+from mlx_gen.prefix_cache.cache import PrefixCache
+from mlx_gen.prefix_cache.session import call_cache
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.step_tail import StepTail
@@ -102,7 +104,7 @@ def generate_tokens(
     prompt_ids: Sequence[int],
     settings: GenerationSettings | None = None,
     *,
-    prompt_cache: PromptCache | None = None,
+    prompt_cache: PromptCache | PrefixCache | None = None,
     on_prefill: ProgressCallback | None = None,
 ) -> Iterator[GeneratedToken]:
     """Generate tokens after ``prompt_ids``.
@@ -111,7 +113,8 @@ def generate_tokens(
         model: A loaded model.
         prompt_ids: The prompt (at least one id), BOS included if wanted.
         settings: Per-call options (``None``: the model's defaults).
-        prompt_cache: Reuse and extend this cache (see :class:`PromptCache`).
+        prompt_cache: Reuse and extend this cache (see :class:`PromptCache`), or look the
+            prompt up in a shared :class:`PrefixCache` and store the result there.
         on_prefill: ``callback(done, total)`` after each prefill chunk and at the end.
 
     Yields:
@@ -132,7 +135,7 @@ def generate_tokens(
         )
     if plan.max_tokens == 0:
         return
-    cache = prompt_cache or PromptCache(model.model)
+    cache = call_cache(prompt_cache, model.model)
     claim = cache.claim()
     try:
         prefill_prompt(model, cache, prompt_ids, settings, on_prefill)
@@ -176,17 +179,23 @@ def prefill_prompt(
     settings: GenerationSettings,
     on_prefill: ProgressCallback | None,
 ) -> None:
-    """Reuse ``cache``'s common prefix and prefill the rest of the prompt but its last id."""
-    cached = cache.reuse_for(prompt_ids)
-    prefill(
-        model,
-        cache,
-        prompt_ids[cached:-1],
-        step_size=settings.prefill_step_size,
-        on_progress=on_prefill,
-        done=cached,
-        total=len(prompt_ids),
-    )
+    """Reuse ``cache``'s common prefix and prefill the rest of the prompt but its last id.
+
+    The prefill pauses at the cache's checkpoints (so a :class:`PrefixCache` can keep them).
+    """
+    start = cached = cache.reuse_for(prompt_ids)
+    end = len(prompt_ids) - 1
+    for stop in [*sorted(c for c in cache.checkpoints if cached < c < end), end]:
+        prefill(
+            model,
+            cache,
+            prompt_ids[start:stop],
+            step_size=settings.prefill_step_size,
+            on_progress=on_prefill,
+            done=start,
+            total=len(prompt_ids),
+        )
+        start = stop
 
 
 def _decode(

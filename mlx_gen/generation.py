@@ -10,6 +10,7 @@ from mlx_gen.decode import ProgressCallback
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
 from mlx_gen.no_allowed_token import NO_TOKEN
+from mlx_gen.prefix_cache.cache import PrefixCache
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt
 from mlx_gen.settings import GenerationSettings
@@ -98,7 +99,7 @@ def generate(
     *,
     messages: Messages | None = None,
     settings: GenerationSettings | None = None,
-    prompt_cache: PromptCache | None = None,
+    prompt_cache: PromptCache | PrefixCache | None = None,
     add_special_tokens: bool = True,
     on_prefill: ProgressCallback | None = None,
     tools: Sequence[Mapping[str, Any]] | None = None,

@@ -41,6 +41,11 @@ class PromptCache:
         self.token_ids: list[int] = []
         self._owner: object | None = None
 
+    @property
+    def checkpoints(self) -> tuple[int, ...]:
+        """Prompt positions where the prefill pauses (none here; see PrefixSession)."""
+        return ()
+
     def reuse_for(self, prompt_ids: Sequence[int]) -> int:
         """Prepare for ``prompt_ids``; return how many of them are already cached.
 

@@ -50,6 +50,8 @@ from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.plan import DecodePlan, checked_call
+from mlx_gen.prefix_cache.cache import PrefixCache
+from mlx_gen.prefix_cache.session import call_cache
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.proposer import Proposer
 from mlx_gen.settings import GenerationSettings
@@ -62,7 +64,7 @@ def speculative_generate_tokens(
     prompt_ids: Sequence[int],
     settings: GenerationSettings | None = None,
     *,
-    prompt_cache: PromptCache | None = None,
+    prompt_cache: PromptCache | PrefixCache | None = None,
     on_prefill: ProgressCallback | None = None,
     stats: SpeculationStats | None = None,
 ) -> Iterator[GeneratedToken]:
@@ -85,7 +87,7 @@ def speculative_generate_tokens(
     prompt_ids, plan = checked_call(model, prompt_ids, settings)
     if plan.max_tokens == 0:
         return
-    cache = prompt_cache or PromptCache(model.model)
+    cache = call_cache(prompt_cache, model.model)
     rotating = any(isinstance(c, RotatingKVCache) for c in cache.layers)
     if rotating or not can_trim_prompt_cache(cache.layers):
         raise ValueError(

@@ -19,6 +19,7 @@ from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
 from mlx_gen.no_allowed_token import NO_TOKEN
+from mlx_gen.prefix_cache.cache import PrefixCache
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.prompts import Messages, Prompt, encode_prompt
 from mlx_gen.settings import GenerationSettings
@@ -188,7 +189,7 @@ def stream_generate(
     *,
     messages: Messages | None = None,
     settings: GenerationSettings | None = None,
-    prompt_cache: PromptCache | None = None,
+    prompt_cache: PromptCache | PrefixCache | None = None,
     add_special_tokens: bool = True,
     on_prefill: ProgressCallback | None = None,
     tools: Sequence[Mapping[str, Any]] | None = None,
@@ -213,7 +214,8 @@ def stream_generate(
         chat_template_kwargs: Extra template variables (``enable_thinking``,
             ``reasoning_effort``, ...).
         settings: Per-call options (``None``: the model's defaults).
-        prompt_cache: A cache to reuse across calls.
+        prompt_cache: A cache to reuse across calls (a :class:`PromptCache`, or a shared
+            :class:`PrefixCache`).
         add_special_tokens: Add BOS when encoding a text prompt.
         on_prefill: ``callback(done, total)`` during prefill.
 

@@ -26,11 +26,13 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.cache import make_prompt_cache
 
+from mlx_gen.batch.prefix_rows import prefill_rows, store_finished
 from mlx_gen.batch.step import STREAM, QueuedStep, Row, build_step, read_step, sample_pending
 from mlx_gen.batch.tail import grouped
 from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.plan import DecodePlan
+from mlx_gen.prefix_cache import PrefixCache
 from mlx_gen.validation import check_count, token_ids
 
 
@@ -76,6 +78,8 @@ class BatchDecoder:
         plans: One resolved :class:`DecodePlan` per prompt.
         batch_size: Rows decoded at once; others wait for a free place (``None``: all).
         prefill_step_size: Prompt tokens per forward pass while prefilling.
+        prefix_cache: Look each prompt up here (only the rest is prefilled; the count is
+            in :attr:`cached_tokens`) and store each row's KV when it leaves the batch.
 
     Raises:
         ValueError: Mismatched lengths, an empty prompt (named by index), an id outside
@@ -94,6 +98,7 @@ class BatchDecoder:
         *,
         batch_size: int | None = None,
         prefill_step_size: int = 512,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         if len(prompts) != len(plans):
             raise ValueError(
@@ -119,6 +124,10 @@ class BatchDecoder:
         self._cache: list[Any] | None = None
         self._queued: QueuedStep | None = None
         self._steps = 0
+        self.prefix_cache = prefix_cache
+        self.cached_tokens: dict[int, int] = {}  # row index → prompt tokens from the cache
+        self.cached_bytes: dict[int, int] = {}  # row index → bytes of KV cache they took
+        self._fed: dict[int, list[int]] = {}  # row index → its tokens read so far
 
     @property
     def done(self) -> bool:
@@ -155,6 +164,8 @@ class BatchDecoder:
         if not ids:
             raise ValueError("prompt_ids is empty: each prompt needs at least one token")
         self._rows = {i: r for i, r in self._rows.items() if not r.done}
+        self.cached_tokens = {i: n for i, n in self.cached_tokens.items() if i in self._rows}
+        self.cached_bytes = {i: n for i, n in self.cached_bytes.items() if i in self._rows}
         index = self._next_index
         self._next_index += 1
         row = Row(index, plan, ids)
@@ -182,6 +193,9 @@ class BatchDecoder:
         if self._steps % 256 == 0:
             mx.clear_cache()
         events = read_step(current)
+        if self.prefix_cache is not None:
+            for index, out in events:
+                self._fed.setdefault(index, []).append(out.token)
         if self._queued is not None:  # constrained rows: masks need the tokens just read
             sample_pending(self._queued)
         return events
@@ -208,15 +222,35 @@ class BatchDecoder:
         ]
         if new:
             inputs = mx.concatenate([inputs, mx.array([r.prompt_ids[-1] for r in new], mx.int32)])
-            self._join(_prefill(self.model, [r.prompt_ids for r in new], self.prefill_step_size))
+            self._join(self._prefill([r.index for r in new], [r.prompt_ids for r in new]))
         rows += new
+        if self.prefix_cache is not None:  # the running batch's KV counts against its budget
+            self.prefix_cache.reserve(sum(c.nbytes for c in self._cache or []))
         if not rows:
             self._cache = None
             return None
         return build_step(self.model, self._cache, inputs, rows)
 
+    def _prefill(self, indices: list[int], prompts: list[list[int]]) -> list[Any]:
+        if self.prefix_cache is None:
+            return _prefill(self.model, prompts, self.prefill_step_size)
+        cache, cached = prefill_rows(self.model, self.prefix_cache, prompts, self.prefill_step_size)
+        for index, (tokens, nbytes) in zip(indices, cached, strict=True):
+            self.cached_tokens[index], self.cached_bytes[index] = tokens, nbytes
+        return cache
+
+    def _store_leaving(self, current: QueuedStep, keep: list[int]) -> None:
+        """Store each leaving row's KV: its prompt and the ``row.step`` tokens it fed."""
+        kept = set(keep)
+        for i, row in enumerate(current.rows):
+            if i not in kept:
+                fed = self._fed.pop(row.index, [])[: row.step]
+                store_finished(self.prefix_cache, self._cache, i, row.prompt_ids + fed)
+
     def _keep(self, current: QueuedStep, keep: list[int]) -> mx.array:
         """Filter the cache to ``keep``; advance those rows; return their next inputs."""
+        if self.prefix_cache is not None and len(keep) < len(current.rows):
+            self._store_leaving(current, keep)
         for i in keep:
             row = current.rows[i]
             row.step += 1

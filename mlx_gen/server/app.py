@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.prefix_cache import PrefixCache
 from mlx_gen.server.agent_routes import add_agent_routes
 from mlx_gen.server.bridge import MAX_UNREAD_EVENTS
 from mlx_gen.server.chat import apply_chat_template, chat_completions
@@ -59,6 +60,7 @@ def create_app(
     max_prompt_chars: int | None = None,
     max_unread_events: int = MAX_UNREAD_EVENTS,
     docs: bool = False,
+    prefix_cache: PrefixCache | None = None,
 ) -> FastAPI:
     """An OpenAI-compatible app serving ``model`` as ``name``.
 
@@ -79,6 +81,7 @@ def create_app(
         max_unread_events: Events a streaming client may leave unread (then its
             request is cancelled).
         docs: Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (behind the key).
+        prefix_cache: The prefix cache every request shares (``None``: none).
 
     Raises:
         ValueError: A limit below its minimum, or an empty ``api_key``.
@@ -92,7 +95,13 @@ def create_app(
     if api_key is not None and not api_key:
         raise ValueError("api_key='' is invalid (an empty key would let anyone in)")
     metrics = PrometheusMetrics(lambda: worker.running, lambda: worker.in_flight)
-    worker = Worker(model, max_batch_size=max_batch_size, max_queue=max_queue, metrics=metrics)
+    worker = Worker(
+        model,
+        max_batch_size=max_batch_size,
+        max_queue=max_queue,
+        metrics=metrics,
+        prefix_cache=prefix_cache,
+    )
     chars = max_prompt_chars if max_prompt_chars is not None else prompt_chars_bound(model)
     choices = max(1, min(64, max_batch_size + max_queue))
     limits = Limits(max_tokens_limit, choices, chars, max_unread_events)
@@ -130,6 +139,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:
             "in_flight": state.worker.in_flight,
             "unsent": state.worker.unsent,
             "generated_tokens": state.worker.generated_tokens,
+            "prompt_cache": _cache_health(state.worker.prefix_cache),
         }
 
     @app.get("/v1/models")
@@ -168,3 +178,15 @@ def _routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/tokenizer_info")
     async def tokenizer_info_route() -> TokenizerInfo:
         return tokenizer_info(state)
+
+
+def _cache_health(cache: PrefixCache | None) -> dict | None:
+    """The prefix cache's size, budget and counters (``None`` when it is off)."""
+    if cache is None:
+        return None
+    return {
+        "entries": len(cache),
+        "bytes": cache.nbytes,
+        "max_bytes": cache.max_bytes,
+        **vars(cache.stats),
+    }

@@ -166,6 +166,11 @@ class RequestRun:
             if not isinstance(event, Admitted):
                 yield index, event
 
+    def cached_tokens(self, choices_per_prompt: int = 1) -> int:
+        """Prompt tokens served from the prefix cache, each prompt counted once (its first
+        choice's), as ``usage.prompt_tokens_details.cached_tokens`` reports them."""
+        return sum(job.cached_tokens for job in self.jobs[::choices_per_prompt])
+
     def cancel(self) -> None:
         """Cancel every choice that has not ended."""
         for index in self.open:

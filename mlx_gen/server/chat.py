@@ -30,6 +30,7 @@ from mlx_gen.server.responses import (
     ChunkChoice,
     Delta,
     LogprobEntry,
+    PromptTokensDetails,
     Usage,
 )
 from mlx_gen.server.schemas import ChatRequest, Message
@@ -179,10 +180,15 @@ async def chat_completions(state: ServerState, req: ChatRequest, request: Reques
     finally:
         run.close()  # Its places in the queue are free once the answer is built.
     prompt_len = len(specs[0].prompt_ids)
-    return await run_in_threadpool(json_response, _response, state, req, choices, prompt_len)
+    cached = run.cached_tokens(req.n)
+    return await run_in_threadpool(
+        json_response, _response, state, req, choices, prompt_len, cached
+    )
 
 
-def _response(state: ServerState, req: ChatRequest, choices: list[_Choice], prompt_len: int):
+def _response(
+    state: ServerState, req: ChatRequest, choices: list[_Choice], prompt_len: int, cached: int
+):
     out = []
     for i, c in enumerate(choices):
         reason, stop_reason = finish_fields(c.last)
@@ -210,6 +216,7 @@ def _response(state: ServerState, req: ChatRequest, choices: list[_Choice], prom
             prompt_tokens=prompt_len,
             completion_tokens=completion,
             total_tokens=prompt_len + completion,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
         ),
     )
 
@@ -267,7 +274,10 @@ async def _stream(
         if req.stream_options is not None and req.stream_options.include_usage:
             total = sum(counts)
             usage = Usage(
-                prompt_tokens=prompt_len, completion_tokens=total, total_tokens=prompt_len + total
+                prompt_tokens=prompt_len,
+                completion_tokens=total,
+                total_tokens=prompt_len + total,
+                prompt_tokens_details=PromptTokensDetails(cached_tokens=run.cached_tokens(req.n)),
             )
             yield sse(ChatCompletionChunk(**head, choices=[], usage=usage))
         yield DONE

@@ -20,7 +20,7 @@ from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.server.bridge import ChoiceSpec, ClientGone, RequestRun
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.logprob_format import legacy_entry, legacy_logprobs
-from mlx_gen.server.responses import Completion, CompletionChoice, Usage
+from mlx_gen.server.responses import Completion, CompletionChoice, PromptTokensDetails, Usage
 from mlx_gen.server.schemas import CompletionRequest
 from mlx_gen.server.settings_map import (
     base_settings,
@@ -153,11 +153,18 @@ async def completions(state: ServerState, req: CompletionRequest, request: Reque
         raise ApiError(400, "the client disconnected") from None
     finally:
         run.close()  # Its places in the queue are free once the answer is built.
-    return await run_in_threadpool(json_response, _completion, state, req, choices, prompt_len)
+    cached = run.cached_tokens(req.n)
+    return await run_in_threadpool(
+        json_response, _completion, state, req, choices, prompt_len, cached
+    )
 
 
 def _completion(
-    state: ServerState, req: CompletionRequest, choices: list[_Choice], prompt_len: int
+    state: ServerState,
+    req: CompletionRequest,
+    choices: list[_Choice],
+    prompt_len: int,
+    cached: int,
 ) -> Completion:
     out = [_choice(req, i, c, final=True) for i, c in enumerate(choices)]
     completion = sum(len(c.ids) for c in choices)
@@ -166,7 +173,7 @@ def _completion(
         created=now(),
         model=state.name,
         choices=out,
-        usage=_usage(prompt_len, completion),
+        usage=_usage(prompt_len, completion, cached),
     )
 
 
@@ -206,11 +213,12 @@ def _choice(req: CompletionRequest, index: int, c: _Choice, *, final: bool) -> C
     )
 
 
-def _usage(prompt_len: int, completion: int) -> Usage:
+def _usage(prompt_len: int, completion: int, cached: int) -> Usage:
     return Usage(
         prompt_tokens=prompt_len,
         completion_tokens=completion,
         total_tokens=prompt_len + completion,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
     )
 
 
@@ -249,7 +257,8 @@ async def _stream(
             yield sse(Completion(**head, choices=[_choice(req, index, piece, final=False)]))
         if req.stream_options is not None and req.stream_options.include_usage:
             total = sum(len(c.ids) for c in choices)
-            yield sse(Completion(**head, choices=[], usage=_usage(prompt_len, total)))
+            usage = _usage(prompt_len, total, run.cached_tokens(req.n))
+            yield sse(Completion(**head, choices=[], usage=usage))
         yield DONE
     finally:
         run.close()  # Sent or abandoned: cancel what runs, free its places in the queue.

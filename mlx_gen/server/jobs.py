@@ -74,6 +74,7 @@ class Job:
     finished: bool = field(default=False, init=False)
     failure: str | None = field(default=None, init=False)
     text: TextAssembler | None = field(default=None, init=False)
+    cached_tokens: int = field(default=0, init=False)  # prompt tokens from the prefix cache
 
 
 class Guarded:

@@ -24,6 +24,7 @@ from mlx_gen.quiet_libraries import quiet_libraries
 from mlx_gen.server.app import create_app
 from mlx_gen.server.bridge import MAX_UNREAD_EVENTS
 from mlx_gen.server.connections import SPARE_DESCRIPTORS, guarded_protocol, raise_descriptor_limit
+from mlx_gen.server.prompt_cache_flags import add_cache_flags, open_cache, save_cache
 
 LOG = logging.getLogger("mlx_gen.server")
 LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--docs", action="store_true", help="serve /docs, /redoc and /openapi.json (behind the key)"
     )
     p.add_argument("--log-level", choices=LEVELS, default="warning", help="default: warning")
+    add_cache_flags(p)
     return p
 
 
@@ -171,6 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "own); start it as one process, or use python -m mlx_gen.generate for "
                 "tensor-parallel generation"
             )
+        cache = open_cache(model, args)
     except (ValueError, OSError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
@@ -187,6 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_prompt_chars=args.max_prompt_chars,
         max_unread_events=args.max_unread_events,
         docs=args.docs,
+        prefix_cache=cache,
     )
     max_connections = _connection_limit(args.max_connections)
     protocol = guarded_protocol(max_connections=max_connections, header_timeout=args.header_timeout)
@@ -203,4 +207,5 @@ def _serve(args: argparse.Namespace) -> int:
         _Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
         pass
+    save_cache(cache, args)
     return 0

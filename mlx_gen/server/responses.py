@@ -46,12 +46,19 @@ class ChoiceLogprobs(BaseModel):
     refusal: list[LogprobEntry] | None = None
 
 
+class PromptTokensDetails(BaseModel):
+    """``usage.prompt_tokens_details``: prompt tokens served from the prefix cache."""
+
+    cached_tokens: int = 0
+
+
 class Usage(BaseModel):
     """Token counts (each prompt counted once whatever ``n``)."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
 
 
 class ChatMessage(BaseModel):

@@ -30,6 +30,7 @@ from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
 from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.plan import DecodePlan
+from mlx_gen.prefix_cache import PrefixCache
 from mlx_gen.scoring import score
 from mlx_gen.server.jobs import (
     Admitted,
@@ -68,6 +69,8 @@ class Worker:
         prefill_step_size: Prompt tokens per forward pass.
         metrics: What it reports to (``/metrics``); also the hook for the prefix cache
             (``metrics.prefix_cache``) and speculation (``metrics.speculation``).
+        prefix_cache: Every job looks its prompt up here and stores its KV when it
+            leaves the batch (``None``: nothing is kept between requests).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class Worker:
         max_queue: int = 64,
         prefill_step_size: int = 512,
         metrics: EngineMetrics | None = None,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.model, self.max_batch_size, self.max_queue = model, max_batch_size, max_queue
         # Weights load lazily, and a lazy MLX array is bound to the stream (so the thread)
@@ -86,6 +90,7 @@ class Worker:
         mx.eval(model.model(mx.array([[0]], dtype=mx.int32)))
         self.prefill_step_size = prefill_step_size
         self.metrics = metrics if metrics is not None else EngineMetrics()
+        self.prefix_cache = prefix_cache
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -248,6 +253,7 @@ class Worker:
                 [],
                 batch_size=self.max_batch_size,
                 prefill_step_size=self.prefill_step_size,
+                prefix_cache=self.prefix_cache,
             )
         job.text = TextAssembler(
             self.model.tokenizer, job.settings, job.prompt_ids, time.perf_counter()
@@ -275,6 +281,11 @@ class Worker:
             self.generated_tokens += is_token
             if is_token:
                 self.metrics.token(job)
+            if out.step == 0:  # the first token: the row's prefill is done
+                job.cached_tokens = self._decoder.cached_tokens.get(index, 0)
+                if job.cached_tokens:
+                    hit_bytes = self._decoder.cached_bytes.get(index, 0)
+                    self.metrics.prefix_cache(hit_tokens=job.cached_tokens, hit_bytes=hit_bytes)
             try:
                 chunk = job.text.feed(out)
             except Exception as err:  # noqa: BLE001 - a stopping criterion of this job
