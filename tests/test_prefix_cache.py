@@ -114,7 +114,7 @@ def test_cold_equals_warm_on_smollm2_chat():
     cache = PrefixCache(model, max_bytes=256 << 20)
     system = {"role": "system", "content": "You are a terse assistant. Answer in one line."}
     messages = [system, {"role": "user", "content": "Name a colour."}]
-    for turn in range(3):
+    for _turn in range(3):
         ids = model.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         cold, warm = run(model, ids), run(model, ids, cache=cache)
         assert_same(cold, warm)

@@ -45,7 +45,9 @@ def test_round_trip_keeps_entries_order_and_outputs(stories, tmp_path):
     cold = [(t.token, t.logprobs["raw"].logprob) for t in generate_tokens(stories, ids, GREEDY)]
     warm = list(generate_tokens(stories, ids, GREEDY, prompt_cache=again))
     assert [t.token for t in warm] == [c[0] for c in cold]
-    assert max(abs(t.logprobs["raw"].logprob - c[1]) for t, c in zip(warm, cold)) <= 1e-4
+    assert (
+        max(abs(t.logprobs["raw"].logprob - c[1]) for t, c in zip(warm, cold, strict=True)) <= 1e-4
+    )
     assert cache.save(tmp_path / "small", max_bytes=cache.nbytes // 2 + 1) == 1  # its budget
 
 

@@ -40,7 +40,7 @@ def run(model, ids, cache=None):
 
 def test_sliding_windows_hit_checkpoints_and_never_serve_stale_kv(gemma, prompts):
     window, (a, b, c) = prompts
-    shared = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
     assert shared > window
     cache = PrefixCache(gemma, max_bytes=1 << 30)
     colds = [run(gemma, p) for p in (a, b, c)]
