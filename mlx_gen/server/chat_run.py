@@ -65,6 +65,11 @@ class ChatOutcome:
             {"name", "arguments"}}``), empty until the chat path produces them.
         logprobs: With ``logprobs``, each generated token's chat logprob entry (``token``,
             ``logprob``, ``bytes``, ``top_logprobs``, ...), in order.
+        cached_tokens: Prompt tokens served from the prefix cache (the chat endpoint's
+            ``usage.prompt_tokens_details.cached_tokens``); known once the prompt is read.
+        reasoning_tokens: Generated tokens after which the answer was still inside its
+            reasoning block (the block's markers excluded: with ``thinking_budget`` N and
+            a model that would think longer, exactly N).
     """
 
     content: str = ""
@@ -75,6 +80,8 @@ class ChatOutcome:
     reasoning: str | None = None
     tool_calls: list[dict] = field(default_factory=list)
     logprobs: list[dict] = field(default_factory=list)
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 async def prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
@@ -99,6 +106,9 @@ class Started:
             outcome.logprobs.append(self.entry(chunk))
         new = self.parser.feed(chunk.text)
         add_pieces(outcome, new)
+        if chunk.token != NO_TOKEN and self.parser.state == "reasoning":
+            outcome.reasoning_tokens += 1
+        outcome.cached_tokens = self.run.cached_tokens()  # set once its prompt was read
         return new
 
 

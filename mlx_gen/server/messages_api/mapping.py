@@ -6,7 +6,8 @@ Request → chat: ``system`` → a system message; text blocks → the message's
 turn's text; ``thinking`` blocks → the assistant message's ``reasoning_content``; ``tools`` →
 chat function tools (``input_schema`` → ``parameters``); ``tool_choice`` ``auto`` /
 ``any`` / ``tool`` / ``none`` → ``"auto"`` / ``"required"`` / the named function /
-``"none"``; ``thinking.budget_tokens`` → ``thinking_budget``; ``stop_sequences`` →
+``"none"`` (``disable_parallel_tool_use`` → ``parallel_tool_calls: false``);
+``thinking.budget_tokens`` → ``thinking_budget``; ``stop_sequences`` →
 ``stop``; ``output_config.format`` (``json_schema``) → ``response_format``
 (``output_config.effort`` is ignored: the thinking budget is ``thinking.budget_tokens``).
 Images and documents are refused by block.
@@ -66,7 +67,7 @@ def _turn(role: str, content: str | list[dict], where: str) -> list[dict]:
         if kind == "text":
             texts.append(str(block.get("text", "")))
         elif kind == "tool_use" and role == "assistant":
-            arguments = json.dumps(block.get("input", {}))
+            arguments = json.dumps(block.get("input", {}), ensure_ascii=False)
             call = {"name": block.get("name"), "arguments": arguments}
             calls.append({"id": block.get("id"), "type": "function", "function": call})
         elif kind == "tool_result" and role == "user":
@@ -110,6 +111,13 @@ def _tool_choice(choice: dict | None) -> str | dict | None:
         "(expected type auto, any, none, or tool with a name)",
         param="tool_choice",
     )
+
+
+def _parallel(choice: dict | None) -> bool | None:
+    """``tool_choice.disable_parallel_tool_use: true`` → chat ``parallel_tool_calls: false``."""
+    if choice is not None and choice.get("disable_parallel_tool_use") is True:
+        return False
+    return None
 
 
 def _tools(tools: list[dict] | None) -> list[dict] | None:
@@ -173,6 +181,7 @@ def to_chat(req: CountTokensRequest, extensions: dict[str, Any]) -> dict[str, An
     optional = {
         "tools": _tools(req.tools),
         "tool_choice": _tool_choice(req.tool_choice),
+        "parallel_tool_calls": _parallel(req.tool_choice),
         "thinking_budget": _thinking(req.thinking),
         "response_format": _format(req.output_config),
     }
