@@ -198,6 +198,7 @@ def test_errors_in_anthropic_shape(client, url):
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
         ({"tool_choice": {"type": "sometimes"}}, "tool_choice"),
         ({"thinking": {"type": "enabled", "budget_tokens": 0}}, "thinking"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 8}}, "thinking"),  # no <think>
         ({"tools": [{"name": "f", "input_schema": {"type": "object"}}],
           "tool_choice": {"type": "tool", "name": "zz"}}, "tool_choice"),
         ({"messages": [{"role": "user", "content": [

@@ -173,6 +173,7 @@ def _error(r: httpx.Response, param: str) -> str:
           "tool_choice": {"type": "function", "name": "zz"}}, "tool_choice", "not a declared"),
         ({"tool_choice": {"type": "file_search"}}, "tool_choice", "not supported"),
         ({"reasoning": {"effort": "huge"}}, "reasoning.effort", "not valid"),
+        ({"reasoning": {"effort": "low"}}, "reasoning", "needs a reasoning model"),
         ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
          "input[0].content[0]", "input_image"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0]", "item_reference"),

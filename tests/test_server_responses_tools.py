@@ -112,8 +112,11 @@ def test_streamed_events_in_order_and_argument_deltas_concatenate(served):
     [added] = [e for e in events if e.type == "response.output_item.added"
                and e.item.type == "function_call"]  # fmt: skip
     at = added.output_index
-    deltas = [e.delta for e in events
-              if e.type == "response.function_call_arguments.delta" and e.output_index == at]
+    deltas = [
+        e.delta
+        for e in events
+        if e.type == "response.function_call_arguments.delta" and e.output_index == at
+    ]
     [done] = [e for e in events if e.type == "response.function_call_arguments.done"]
     assert len(deltas) > 2 and added.item.name == call.name
     assert "".join(deltas) == done.arguments == call.arguments and done.name == call.name
