@@ -151,7 +151,7 @@ def test_thinking_budget_gives_exactly_n_thinking_tokens(tmp_path):
         with client.messages.stream(**args) as stream:
             events = list(stream)
             final = stream.get_final_message()
-    thinking = [e.delta.thinking for e in events
-                if e.type == "content_block_delta" and e.delta.type == "thinking_delta"]  # fmt: skip
+    deltas = [e.delta for e in events if e.type == "content_block_delta"]
+    thinking = [d.thinking for d in deltas if d.type == "thinking_delta"]
     assert "".join(thinking) == expected.reasoning and len(thinking) >= 2
     assert [b.model_dump() for b in final.content] == [b.model_dump() for b in r.content]

@@ -3,11 +3,11 @@
 The Anthropic and Responses surfaces map ``tools``, ``tool_choice``, tool calls and tool
 results in the history, and thinking budgets onto the chat request's fields (chat
 ``tools`` / ``tool_choice``, assistant ``tool_calls`` and ``reasoning_content``, ``tool``
-role messages with ``tool_call_id``, ``thinking_budget``, ``reasoning_effort``). Until
-the chat path generates with them, :func:`unsupported` names the first one a mapped
-request uses, and each surface answers a 400 naming its own field. Wiring tool calling
-or reasoning in is setting the flag here (and reading the chunks' tool calls /
-reasoning in :mod:`mlx_gen.server.chat_run`).
+role messages with ``tool_call_id``, ``thinking_budget``, ``reasoning_effort``), and
+the chat path generates with all of them (tool grammars and the thinking budget,
+:mod:`mlx_gen.tools`). The flags stay the one switch: with one off, :func:`unsupported`
+names the first feature a mapped request uses and each surface answers a 400 naming its
+own field (and ``/v1/models`` says so).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ user message; message items (``input_text`` / ``output_text`` parts) → chat me
 ``function_call`` items → the assistant message's ``tool_calls`` (``call_id`` → ``id``);
 ``function_call_output`` items → ``tool`` messages; ``reasoning`` items are dropped (chat
 templates do not re-render earlier reasoning); function ``tools`` → chat function tools;
-``tool_choice`` and ``parallel_tool_calls`` → chat's; ``text.format`` ``json_schema`` / ``json_object`` →
-``response_format``; ``reasoning.effort`` → ``thinking_budget`` by
+``tool_choice`` and ``parallel_tool_calls`` → chat's; ``text.format`` ``json_schema`` /
+``json_object`` → ``response_format``; ``reasoning.effort`` → ``thinking_budget`` by
 :data:`EFFORT_BUDGETS` and ``reasoning_effort`` (the template variable; ``xhigh`` →
 ``high``); ``reasoning.summary`` is ignored (the reasoning is returned whole);
 ``max_output_tokens`` → ``max_tokens``; ``top_logprobs`` (or ``include``
