@@ -36,15 +36,15 @@ def model_capabilities(model: LoadedModel) -> dict[str, bool]:
 
 
 def unsupported(chat: dict[str, Any]) -> str | None:
-    """The first chat feature of the mapped request ``chat`` not supported yet, or ``None``.
+    """The first chat feature of the mapped request ``chat`` switched off, or ``None``.
 
     Returns one of ``"tools"``, ``"tool_choice"``, ``"tool_calls"`` (an assistant
     message with tool calls), ``"tool"`` (a tool-result message), ``"thinking_budget"``.
 
     >>> unsupported({"messages": [{"role": "user", "content": "hi"}]}) is None
     True
-    >>> unsupported({"messages": [], "tools": [{"type": "function"}]})
-    'tools'
+    >>> unsupported({"messages": [], "tools": [{"type": "function"}]}) is None  # supported
+    True
     """
     if not TOOLS_SUPPORTED:
         if chat.get("tools"):
