@@ -64,6 +64,8 @@ def test_forced_tool_call_validates_and_streams_the_same(served, name):
     jsonschema.validate(block.input, SCHEMAS[name])
     events, final = _ask(client, stream=True, tool_choice=choice)
     assert _calls(final) == _calls(r) and final.stop_reason == "tool_use"
+    texts = [(b.type, getattr(b, "text", None)) for b in final.content]
+    assert texts == [(b.type, getattr(b, "text", None)) for b in r.content]
     fragments = [
         e.delta.partial_json
         for e in events
@@ -155,3 +157,27 @@ def test_thinking_budget_gives_exactly_n_thinking_tokens(tmp_path):
     thinking = [d.thinking for d in deltas if d.type == "thinking_delta"]
     assert "".join(thinking) == expected.reasoning and len(thinking) >= 2
     assert [b.model_dump() for b in final.content] == [b.model_dump() for b in r.content]
+
+
+def test_a_call_cut_by_max_tokens_is_max_tokens_not_a_tool_use(served):
+    """Cut inside its arguments (seed 3, 40 tokens): no invalid ``input`` (it was a 500),
+    ``stop_reason`` ``max_tokens`` streamed or not, and the chat endpoint's message."""
+    url, client = served
+    choice = {"type": "tool", "name": "w"}
+    r = _ask(client, tool_choice=choice, max_tokens=40)
+    assert r.stop_reason == "max_tokens" and _calls(r) == []
+    events, final = _ask(client, stream=True, tool_choice=choice, max_tokens=40)
+    assert final.stop_reason == "max_tokens"
+    assert [b.type for b in final.content][-1] == "tool_use"  # its start was streamed
+    body = {
+        "model": "test",
+        "messages": USER,
+        "tools": TOOLS,
+        "max_tokens": 40,
+        "seed": 3,
+        "temperature": 1.0,
+        "tool_choice": {"type": "function", "function": {"name": "w"}},
+    }
+    chat = httpx.post(url + "/v1/chat/completions", json=body, timeout=60).json()["choices"][0]
+    assert chat["finish_reason"] == "length" and chat["message"]["tool_calls"] is None
+    assert [b.text for b in r.content] == [chat["message"]["content"]]

@@ -198,3 +198,17 @@ def test_prefix_cache_hits_are_reported_in_usage(tmp_path):
     for m in (message, streamed):  # Anthropic counts cache reads apart from input_tokens
         assert m.usage.cache_read_input_tokens > 0
         assert m.usage.input_tokens + m.usage.cache_read_input_tokens == cold.usage.input_tokens
+
+
+def test_a_call_cut_by_max_output_tokens_is_incomplete(served):
+    """Cut inside its arguments (seed 3, 40 tokens): ``incomplete``, and no function_call
+    item with invalid arguments in the non-streamed response (as the chat endpoint)."""
+    _, client = served
+    kw = {"tool_choice": {"type": "function", "name": "w"}, "max_output_tokens": 40}
+    r = _ask(client, **kw)
+    assert r.status == "incomplete" and _calls(r) == []
+    assert r.incomplete_details.reason == "max_output_tokens"
+    events = list(_ask(client, stream=True, **kw))
+    assert events[-1].type == "response.incomplete"
+    assert [i.type for i in events[-1].response.output][-1] == "function_call"  # streamed
+    assert events[-1].response.output[-1].status == "incomplete"

@@ -157,6 +157,10 @@ def add_pieces(outcome: ChatOutcome, pieces: list[Piece]) -> None:
 async def collect(started: Started, request: Request) -> ChatOutcome:
     """Wait for the whole answer (cancelled when the client disconnects).
 
+    Its tool calls are the complete ones, as in the chat endpoint's message (one cut short
+    by ``max_tokens`` is dropped; a stream has sent its start, :func:`pieces`); its content
+    is the text as streamed.
+
     Raises:
         ApiError: The job's failure, or 400 when the client went away.
     """
@@ -174,6 +178,8 @@ async def collect(started: Started, request: Request) -> ChatOutcome:
     finally:
         run.close()  # Its places in the queue are free once the answer is built.
     add_pieces(outcome, started.parser.finish())
+    # Only complete calls (as the chat endpoint's message): one cut by max_tokens is none.
+    outcome.tool_calls = [call.to_openai() for call in started.parser.result().tool_calls]
     return outcome
 
 

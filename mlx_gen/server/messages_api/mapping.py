@@ -13,9 +13,10 @@ chat function tools (``input_schema`` → ``parameters``); ``tool_choice`` ``aut
 Images and documents are refused by block.
 
 Chat output → Anthropic: reasoning → a ``thinking`` block, the text → a ``text`` block,
-each tool call → a ``tool_use`` block; the stop reason is ``tool_use`` when it called a
-tool, ``max_tokens`` at the length limit, ``stop_sequence`` (with the string) when a
-stop sequence matched, and ``end_turn`` otherwise (EOS, or a constraint that ended).
+each tool call → a ``tool_use`` block; the stop reason is ``max_tokens`` at the length
+limit (also when it cut a call), ``tool_use`` when it called a tool, ``stop_sequence``
+(with the string) when a stop sequence matched, and ``end_turn`` otherwise (EOS, or a
+constraint that ended).
 """
 
 from __future__ import annotations
@@ -218,11 +219,12 @@ def content_blocks(outcome: ChatOutcome) -> list[dict]:
 
 
 def stop_fields(outcome: ChatOutcome) -> tuple[str, str | None]:
-    """``(stop_reason, stop_sequence)`` of a finished reply."""
-    if outcome.tool_calls:
-        return "tool_use", None
+    """``(stop_reason, stop_sequence)`` of a finished reply (``max_tokens`` first: a call
+    cut at the limit is not a tool use)."""
     if outcome.finish == "length":
         return "max_tokens", None
+    if outcome.tool_calls:
+        return "tool_use", None
     if outcome.finish == "stop_string":
         return "stop_sequence", str(outcome.matched)
     return "end_turn", None

@@ -258,6 +258,6 @@ def text_part(text: str) -> dict:
 
 def incomplete(outcome: ChatOutcome) -> dict | None:
     """``incomplete_details`` (``None``: the response is complete)."""
-    if outcome.finish == "length" and not outcome.tool_calls:
+    if outcome.finish == "length":  # a call cut at the limit included
         return {"reason": "max_output_tokens"}
     return None
