@@ -181,3 +181,14 @@ def test_a_call_cut_by_max_tokens_is_max_tokens_not_a_tool_use(served):
     chat = httpx.post(url + "/v1/chat/completions", json=body, timeout=60).json()["choices"][0]
     assert chat["finish_reason"] == "length" and chat["message"]["tool_calls"] is None
     assert [b.text for b in r.content] == [chat["message"]["content"]]
+
+
+def test_models_card_names_the_tool_family_and_reasoning(served):
+    url, _ = served
+    card = httpx.get(url + "/v1/models", timeout=30).json()["data"][0]
+    assert card["capabilities"] == {
+        "structured_output": True,
+        "tools": True,
+        "tool_format": "hermes",
+        "reasoning": True,  # <think> and </think> are single tokens of its vocabulary
+    }

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlx_gen.controls import think_marker_ids
 from mlx_gen.loading.loader import LoadedModel
+from mlx_gen.tools.formats import detect_format
+from mlx_gen.tools.grammar import special_tokens
+from mlx_gen.tools.request import template_text
 
 #: The chat path generates tool calls (``tools``, ``tool_choice``, tool history).
 TOOLS_SUPPORTED = True
@@ -22,16 +26,22 @@ TOOLS_SUPPORTED = True
 THINKING_SUPPORTED = True
 
 
-def model_capabilities(model: LoadedModel) -> dict[str, bool]:
+def model_capabilities(model: LoadedModel) -> dict[str, bool | str | None]:
     """What ``model`` supports through this server (``/v1/models`` lists it).
 
-    Structured output (JSON schema, regex, grammar) works with every model; tools and
-    reasoning need the chat path's support (see the module docstring).
+    Structured output (JSON schema, regex, grammar) works with every model. ``tools``:
+    every model calls tools (in ``tool_format``, the family its chat template speaks, or
+    ``generic`` JSON); ``reasoning``: the vocabulary has ``<think>`` and ``</think>`` as
+    single tokens (a thinking budget needs them). Both need their switch on (see the
+    module docstring). Reads the tokenizer: call it once, not per request.
     """
+    tokenizer = model.tokenizer
+    fmt = detect_format(template_text(tokenizer), special_tokens(tokenizer))
     return {
         "structured_output": True,
         "tools": TOOLS_SUPPORTED,
-        "reasoning": THINKING_SUPPORTED,
+        "tool_format": fmt.name if TOOLS_SUPPORTED else None,
+        "reasoning": THINKING_SUPPORTED and think_marker_ids(tokenizer) is not None,
     }
 
 
