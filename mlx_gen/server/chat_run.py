@@ -60,9 +60,9 @@ class ChatOutcome:
             ``"length"``, ``"constraint"``, ...); ``"length"`` when nothing was generated.
         matched: The stop string or EOS id that ended it, if one did.
         prompt_tokens: The prompt's length in tokens.
-        reasoning: The reasoning text (``None`` until the chat path produces it).
+        reasoning: The reasoning text (``None``: the answer had no think block).
         tool_calls: Chat-style tool calls (``{"id", "type": "function", "function":
-            {"name", "arguments"}}``), empty until the chat path produces them.
+            {"name", "arguments"}}``); once collected, only the complete ones.
         logprobs: With ``logprobs``, each generated token's chat logprob entry (``token``,
             ``logprob``, ``bytes``, ``top_logprobs``, ...), in order.
         cached_tokens: Prompt tokens served from the prefix cache (the chat endpoint's
