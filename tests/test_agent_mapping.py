@@ -60,7 +60,7 @@ def test_anthropic_tool_loop_maps_to_chat_tool_fields():
     assert body["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
     assert body["thinking_budget"] == 128 and body["stop"] == ["END"]
     assert body["seed"] == 3 and body["max_tokens"] == 64
-    assert chat_features.unsupported(body) == "tools"  # until the chat path has tools
+    assert chat_features.unsupported(body) is None  # the chat path runs all of it
 
 
 @pytest.mark.parametrize(
@@ -154,11 +154,24 @@ def test_responses_output_from_chat_output():
 
 def test_gate_follows_the_flags(monkeypatch):
     body = {"messages": [{"role": "tool", "content": "x"}], "thinking_budget": 5}
+    assert chat_features.unsupported(body) is None  # both are supported
+    monkeypatch.setattr(chat_features, "TOOLS_SUPPORTED", False)
+    monkeypatch.setattr(chat_features, "THINKING_SUPPORTED", False)
     assert chat_features.unsupported(body) == "tool"
     monkeypatch.setattr(chat_features, "TOOLS_SUPPORTED", True)
     assert chat_features.unsupported(body) == "thinking_budget"
-    monkeypatch.setattr(chat_features, "THINKING_SUPPORTED", True)
-    assert chat_features.unsupported(body) is None
+
+
+def test_parallel_tool_use_and_extensions_map_to_chat():
+    choice = {"type": "any", "disable_parallel_tool_use": True}
+    req = MessagesRequest(max_tokens=4, messages=[{"role": "user", "content": "x"}],
+                          tool_choice=choice)  # fmt: skip
+    body = am.to_chat(req, {"thinking_budget": 3, "tool_format": "hermes"})
+    assert body["tool_choice"] == "required" and body["parallel_tool_calls"] is False
+    assert body["thinking_budget"] == 3 and body["tool_format"] == "hermes"
+    body = rm.to_chat(ResponsesRequest(input="x", parallel_tool_calls=False), {})
+    assert body["parallel_tool_calls"] is False
+    assert "parallel_tool_calls" not in rm.to_chat(ResponsesRequest(input="x"), {})
 
 
 @pytest.mark.parametrize(

@@ -140,6 +140,9 @@ class _FailingRun:
     def close(self) -> None:  # RequestRun.close: cancel, then free the queue places
         self.cancel()
 
+    def cached_tokens(self) -> int:  # RequestRun.cached_tokens: no prefix cache here
+        return 0
+
 
 async def _drain(stream) -> list[dict]:
     return data_of([line async for line in stream])

@@ -54,3 +54,19 @@ def test_cli_examples_run(capsys, default_model_file):
             assert json.loads(out)["total_logprob"] < 0
         if "--bad-words Paris" in command:
             assert "Paris" not in out.split("\n\n")[0]
+
+
+@pytest.mark.slow
+def test_agent_tool_examples_run(capsys, default_model_file):
+    """The Anthropic and Responses tool-call examples run against a local server."""
+    import mlx_gen
+    from tests.serving import running_server
+
+    examples = [b for b in blocks("python") if "get_weather" in b and "base_url" in b]
+    assert len(examples) == 2
+    with running_server(mlx_gen.load(default_model_file), name="SmolLM2-135M-Instruct.Q4_1") as url:
+        for code in examples:
+            exec(compile(code.replace("http://127.0.0.1:8080", url), "README", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "tool_use get_weather {'city': 'Paris'}"
+    assert out[2] == "get_weather {'city': 'Paris'}"

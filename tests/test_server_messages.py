@@ -195,21 +195,20 @@ def test_errors_in_anthropic_shape(client, url):
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
-        ({"tools": [{"name": "f", "input_schema": {"type": "object"}}]}, "tools"),
-        ({"tool_choice": {"type": "any"}}, "tool_choice"),
-        ({"thinking": {"type": "enabled", "budget_tokens": 64}}, "thinking"),
-        (
-            {"messages": [*USER, {"role": "assistant", "content": [
-                {"type": "tool_use", "id": "t1", "name": "f", "input": {}}]}, {"role": "user",
-                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "4"}]}]},
-            "tool_use",
-        ),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
+        ({"tool_choice": {"type": "sometimes"}}, "tool_choice"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 0}}, "thinking"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 8}}, "thinking"),  # no <think>
+        ({"tools": [{"name": "f", "input_schema": {"type": "object"}}],
+          "tool_choice": {"type": "tool", "name": "zz"}}, "tool_choice"),
+        ({"messages": [{"role": "user", "content": [
+            {"type": "tool_use", "id": "t1", "name": "f", "input": {}}]}]}, "messages[0]"),
     ],
 )  # fmt: skip
-def test_tools_and_thinking_refused_until_the_chat_path_has_them(url, extra, field):
+def test_bad_tools_and_thinking_are_400_naming_the_field(url, extra, field):
     r = httpx.post(url + "/v1/messages", json={"max_tokens": 2, "messages": USER, **extra})
     err = _anthropic_shape(r, 400, "invalid_request_error")
-    assert field in err["message"] and "not supported yet" in err["message"]
+    assert err["message"].startswith(field), err
 
 
 def test_api_key_and_queue_full(model):

@@ -115,7 +115,12 @@ def test_models_card_and_metrics_need_the_key(model):
         assert httpx.get(url + "/metrics", headers={"x-api-key": "k"}).status_code == 200
     assert card["context_length"] == card["max_model_len"] == 256
     assert card["vocab_size"] == model.vocab_size
-    assert card["capabilities"] == {"structured_output": True, "tools": False, "reasoning": False}
+    assert card["capabilities"] == {
+        "structured_output": True,
+        "tools": True,
+        "tool_format": "generic",  # its template has no tool markers
+        "reasoning": False,  # no <think> token
+    }
 
 
 def test_an_unexpected_error_counts_as_a_500(model):

@@ -142,6 +142,8 @@ def _routes(app: FastAPI, state: ServerState) -> None:
             "prompt_cache": _cache_health(state.worker.prefix_cache),
         }
 
+    capabilities = model_capabilities(state.model)  # reads the tokenizer once
+
     @app.get("/v1/models")
     async def models() -> ModelList:
         window = context_length(state.model)
@@ -151,7 +153,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:
             max_model_len=window,
             context_length=window,
             vocab_size=state.model.vocab_size,
-            capabilities=model_capabilities(state.model),
+            capabilities=capabilities,
         )
         return ModelList(data=[card])
 

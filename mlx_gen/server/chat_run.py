@@ -60,11 +60,16 @@ class ChatOutcome:
             ``"length"``, ``"constraint"``, ...); ``"length"`` when nothing was generated.
         matched: The stop string or EOS id that ended it, if one did.
         prompt_tokens: The prompt's length in tokens.
-        reasoning: The reasoning text (``None`` until the chat path produces it).
+        reasoning: The reasoning text (``None``: the answer had no think block).
         tool_calls: Chat-style tool calls (``{"id", "type": "function", "function":
-            {"name", "arguments"}}``), empty until the chat path produces them.
+            {"name", "arguments"}}``); once collected, only the complete ones.
         logprobs: With ``logprobs``, each generated token's chat logprob entry (``token``,
             ``logprob``, ``bytes``, ``top_logprobs``, ...), in order.
+        cached_tokens: Prompt tokens served from the prefix cache (the chat endpoint's
+            ``usage.prompt_tokens_details.cached_tokens``); known once the prompt is read.
+        reasoning_tokens: Generated tokens after which the answer was still inside its
+            reasoning block (the block's markers excluded: with ``thinking_budget`` N and
+            a model that would think longer, exactly N).
     """
 
     content: str = ""
@@ -75,6 +80,8 @@ class ChatOutcome:
     reasoning: str | None = None
     tool_calls: list[dict] = field(default_factory=list)
     logprobs: list[dict] = field(default_factory=list)
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 async def prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
@@ -99,6 +106,9 @@ class Started:
             outcome.logprobs.append(self.entry(chunk))
         new = self.parser.feed(chunk.text)
         add_pieces(outcome, new)
+        if chunk.token != NO_TOKEN and self.parser.state == "reasoning":
+            outcome.reasoning_tokens += 1
+        outcome.cached_tokens = self.run.cached_tokens()  # set once its prompt was read
         return new
 
 
@@ -147,6 +157,10 @@ def add_pieces(outcome: ChatOutcome, pieces: list[Piece]) -> None:
 async def collect(started: Started, request: Request) -> ChatOutcome:
     """Wait for the whole answer (cancelled when the client disconnects).
 
+    Its tool calls are the complete ones, as in the chat endpoint's message (one cut short
+    by ``max_tokens`` is dropped; a stream has sent its start, :func:`pieces`); its content
+    is the text as streamed.
+
     Raises:
         ApiError: The job's failure, or 400 when the client went away.
     """
@@ -164,6 +178,8 @@ async def collect(started: Started, request: Request) -> ChatOutcome:
     finally:
         run.close()  # Its places in the queue are free once the answer is built.
     add_pieces(outcome, started.parser.finish())
+    # Only complete calls (as the chat endpoint's message): one cut by max_tokens is none.
+    outcome.tool_calls = [call.to_openai() for call in started.parser.result().tool_calls]
     return outcome
 
 

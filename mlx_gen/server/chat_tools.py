@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from mlx_gen.controls import think_marker_ids
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.responses import ChatMessage, Delta
 from mlx_gen.settings import GenerationSettings
@@ -49,12 +50,20 @@ def chat_plan(
     """The request's :class:`~mlx_gen.tools.ChatPlan` (``base``: its settings).
 
     Raises:
-        ApiError: 400 naming the invalid field.
+        ApiError: 400 naming the invalid field (``thinking_budget`` when the model has no
+            single-token ``<think>`` / ``</think>``).
     """
     variables = dict(req.chat_template_kwargs or {})
     if req.reasoning_effort is not None:
         variables.setdefault("reasoning_effort", req.reasoning_effort)
     if req.thinking_budget is not None:
+        if think_marker_ids(tokenizer) is None:  # named here, not by the worker's admission
+            raise ApiError(
+                400,
+                f"thinking_budget: {req.thinking_budget} needs a reasoning model: <think> and "
+                "</think> must be single tokens of the vocabulary, and are not here",
+                param="thinking_budget",
+            )
         base = replace(base, max_thinking_tokens=req.thinking_budget)
     try:
         plan = prepare_chat(

@@ -33,6 +33,9 @@ EXTENSIONS = (
     "ignore_eos",
     "include_stop_str_in_output",
     "response_format",
+    "chat_template_kwargs",
+    "tool_format",
+    "thinking_budget",  # the surface's own thinking field, when sent, wins
     "return_token_ids",  # non-streamed answers get a top-level ``token_ids``
 )
 

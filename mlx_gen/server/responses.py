@@ -171,7 +171,7 @@ class ModelCard(BaseModel):
     max_model_len: int | None = None
     context_length: int | None = None
     vocab_size: int | None = None
-    capabilities: dict[str, bool] | None = None
+    capabilities: dict[str, bool | str | None] | None = None
 
 
 class ModelList(BaseModel):

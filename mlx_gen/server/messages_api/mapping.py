@@ -6,15 +6,17 @@ Request → chat: ``system`` → a system message; text blocks → the message's
 turn's text; ``thinking`` blocks → the assistant message's ``reasoning_content``; ``tools`` →
 chat function tools (``input_schema`` → ``parameters``); ``tool_choice`` ``auto`` /
 ``any`` / ``tool`` / ``none`` → ``"auto"`` / ``"required"`` / the named function /
-``"none"``; ``thinking.budget_tokens`` → ``thinking_budget``; ``stop_sequences`` →
+``"none"`` (``disable_parallel_tool_use`` → ``parallel_tool_calls: false``);
+``thinking.budget_tokens`` → ``thinking_budget``; ``stop_sequences`` →
 ``stop``; ``output_config.format`` (``json_schema``) → ``response_format``
 (``output_config.effort`` is ignored: the thinking budget is ``thinking.budget_tokens``).
 Images and documents are refused by block.
 
 Chat output → Anthropic: reasoning → a ``thinking`` block, the text → a ``text`` block,
-each tool call → a ``tool_use`` block; the stop reason is ``tool_use`` when it called a
-tool, ``max_tokens`` at the length limit, ``stop_sequence`` (with the string) when a
-stop sequence matched, and ``end_turn`` otherwise (EOS, or a constraint that ended).
+each tool call → a ``tool_use`` block; the stop reason is ``max_tokens`` at the length
+limit (also when it cut a call), ``tool_use`` when it called a tool, ``stop_sequence``
+(with the string) when a stop sequence matched, and ``end_turn`` otherwise (EOS, or a
+constraint that ended).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def _turn(role: str, content: str | list[dict], where: str) -> list[dict]:
         if kind == "text":
             texts.append(str(block.get("text", "")))
         elif kind == "tool_use" and role == "assistant":
-            arguments = json.dumps(block.get("input", {}))
+            arguments = json.dumps(block.get("input", {}), ensure_ascii=False)
             call = {"name": block.get("name"), "arguments": arguments}
             calls.append({"id": block.get("id"), "type": "function", "function": call})
         elif kind == "tool_result" and role == "user":
@@ -110,6 +112,13 @@ def _tool_choice(choice: dict | None) -> str | dict | None:
         "(expected type auto, any, none, or tool with a name)",
         param="tool_choice",
     )
+
+
+def _parallel(choice: dict | None) -> bool | None:
+    """``tool_choice.disable_parallel_tool_use: true`` → chat ``parallel_tool_calls: false``."""
+    if choice is not None and choice.get("disable_parallel_tool_use") is True:
+        return False
+    return None
 
 
 def _tools(tools: list[dict] | None) -> list[dict] | None:
@@ -173,6 +182,7 @@ def to_chat(req: CountTokensRequest, extensions: dict[str, Any]) -> dict[str, An
     optional = {
         "tools": _tools(req.tools),
         "tool_choice": _tool_choice(req.tool_choice),
+        "parallel_tool_calls": _parallel(req.tool_choice),
         "thinking_budget": _thinking(req.thinking),
         "response_format": _format(req.output_config),
     }
@@ -209,11 +219,12 @@ def content_blocks(outcome: ChatOutcome) -> list[dict]:
 
 
 def stop_fields(outcome: ChatOutcome) -> tuple[str, str | None]:
-    """``(stop_reason, stop_sequence)`` of a finished reply."""
-    if outcome.tool_calls:
-        return "tool_use", None
+    """``(stop_reason, stop_sequence)`` of a finished reply (``max_tokens`` first: a call
+    cut at the limit is not a tool use)."""
     if outcome.finish == "length":
         return "max_tokens", None
+    if outcome.tool_calls:
+        return "tool_use", None
     if outcome.finish == "stop_string":
         return "stop_sequence", str(outcome.matched)
     return "end_turn", None

@@ -3,7 +3,7 @@
 Each request becomes a chat request (:mod:`.mapping`) and runs on the chat path
 (:mod:`mlx_gen.server.chat_run`). A stream sends Anthropic's events in order:
 ``message_start``, ``ping``, the content blocks (:mod:`.stream`), then
-``message_delta`` (``stop_reason``, ``stop_sequence``, ``usage.output_tokens``) and
+``message_delta`` (``stop_reason``, ``stop_sequence``, the final ``usage``) and
 ``message_stop``; a failure mid-stream is an ``error`` event.
 """
 
@@ -57,7 +57,19 @@ def _message(state: ServerState, msg_id: str, outcome: ChatOutcome, content: lis
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
-        "usage": {"input_tokens": outcome.prompt_tokens, "output_tokens": len(outcome.token_ids)},
+        "usage": usage(outcome),
+    }
+
+
+def usage(outcome: ChatOutcome) -> dict:
+    """Anthropic's ``usage``: ``input_tokens`` are the prompt tokens not read from the prefix
+    cache, ``cache_read_input_tokens`` those that were (their sum is the prompt's length, as
+    ``count_tokens`` says); nothing is counted as a cache write (the cache needs no markers)."""
+    return {
+        "input_tokens": outcome.prompt_tokens - outcome.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": outcome.cached_tokens,
+        "output_tokens": len(outcome.token_ids),
     }
 
 
@@ -96,7 +108,7 @@ async def _stream(state: ServerState, msg_id: str, started: Started) -> AsyncIte
         "message_delta",
         {
             "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-            "usage": {"output_tokens": len(outcome.token_ids)},
+            "usage": usage(outcome),
         },
     )
     yield event("message_stop", {})

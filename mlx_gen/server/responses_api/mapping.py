@@ -5,8 +5,8 @@ user message; message items (``input_text`` / ``output_text`` parts) → chat me
 ``function_call`` items → the assistant message's ``tool_calls`` (``call_id`` → ``id``);
 ``function_call_output`` items → ``tool`` messages; ``reasoning`` items are dropped (chat
 templates do not re-render earlier reasoning); function ``tools`` → chat function tools;
-``tool_choice`` → chat's; ``text.format`` ``json_schema`` / ``json_object`` →
-``response_format``; ``reasoning.effort`` → ``thinking_budget`` by
+``tool_choice`` and ``parallel_tool_calls`` → chat's; ``text.format`` ``json_schema`` /
+``json_object`` → ``response_format``; ``reasoning.effort`` → ``thinking_budget`` by
 :data:`EFFORT_BUDGETS` and ``reasoning_effort`` (the template variable; ``xhigh`` →
 ``high``); ``reasoning.summary`` is ignored (the reasoning is returned whole);
 ``max_output_tokens`` → ``max_tokens``; ``top_logprobs`` (or ``include``
@@ -190,6 +190,7 @@ def to_chat(req: ResponsesRequest, extensions: dict[str, Any]) -> dict[str, Any]
         "top_p": req.top_p,
         "tools": _tools(req.tools),
         "tool_choice": _tool_choice(req.tool_choice),
+        "parallel_tool_calls": req.parallel_tool_calls,
         "response_format": _format(req.text),
         "thinking_budget": _budget(req.reasoning),
         "reasoning_effort": _effort(req.reasoning),
@@ -257,6 +258,6 @@ def text_part(text: str) -> dict:
 
 def incomplete(outcome: ChatOutcome) -> dict | None:
     """``incomplete_details`` (``None``: the response is complete)."""
-    if outcome.finish == "length" and not outcome.tool_calls:
+    if outcome.finish == "length":  # a call cut at the limit included
         return {"reason": "max_output_tokens"}
     return None

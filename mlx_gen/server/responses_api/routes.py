@@ -52,7 +52,7 @@ def envelope(state: ServerState, req: ResponsesRequest, head: dict, **fields: An
         "top_p": req.top_p,
         "tools": req.tools or [],
         "tool_choice": req.tool_choice or "auto",
-        "parallel_tool_calls": extra.get("parallel_tool_calls", True),
+        "parallel_tool_calls": req.parallel_tool_calls is not False,
         "text": req.text or {"format": {"type": "text"}},
         "reasoning": req.reasoning,
         "store": False,
@@ -65,12 +65,14 @@ def envelope(state: ServerState, req: ResponsesRequest, head: dict, **fields: An
 
 
 def _usage(outcome: ChatOutcome) -> dict:
+    """``usage``: ``cached_tokens`` (part of ``input_tokens``) came from the prefix cache;
+    ``reasoning_tokens`` (part of ``output_tokens``) were generated inside the think block."""
     out = len(outcome.token_ids)
     return {
         "input_tokens": outcome.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": outcome.cached_tokens, "cache_write_tokens": 0},
         "output_tokens": out,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": outcome.reasoning_tokens},
         "total_tokens": outcome.prompt_tokens + out,
     }
 

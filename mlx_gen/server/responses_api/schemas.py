@@ -15,7 +15,6 @@ IGNORED = {
     "safety_identifier": "nothing is tracked per user",
     "service_tier": "one local model, one tier",
     "prompt_cache_key": "the prompt cache needs no key",
-    "parallel_tool_calls": "echoed back; the tool-calling work decides how many calls",
     "truncation": "nothing is truncated: a prompt beyond the context is a 400",
     "stream_options": "no options apply to this stream",
 }
@@ -34,6 +33,7 @@ class ResponsesRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1)
     tools: list[dict] | None = None
     tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
     text: dict | None = None
     reasoning: dict | None = None
     stream: bool = False
