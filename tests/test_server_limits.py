@@ -141,7 +141,10 @@ def _health_while(base: str, path: str, body: dict) -> list:
 
 def test_health_answers_while_a_long_prompt_is_tokenized(long_model):
     # 256 KiB (220k tokens): a second or more to tokenize; the library holds the GIL for
-    # its last ~10% (ids to Python lists), so a longer prompt stalls /health longer.
+    # its last ~10% (ids to Python lists), so a longer prompt stalls /health longer. Before
+    # the fix the loop answered nothing until the end (one call, 0.6 s). The slowest call
+    # may meet that GIL stretch: 0.84 s once on a 2-core machine loaded by other work, so
+    # the bound on it is 1.5 s, and the typical call must be fast.
     prompt = "Once upon a time, a dog. " * (MB // 4 // 25)
     with running_server(long_model, name="test") as base:
         for path, body in (
@@ -151,7 +154,8 @@ def test_health_answers_while_a_long_prompt_is_tokenized(long_model):
         ):
             r, *latencies = _health_while(base, path, {"model": "test", **body})
             print(f"{path}: {len(latencies)} /health calls, slowest {max(latencies):.3f} s")
-            assert len(latencies) >= 3 and max(latencies) < 0.5
+            typical = sorted(latencies)[len(latencies) // 2]
+            assert len(latencies) >= 3 and typical < 0.5 and max(latencies) < 1.5
 
 
 def test_a_trickled_body_times_out(model):
