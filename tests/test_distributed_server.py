@@ -65,6 +65,10 @@ def requests_for(name: str) -> list[dict[str, Any]]:
             body["response_format"] = {"type": "json_schema", "json_schema": {"schema": SCHEMA}}
         if i % 5 == 4:
             body["stream"] = True
+        if i == 7:
+            body["n"] = 2  # two rows of one request
+        if i == 15:
+            body["echo"] = True  # the prompt scored (logprobs) on every rank too
         out.append(body)
     return out
 

@@ -30,6 +30,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from mlx_gen.batch.step import STREAM
 from mlx_gen.server.jobs import Done, Failed, Job, ShuttingDown
 from mlx_gen.server.wire import NotData, decode_ops, decode_settings, encode_ops, encode_settings
 from mlx_gen.server.worker import Worker
@@ -132,7 +133,14 @@ class LockstepWorker(Worker):
         return messages
 
     def _share(self, messages: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-        """Rank 0 encodes and sends its messages; the others receive and rebuild them."""
+        """Rank 0 encodes and sends its messages; the others receive and rebuild them.
+
+        The decoder queues step ``n + 1`` (``mx.async_eval``) before reading step ``n``,
+        and that step's all-reduces run on :data:`STREAM`: wait for them first, so every
+        rank issues its collectives in the same order (the ring pairs them by order).
+        Nothing is queued after this until the step, so prompt scoring is ordered too.
+        """
+        mx.synchronize(STREAM)
         if self.channel.rank != 0:
             return [self._rebuild(op) for op in decode_ops(self.channel.broadcast())]
         ops, kept = [], []
