@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from tests.checkpoints import llama_config, write_checkpoint
 from tests.conftest import STORIES
 from tests.dist_server import rank_pids, stop, two_ranks
 from tests.serving import running_server
+from tests.tool_models import HERMES, write_tool_model
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["Once upon a time", "The little dog", "She said"]
@@ -201,3 +203,31 @@ def test_ctrl_c_stops_every_rank(models: dict[str, str]) -> None:
         assert httpx.get(f"{launch.url}/health").json()["status"] == "ok"
         assert stop(launch) == 130
         assert rank_pids(launch.port) == []
+
+
+def _chat(url: str, body: dict[str, Any]) -> Any:
+    """A chat answer's choices, tool-call ids (random per call) left out."""
+    r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    choices = r.json()["choices"]
+    for choice in choices:
+        for call in choice["message"].get("tool_calls") or []:
+            call.pop("id")
+    return choices
+
+
+def test_tool_calls_equal_one_process(tmp_path: Path) -> None:
+    folder = str(write_tool_model(tmp_path / "h", HERMES, ["<tool_call>", "</tool_call>"]))
+    tools = [{"type": "function", "function": {"name": "v", "parameters": SCHEMA}}]
+    base = {"model": folder, "messages": [{"role": "user", "content": "hi"}], "tools": tools}
+    bodies = [
+        {**base, "seed": s, "temperature": 1.0, "max_tokens": 160, "tool_choice": choice}
+        for s, choice in enumerate(["required", "auto", "required", "none"])
+    ]
+    with two_ranks(folder) as launch:
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            ranked = list(pool.map(lambda b: _chat(launch.url, b), bodies))
+    with running_server(mg.load(folder), name=folder) as url:
+        single = [_chat(url, b) for b in bodies]
+    same(ranked, single, "tools")
+    assert any(c[0]["finish_reason"] == "tool_calls" for c in single)  # the grammar acted

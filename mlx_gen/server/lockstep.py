@@ -25,6 +25,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import mlx.core as mx
@@ -90,7 +91,7 @@ class LockstepWorker(Worker):
         *,
         channel: Channel,
         rank_timeout: float = 60.0,
-        on_failure: Any = None,
+        on_failure: Callable[[], None] | None = None,
         **options: Any,
     ) -> None:
         options["prefix_cache"] = None
@@ -169,6 +170,10 @@ class LockstepWorker(Worker):
         wire, self._next_id = self._next_id, self._next_id + 1
         self._wire_id[id(job)] = wire
         return ["add", wire, list(job.prompt_ids), settings, job.prompt_logprobs]
+
+    def _finish(self, job: Job, event: Any) -> None:
+        self._wire_id.pop(id(job), None)  # finished on every rank: a later cancel is moot
+        super()._finish(job, event)
 
     def _rebuild(self, op: list[Any]) -> tuple[str, Any]:
         """A follower's message for rank 0's ``op`` (its own job, whose events go nowhere)."""
