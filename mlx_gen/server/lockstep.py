@@ -240,11 +240,16 @@ class LockstepWorker(Worker):
 
     def stopped_by_launcher(self) -> None:
         """Rank 0 got SIGTERM/SIGINT: the launcher stops every rank after one exited, or
-        on Ctrl-C; in-flight and new requests get a 503 (:meth:`abort`)."""
-        self.abort(
+        on Ctrl-C; in-flight and new requests get a 503 (:meth:`abort`).
+
+        Called from a signal handler, which may have interrupted the main thread while it
+        held the worker's lock: the abort runs on a thread of its own.
+        """
+        message = (
             f"the distributed server is stopping: {self.channel.followers()} exited, or the "
             "launcher was interrupted (the launcher's last line names the rank)"
         )
+        threading.Thread(target=self.abort, args=(message,), daemon=True).start()
 
     def abort(self, message: str) -> None:
         """Answer every job 503 with ``message``, refuse new ones, report the failure.
