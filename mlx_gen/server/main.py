@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    rank = 0
     try:
         _check(args)
         rank = process_rank()
@@ -194,7 +195,8 @@ def _serve(args: argparse.Namespace) -> int:
             check_rank_flags(args)
         cache = None if ranked else open_cache(model, args)
     except (ValueError, OSError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        who = f"(rank {rank}) " if rank else ""  # rank 0's line is the usual one
+        print(f"error: {who}{' '.join(str(err).split())}", file=sys.stderr)
         return 2
     if ranked and rank != 0:
         return follow(model, args)
