@@ -11,6 +11,15 @@ loading, the peak memory while loading and overall, and the decode tokens/s of o
 (EOS ignored, ``--gen`` tokens). Both ranks on one host share its cores and talk over
 loopback TCP, so the 2-rank speed here measures the cost of the collectives, not what
 two Macs would do; the memory per rank is the point.
+
+    python benchmarks/bench_distributed.py --server \
+        --out benchmarks/results/distributed-server-110M.json
+
+``--server`` measures the server instead: ``python -m mlx_gen.server`` alone, then under
+``mlx-gen-launch -n 2 --backend ring`` (fresh each time, interleaved, repeated), with 1
+and then 8 concurrent streaming clients (greedy, EOS ignored, ``--gen`` tokens each):
+aggregate tokens/s (all tokens over the wall time of the wave), and each rank's resident
+memory (``VmRSS``, the process with its libraries) and peak (``VmHWM``) after the waves.
 """
 
 from __future__ import annotations
@@ -73,6 +82,107 @@ def measure(ranks: int, folder: Path, gen: int) -> list[dict]:
         return [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(ranks)]
 
 
+def _server_pids(port: int) -> list[int]:
+    """The server processes (every rank, not the launcher) whose command line holds ``port``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        launcher = b"mlx_gen.cli.launch" in args  # it carries the command line too
+        if b"mlx_gen.server" in args and str(port).encode() in args and not launcher:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def _memory(pid: int) -> dict[str, int]:
+    """``VmRSS`` and ``VmHWM`` of ``pid`` in bytes."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return {k: int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM")}
+
+
+def _wave(url: str, clients: int, gen: int) -> float:
+    """``clients`` concurrent streaming requests; aggregate generated tokens/s."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    def one(i: int) -> int:
+        body = {"model": "bench", "prompt": f"Story {i}:", "max_tokens": gen, "temperature": 0}
+        body |= {"ignore_eos": True, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=1200) as r:
+            r.raise_for_status()
+            return sum(1 for line in r.iter_lines() if line.startswith("data: {"))
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        tokens = sum(pool.map(one, range(clients)))
+    return tokens / (time.perf_counter() - start)
+
+
+def measure_server(ranks: int, folder: Path, gen: int) -> dict:
+    """One fresh server on ``ranks`` ranks: tokens/s at 1 and 8 streams, memory per rank."""
+    import re
+    import time
+
+    port = random.randrange(20000, 60000)
+    command = [sys.executable, "-m", "mlx_gen.server", "--model", str(folder)]
+    command += ["--model-name", "bench", "--port", str(port), "--max-batch-size", "8"]
+    if ranks > 1:
+        launcher = [sys.executable, "-m", "mlx_gen.cli.launch", "-n", str(ranks)]
+        ring = str(random.randrange(20000, 60000))
+        command = [*launcher, "--backend", "ring", "-p", ring, "--", *command]
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    proc = subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        for line in proc.stdout:
+            ready = re.search(r"ready on (http://\S+)/v1", line)
+            if ready:
+                break
+        else:
+            raise RuntimeError("the server did not start")
+        url = ready.group(1)
+        _wave(url, 1, 4)  # warm-up
+        tps = {n: _wave(url, n, gen) for n in (1, 8)}
+        memory = [_memory(pid) for pid in _server_pids(port)]
+        return {"tps": tps, "memory": memory}
+    finally:
+        proc.send_signal(2)  # Ctrl-C: the launcher stops every rank
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        time.sleep(0.5)
+
+
+def server_main(args: argparse.Namespace, folder: Path) -> dict:
+    """1 vs ``2`` ranks of the server, interleaved, ``args.repeats`` times; the summary."""
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    for _ in range(args.repeats):
+        for ranks in (1, 2):
+            runs[ranks].append(measure_server(ranks, folder, args.gen))
+    summary = {}
+    for ranks, reports in runs.items():
+        summary[ranks] = {
+            f"tps_{n}_streams_median": statistics.median(r["tps"][n] for r in reports)
+            for n in (1, 8)
+        }
+        summary[ranks]["rss_bytes_per_rank_max"] = max(
+            m["VmRSS"] for r in reports for m in r["memory"]
+        )
+        summary[ranks]["hwm_bytes_per_rank_max"] = max(
+            m["VmHWM"] for r in reports for m in r["memory"]
+        )
+        summary[ranks]["processes"] = len(reports[0]["memory"])
+    return {"preset": args.preset, "gen": args.gen, "server": True, "ranks": summary}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="110M")
@@ -80,11 +190,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--worker", nargs=2, metavar=("FOLDER", "OUT_DIR"))
+    parser.add_argument("--server", action="store_true", help="measure the server instead")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker[0], args.gen, args.worker[1])
         return
     folder = write_preset(args.preset, Path(tempfile.gettempdir()) / "mlx_gen_bench")
+    if args.server:
+        text = json.dumps(server_main(args, folder), indent=2)
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
+        return
     runs: dict[int, list[list[dict]]] = {1: [], 2: []}
     for _ in range(args.repeats):
         for ranks in (1, 2):

@@ -9,6 +9,7 @@ limit). Work that costs CPU (tokenizing, template rendering, compiling a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -61,6 +62,7 @@ def create_app(
     max_unread_events: int = MAX_UNREAD_EVENTS,
     docs: bool = False,
     prefix_cache: PrefixCache | None = None,
+    make_worker: Callable[..., Worker] = Worker,
 ) -> FastAPI:
     """An OpenAI-compatible app serving ``model`` as ``name``.
 
@@ -82,6 +84,8 @@ def create_app(
             request is cancelled).
         docs: Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (behind the key).
         prefix_cache: The prefix cache every request shares (``None``: none).
+        make_worker: Builds the worker from the model and the options above (the
+            distributed server passes :class:`~mlx_gen.server.lockstep.LockstepWorker`).
 
     Raises:
         ValueError: A limit below its minimum, or an empty ``api_key``.
@@ -95,7 +99,7 @@ def create_app(
     if api_key is not None and not api_key:
         raise ValueError("api_key='' is invalid (an empty key would let anyone in)")
     metrics = PrometheusMetrics(lambda: worker.running, lambda: worker.in_flight)
-    worker = Worker(
+    worker = make_worker(
         model,
         max_batch_size=max_batch_size,
         max_queue=max_queue,

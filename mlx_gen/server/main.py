@@ -5,12 +5,16 @@ stops it cleanly (pending requests get an error, the worker thread ends). Bad op
 a bad ``--host`` or a port in use print one ``error:`` line and exit with status 2 (the
 address is bound before the model loads). The console script starts through
 :mod:`mlx_gen_launch`, so a Ctrl-C during start-up exits 130 without a traceback.
+
+Under ``mlx-gen-launch -n N`` (a sharded model) rank 0 serves and the other ranks follow
+in lockstep (:mod:`mlx_gen.server.ranks`); the prefix cache is off there.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -25,6 +29,15 @@ from mlx_gen.server.app import create_app
 from mlx_gen.server.bridge import MAX_UNREAD_EVENTS
 from mlx_gen.server.connections import SPARE_DESCRIPTORS, guarded_protocol, raise_descriptor_limit
 from mlx_gen.server.prompt_cache_flags import add_cache_flags, open_cache, save_cache
+from mlx_gen.server.ranks import (
+    add_rank_flags,
+    check_rank_flags,
+    follow,
+    leader_worker,
+    process_rank,
+    stop_later,
+)
+from mlx_gen.server.worker import Worker
 
 LOG = logging.getLogger("mlx_gen.server")
 LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -75,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", choices=LEVELS, default="warning", help="default: warning")
     add_cache_flags(p)
+    add_rank_flags(p)
     return p
 
 
@@ -86,6 +100,13 @@ def _int(p: argparse.ArgumentParser, flag: str, default: int, what: str) -> None
 
 class _Server(uvicorn.Server):
     """uvicorn's server, announcing the URL once it listens."""
+
+    on_signal = None  # called first when SIGINT/SIGTERM arrives (the distributed server)
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        if self.on_signal is not None:
+            self.on_signal()
+        super().handle_exit(sig, frame)
 
     async def startup(self, sockets=None) -> None:  # noqa: ANN001 - uvicorn's signature
         await super().startup(sockets=sockets)
@@ -163,20 +184,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    rank = 0
     try:
         _check(args)
-        sock = _listen(args.host, args.port)
+        rank = process_rank()
+        sock = _listen(args.host, args.port) if rank == 0 else None  # rank 0 serves HTTP
         model = mlx_gen.load(args.model, **load_options(args))
-        if model.group is not None and model.group.size() > 1:
-            raise ValueError(
-                "the server does not run under mlx.launch yet (each rank would serve on its "
-                "own); start it as one process, or use python -m mlx_gen.generate for "
-                "tensor-parallel generation"
-            )
-        cache = open_cache(model, args)
+        ranked = model.group is not None and model.group.size() > 1
+        if ranked:
+            check_rank_flags(args)
+        cache = None if ranked else open_cache(model, args)
     except (ValueError, OSError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        who = f"(rank {rank}) " if rank else ""  # rank 0's line is the usual one
+        print(f"error: {who}{' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    if ranked and rank != 0:
+        return follow(model, args)
+    server: list[_Server] = []  # set below; a rank failure asks it to stop
+    make_worker = leader_worker(model, args, lambda: stop_later(server[0])) if ranked else Worker
     app = create_app(
         model,
         name=args.model_name or served_name(args.model, model),
@@ -191,6 +216,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_unread_events=args.max_unread_events,
         docs=args.docs,
         prefix_cache=cache,
+        make_worker=make_worker,
     )
     max_connections = _connection_limit(args.max_connections)
     protocol = guarded_protocol(max_connections=max_connections, header_timeout=args.header_timeout)
@@ -203,9 +229,18 @@ def _serve(args: argparse.Namespace) -> int:
         limit_concurrency=max_connections + 1,  # our protocol answers the one over with 503
         h11_max_incomplete_event_size=16 * 1024,
     )
+    server.append(_Server(config))
+    if ranked:
+        worker = app.state.server.worker
+        server[0].on_signal = worker.stopped_by_launcher
     try:
-        _Server(config).run(sockets=[sock])
+        server[0].run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     save_cache(cache, args)
+    if ranked:  # the worker thread may be stuck in a collective: leave without joining it
+        failed = app.state.server.worker.failure is not None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1 if failed else 0)
     return 0

@@ -270,8 +270,7 @@ class Worker:
         try:
             events = self._decoder.step()
         except Exception as err:  # noqa: BLE001 - not attributable to one job
-            LOG.exception("a decode step failed")
-            self._fail_all(f"generation failed: {type(err).__name__}: {err}")
+            self._step_failed(err)
             return
         for index, out in events:
             job = self._active.get(index)
@@ -305,6 +304,11 @@ class Worker:
         if not self._active:
             self._decoder = None
             mx.clear_cache()
+
+    def _step_failed(self, err: Exception) -> None:
+        """A decode step raised: fail every active job (the server goes on)."""
+        LOG.exception("a decode step failed", exc_info=err)
+        self._fail_all(f"generation failed: {type(err).__name__}: {err}")
 
     def _fail_all(self, message: str) -> None:
         """Fail every active job (a step failed, or shutdown) and drop the batch."""

@@ -1,0 +1,236 @@
+"""The server on 2 ranks (ring, 127.0.0.1) answers exactly as the single-process server.
+
+Each model is served twice: by ``mlx-gen-launch -n 2 -- python -m mlx_gen.server`` and by
+the same app in this process; 16 concurrent requests with different controls and seeds
+(and streamed ones) must get the same answers. Faults: a killed follower rank gets every
+in-flight request a 503 naming it and the launcher a non-zero exit, in bounded time; a
+hung one (stopped) the same after ``--rank-timeout``. No rank is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import mlx_gen as mg
+from tests.checkpoints import llama_config, write_checkpoint
+from tests.conftest import STORIES
+from tests.dist_server import rank_pids, stop, two_ranks
+from tests.serving import running_server
+from tests.tool_models import HERMES, write_tool_model
+
+pytestmark = pytest.mark.slow
+PROMPTS = ["Once upon a time", "The little dog", "She said"]
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    out = {}
+    if (STORIES / "config.json").exists():
+        out["stories"] = str(STORIES)
+    root = tmp_path_factory.mktemp("dist-server")
+    shape = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2}
+    config = llama_config(
+        tie_word_embeddings=True, eos_token_id=2, max_position_embeddings=4096, **shape
+    )
+    write_checkpoint(root / "llama", config)
+    out["llama"] = str(root / "llama")
+    return out
+
+
+def requests_for(name: str) -> list[dict[str, Any]]:
+    """16 requests, each with its own seed and a different mix of controls."""
+    out = []
+    for i in range(16):
+        body: dict[str, Any] = {"model": name, "prompt": PROMPTS[i % 3], "max_tokens": 16}
+        body |= {"seed": 1000 + i, "temperature": (0.0, 0.8, 1.2, 1.5)[i % 4]}
+        if i % 4 == 1:
+            body["logit_bias"] = {"5": 4.0, "11": -100}
+        if i % 4 == 2:
+            body["suppress_tokens"] = [6, 7, 8]
+        if i % 3 == 0:
+            body["stop"] = ["e", " a"]
+        if i % 2 == 1:
+            body |= {"logprobs": 3, "logprobs_mode": "both" if i % 4 == 3 else "raw"}
+        if i in (4, 10):
+            body["response_format"] = {"type": "json_object"}
+        if i == 12:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"schema": SCHEMA}}
+        if i % 5 == 4:
+            body["stream"] = True
+        if i == 7:
+            body["n"] = 2  # two rows of one request
+        if i == 15:
+            body["echo"] = True  # the prompt scored (logprobs) on every rank too
+        out.append(body)
+    return out
+
+
+def answer(url: str, body: dict[str, Any]) -> Any:
+    """The comparable part of one answer: choices (or, streamed, every chunk's choices)."""
+    with httpx.Client(base_url=url, timeout=120) as client:
+        if not body.get("stream"):
+            r = client.post("/v1/completions", json=body)
+            assert r.status_code == 200, r.text
+            return r.json()["choices"]
+        chunks = []
+        with client.stream("POST", "/v1/completions", json=body) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    chunks.append(json.loads(line[6:])["choices"])
+        return chunks
+
+
+def same(got: Any, expected: Any, where: str = "") -> None:
+    """Equal, except logprob floats within 1e-4: the sharded sums add in another order
+    (ring all-reduce), so a logprob may differ in its last bits, as in the CLI's test;
+    every token, text, finish reason and top-N id list must be identical."""
+    if isinstance(expected, float):
+        assert isinstance(got, float) and abs(got - expected) <= 1e-4, (where, got, expected)
+    elif isinstance(expected, dict):
+        assert list(got) == list(expected), where  # the same keys (top ids), in order
+        for key in expected:
+            same(got[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), where
+        for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+            same(a, b, f"{where}[{i}]")
+    else:
+        assert got == expected, (where, got, expected)
+
+
+def all_answers(url: str, bodies: list[dict[str, Any]]) -> list[Any]:
+    with ThreadPoolExecutor(len(bodies)) as pool:  # concurrent: they share batches
+        return list(pool.map(lambda b: answer(url, b), bodies))
+
+
+def disconnect(url: str, folder: str) -> None:
+    """A streaming client leaves after 3 chunks: its row is freed on every rank (the
+    answers that follow would differ, or the ranks fail, if the follower kept it)."""
+    body = {"model": folder, "prompt": "Hi", "max_tokens": 200, "ignore_eos": True, "stream": True}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        with client.stream("POST", "/v1/completions", json=body) as r:
+            lines = r.iter_lines()
+            for _ in range(3):
+                next(lines)
+        deadline = time.monotonic() + 20
+        while client.get("/health").json()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/health").json()["in_flight"] == 0
+
+
+def test_two_ranks_answer_as_one_process(models: dict[str, str]) -> None:
+    for name, folder in models.items():
+        bodies = requests_for(folder)
+        with two_ranks(folder) as launch:
+            disconnect(launch.url, folder)
+            ranked = all_answers(launch.url, bodies)
+            port = launch.port
+        assert rank_pids(port) == []  # no rank left running
+        with running_server(mg.load(folder), name=folder) as url:
+            single = all_answers(url, bodies)
+        for body, got, expected in zip(bodies, ranked, single, strict=True):
+            same(got, expected, f"{name} {body}")
+        # The controls took effect (else equality proves little).
+        texts = [c[0]["text"] for c in single if isinstance(c[0], dict) and "text" in c[0]]
+        assert len(set(texts)) > 4, name
+        assert any(c[0]["finish_reason"] == "stop" for c in single if isinstance(c[0], dict))
+        assert single[10][0]["text"].startswith("{") and single[12][0]["text"].startswith("{")
+
+
+def _in_flight(url: str, bodies: list[dict[str, Any]]) -> list[Any]:
+    pool = ThreadPoolExecutor(len(bodies))
+    futures = [pool.submit(httpx.post, f"{url}/v1/completions", json=b, timeout=60) for b in bodies]
+    pool.shutdown(wait=False)
+    return futures
+
+
+def _long(folder: str) -> list[dict[str, Any]]:
+    return [{"model": folder, "prompt": p, "max_tokens": 3000, "ignore_eos": True} for p in PROMPTS]
+
+
+def test_killed_follower_gives_503_and_a_failed_launch(models: dict[str, str]) -> None:
+    folder = models["llama"]
+    with two_ranks(folder) as launch:
+        futures = _in_flight(launch.url, _long(folder))
+        time.sleep(1.0)  # generating
+        os.kill(launch.follower_pid, signal.SIGKILL)
+        killed = time.monotonic()
+        for future in futures:
+            r = future.result(timeout=30)
+            assert r.status_code == 503, r.text
+            assert "rank 1" in r.json()["error"]["message"]
+        status = launch.proc.wait(timeout=30)
+        assert time.monotonic() - killed < 30
+        assert status != 0
+        assert "rank 1 was killed by signal 9" in "".join(launch.errors)
+        port = launch.port
+    assert rank_pids(port) == []
+
+
+def test_hung_follower_gives_503_after_the_rank_timeout(models: dict[str, str]) -> None:
+    folder = models["llama"]
+    with two_ranks(folder, "--rank-timeout", "3") as launch:
+        futures = _in_flight(launch.url, _long(folder))
+        time.sleep(1.0)
+        os.kill(launch.follower_pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            for future in futures:
+                r = future.result(timeout=30)
+                assert r.status_code == 503, r.text
+                assert "lost rank 1 (no step completed in 3 s)" in r.json()["error"]["message"]
+            assert time.monotonic() - stopped < 30
+        finally:
+            # Resumed: the launcher's SIGTERM ends it (mlx.launch would wait forever on a
+            # stopped rank; a SIGKILL here races with it and can leave the launcher stuck).
+            os.kill(launch.follower_pid, signal.SIGCONT)
+        assert launch.proc.wait(timeout=30) == 1  # rank 0 exited with status 1
+        assert "rank 0 exited with status 1" in "".join(launch.errors)
+        port = launch.port
+    assert rank_pids(port) == []
+
+
+def test_ctrl_c_stops_every_rank(models: dict[str, str]) -> None:
+    with two_ranks(models["llama"]) as launch:
+        assert httpx.get(f"{launch.url}/health").json()["status"] == "ok"
+        assert stop(launch) == 130
+        assert rank_pids(launch.port) == []
+
+
+def _chat(url: str, body: dict[str, Any]) -> Any:
+    """A chat answer's choices, tool-call ids (random per call) left out."""
+    r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    choices = r.json()["choices"]
+    for choice in choices:
+        for call in choice["message"].get("tool_calls") or []:
+            call.pop("id")
+    return choices
+
+
+def test_tool_calls_equal_one_process(tmp_path: Path) -> None:
+    folder = str(write_tool_model(tmp_path / "h", HERMES, ["<tool_call>", "</tool_call>"]))
+    tools = [{"type": "function", "function": {"name": "v", "parameters": SCHEMA}}]
+    base = {"model": folder, "messages": [{"role": "user", "content": "hi"}], "tools": tools}
+    bodies = [
+        {**base, "seed": s, "temperature": 1.0, "max_tokens": 160, "tool_choice": choice}
+        for s, choice in enumerate(["required", "auto", "required", "none"])
+    ]
+    with two_ranks(folder) as launch:
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            ranked = list(pool.map(lambda b: _chat(launch.url, b), bodies))
+    with running_server(mg.load(folder), name=folder) as url:
+        single = [_chat(url, b) for b in bodies]
+    same(ranked, single, "tools")
+    assert any(c[0]["finish_reason"] == "tool_calls" for c in single)  # the grammar acted

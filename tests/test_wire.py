@@ -1,0 +1,58 @@
+"""The lockstep server's wire format: settings rebuilt from data on the other ranks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import mlx_gen as mg
+from mlx_gen.server.main import build_parser
+from mlx_gen.server.ranks import check_rank_flags
+from mlx_gen.server.wire import NotData, decode_ops, decode_settings, encode_ops, encode_settings
+
+
+def _roundtrip(settings: mg.GenerationSettings) -> mg.GenerationSettings:
+    return decode_settings(json.loads(encode_ops([encode_settings(settings)]))[0])
+
+
+def test_every_data_setting_travels_exactly() -> None:
+    settings = mg.GenerationSettings(
+        max_tokens=9, temperature=0.7, top_k=5, top_p=0.9, min_p=0.05, seed=2**40 + 3,
+        logit_bias={3: -1.25, 4: float("-inf"), 7: float("inf")}, suppress_tokens=[1, 2],
+        begin_suppress_tokens=[5], min_new_tokens=2, repetition_penalty=1.1,
+        presence_penalty=0.5, frequency_penalty=0.25, no_repeat_ngram_size=3,
+        bad_words=["dog", [4, 5]], sequence_bias={(1, 2): 2.0}, allowed_token_ids=[1, 2, 3],
+        constraint=mg.JsonSchema({"type": "object"}), extra_eos_token_ids=[9], stop=["\n", "."],
+        include_stop_str=True, logprobs=3, logprob_token_ids=[6], max_thinking_tokens=8,
+        logprobs_modes=("raw", "processed"), thinking_end_message="enough", truncate_prompt=40,
+    )  # fmt: skip
+    back = _roundtrip(settings)
+    assert back == settings  # dataclass equality, field by field
+    assert back.logit_bias == {3: -1.25, 4: float("-inf"), 7: float("inf")}
+    assert back.sequence_bias == {(1, 2): 2.0} and back.bad_words == ["dog", [4, 5]]
+    assert back.constraint.grammar == settings.constraint.grammar
+    assert _roundtrip(mg.GenerationSettings()) == mg.GenerationSettings()
+    assert encode_settings(mg.GenerationSettings()) == {}  # defaults are not sent
+
+
+def test_code_is_refused_by_name() -> None:
+    with pytest.raises(NotData, match=r"logits_processors=.*cannot run on the other ranks"):
+        encode_settings(mg.GenerationSettings(logits_processors=[lambda logits, ctx: logits]))
+    with pytest.raises(NotData, match="stopping_criteria="):
+        encode_settings(mg.GenerationSettings(stopping_criteria=[lambda ctx: False]))
+
+
+def test_ops_round_trip() -> None:
+    ops = [["add", 0, [1, 2], {"seed": 5}, None], ["cancel", 0], ["stop"]]
+    assert decode_ops(encode_ops(ops)) == ops
+    assert decode_ops(b"") == []
+
+
+def test_prefix_cache_flags_are_refused_under_ranks() -> None:
+    args = build_parser().parse_args(["--prompt-cache-bytes", "1G"])
+    with pytest.raises(ValueError, match="--prompt-cache-bytes is not available under mlx.launch"):
+        check_rank_flags(args)
+    with pytest.raises(ValueError, match="--rank-timeout 0.0 is invalid"):
+        check_rank_flags(build_parser().parse_args(["--rank-timeout", "0"]))
+    check_rank_flags(build_parser().parse_args([]))
