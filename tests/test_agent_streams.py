@@ -26,6 +26,7 @@ from mlx_gen.server.chat_run import (
     TextPiece,
     add_pieces,
 )
+from mlx_gen.server.jobs import Failed
 from mlx_gen.server.messages_api.mapping import content_blocks
 from mlx_gen.server.messages_api.routes import _stream as messages_stream
 from mlx_gen.server.messages_api.stream import BlockWriter, event
@@ -34,7 +35,6 @@ from mlx_gen.server.responses_api.routes import _stream as responses_stream
 from mlx_gen.server.responses_api.routes import envelope, final_response
 from mlx_gen.server.responses_api.schemas import ResponsesRequest
 from mlx_gen.server.responses_api.stream import Events, ItemWriter
-from mlx_gen.server.worker import Failed
 from mlx_gen.stream import GenerationChunk
 from mlx_gen.tools import OutputParser
 

@@ -11,7 +11,8 @@ import openai
 import pytest
 
 import mlx_gen as mg
-from mlx_gen.server.worker import Done, Failed, Job, ShuttingDown, Worker
+from mlx_gen.server.jobs import Done, Failed, Job, ShuttingDown
+from mlx_gen.server.worker import Worker
 from mlx_gen.stream import GenerationChunk
 from tests.checkpoints import llama_config, write_checkpoint
 from tests.serving import running_server

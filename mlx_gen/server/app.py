@@ -20,8 +20,9 @@ from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.prefix_cache import PrefixCache
 from mlx_gen.server.agent_routes import add_agent_routes
 from mlx_gen.server.bridge import MAX_UNREAD_EVENTS
-from mlx_gen.server.chat import apply_chat_template, chat_completions
+from mlx_gen.server.chat import chat_completions
 from mlx_gen.server.chat_features import model_capabilities
+from mlx_gen.server.chat_request import apply_chat_template
 from mlx_gen.server.completions import completions
 from mlx_gen.server.errors import install_error_handlers
 from mlx_gen.server.guard import RequestGuard

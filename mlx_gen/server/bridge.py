@@ -27,7 +27,8 @@ from typing import Any
 from fastapi import Request
 
 from mlx_gen.server.errors import ApiError
-from mlx_gen.server.worker import Admitted, Done, Failed, Job, QueueFull, ShuttingDown, Worker
+from mlx_gen.server.jobs import Admitted, Done, Failed, Job, QueueFull, ShuttingDown
+from mlx_gen.server.worker import Worker
 from mlx_gen.settings import GenerationSettings
 
 POLL_SECONDS = 0.5

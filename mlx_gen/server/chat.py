@@ -4,23 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from mlx_gen.no_allowed_token import NO_TOKEN
-from mlx_gen.server.bridge import ChoiceSpec, ClientGone, RequestRun
+from mlx_gen.server.bridge import ClientGone, RequestRun
+from mlx_gen.server.chat_request import chat_specs
 from mlx_gen.server.chat_tools import (
-    apply_template,
-    chat_plan,
     delta_of,
     finish_reason,
-    message_dict,
     message_of,
 )
 from mlx_gen.server.errors import ApiError
+from mlx_gen.server.jobs import Failed
 from mlx_gen.server.logprob_format import chat_entry
 from mlx_gen.server.responses import (
     ChatChoice,
@@ -33,13 +31,7 @@ from mlx_gen.server.responses import (
     PromptTokensDetails,
     Usage,
 )
-from mlx_gen.server.schemas import ChatRequest, Message
-from mlx_gen.server.settings_map import (
-    base_settings,
-    check_prompt_chars,
-    choice_settings,
-    max_tokens,
-)
+from mlx_gen.server.schemas import ChatRequest
 from mlx_gen.server.state import ServerState
 from mlx_gen.server.streaming import (
     DONE,
@@ -50,76 +42,8 @@ from mlx_gen.server.streaming import (
     sse,
     sse_error,
 )
-from mlx_gen.server.worker import Failed
-from mlx_gen.settings import GenerationSettings
 from mlx_gen.stream import GenerationChunk
 from mlx_gen.tools import ChatPlan, OutputParser
-
-
-def _content(message: Message, index: int) -> str:
-    if message.content is None or isinstance(message.content, str):
-        return message.content or ""
-    parts = []
-    for part in message.content:
-        if part.type != "text" or part.text is None:
-            raise ApiError(
-                400,
-                f"messages[{index}].content: part type {part.type!r} is not supported "
-                "(only 'text')",
-                param=f"messages[{index}].content",
-            )
-        parts.append(part.text)
-    return "".join(parts)
-
-
-def _messages(req: ChatRequest) -> list[dict]:
-    return [
-        message_dict(m.role, None if m.content is None else _content(m, i), m.model_dump())
-        for i, m in enumerate(req.messages)
-    ]
-
-
-def _plan(state: ServerState, req: ChatRequest, base: GenerationSettings | None) -> Any:
-    messages = _messages(req)
-    chars = sum(len(m.get("content") or "") for m in messages)
-    check_prompt_chars(chars, state.limits, "messages")  # before rendering and tokenizing
-    try:
-        if base is None:  # /apply-template
-            return apply_template(state.model.tokenizer, req, messages)
-        return chat_plan(state.model.tokenizer, req, messages, base)
-    except ApiError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a template error is the request's fault
-        raise ApiError(400, f"messages: {err}", param="messages") from err
-
-
-def _specs(state: ServerState, req: ChatRequest) -> tuple[list[ChoiceSpec], ChatPlan]:
-    """The choices to run and the chat plan (run off the event loop: it renders the
-    template and compiles the tool grammar)."""
-    if req.top_logprobs is not None and not req.logprobs:
-        raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
-    if req.n > state.limits.max_choices:
-        raise ApiError(
-            400,
-            f"n={req.n} is more than the server's limit ({state.limits.max_choices})",
-            param="n",
-        )
-    top = (req.top_logprobs or 0) if req.logprobs else None
-    base = base_settings(req, state.model, top_logprobs=top, response_format=req.response_format)
-    plan = _plan(state, req, base)
-    ids, base = plan.prompt_ids, plan.settings
-    param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
-    requested = (
-        req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    )
-    limit = max_tokens(
-        requested, len(ids), state.model, state.limits, param, prompt_param="messages"
-    )
-    specs = [
-        ChoiceSpec(ids, choice_settings(base, seed=req.seed, choice=i, max_tokens=limit))
-        for i in range(req.n)
-    ]
-    return specs, plan
 
 
 @dataclass
@@ -143,18 +67,13 @@ def _entries(state: ServerState, req: ChatRequest, chunk: GenerationChunk) -> li
     return [chat_entry(state.texts, chunk.logprobs, modes)]
 
 
-async def apply_chat_template(state: ServerState, req: ChatRequest) -> dict:
-    """``POST /apply-template``: the rendered prompt of a chat request (off the event loop)."""
-    state.check_model(req.model)
-    state.check_fields(req)
-    return await run_in_threadpool(_plan, state, req, None)
-
-
 async def chat_completions(state: ServerState, req: ChatRequest, request: Request):
     """Answer a chat request (a JSON body, or an SSE stream when ``stream`` is true)."""
     state.check_model(req.model)
     state.check_fields(req)
-    specs, plan = await run_in_threadpool(_specs, state, req)  # Template, tokenizer: off the loop.
+    specs, plan = await run_in_threadpool(
+        chat_specs, state, req
+    )  # Template, tokenizer: off the loop.
     run = RequestRun(state.worker, specs, state.limits.max_unread_events)
     await run.admitted()
     if req.stream:
@@ -283,28 +202,3 @@ async def _stream(
         yield DONE
     finally:
         run.close()  # Sent or abandoned: cancel what runs, free its places in the queue.
-
-
-# The chat path as the other chat-style surfaces (/v1/messages, /v1/responses) use it:
-# one definition of the prompt and the choices.
-
-
-def chat_prompt_ids(state: ServerState, req: ChatRequest) -> list[int]:
-    """The prompt ids of ``req``, as the chat endpoint builds them (tools included;
-    renders and tokenizes: call it off the event loop).
-
-    Raises:
-        ApiError: 400 naming the invalid field, or for a template error.
-    """
-    return _specs(state, req)[0][0].prompt_ids
-
-
-def chat_specs(state: ServerState, req: ChatRequest) -> tuple[list[ChoiceSpec], ChatPlan]:
-    """``req``'s choices (prompt ids and checked settings) and its chat plan (tool grammar,
-    output parser), as the chat endpoint runs them (renders, tokenizes and compiles: call
-    it off the event loop).
-
-    Raises:
-        ApiError: 400 naming the invalid field.
-    """
-    return _specs(state, req)

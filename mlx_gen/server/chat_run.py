@@ -24,12 +24,12 @@ from starlette.concurrency import run_in_threadpool
 
 from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.server.bridge import ClientGone, RequestRun
-from mlx_gen.server.chat import chat_prompt_ids, chat_specs
+from mlx_gen.server.chat_request import chat_prompt_ids, chat_specs
 from mlx_gen.server.errors import ApiError
+from mlx_gen.server.jobs import Failed
 from mlx_gen.server.logprob_format import chat_entry
 from mlx_gen.server.schemas import ChatRequest
 from mlx_gen.server.state import ServerState
-from mlx_gen.server.worker import Failed
 from mlx_gen.stream import GenerationChunk
 from mlx_gen.tools import (
     ContentDelta,

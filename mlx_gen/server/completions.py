@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.server.bridge import ChoiceSpec, ClientGone, RequestRun
 from mlx_gen.server.errors import ApiError
+from mlx_gen.server.jobs import Failed, PromptScores
 from mlx_gen.server.logprob_format import legacy_entry, legacy_logprobs
 from mlx_gen.server.responses import Completion, CompletionChoice, PromptTokensDetails, Usage
 from mlx_gen.server.schemas import CompletionRequest
@@ -38,7 +39,6 @@ from mlx_gen.server.streaming import (
     sse,
     sse_error,
 )
-from mlx_gen.server.worker import Failed, PromptScores
 from mlx_gen.stream import GenerationChunk
 
 

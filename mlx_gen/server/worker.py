@@ -15,7 +15,6 @@ Events (:mod:`mlx_gen.server.jobs`) reach the request handler through ``job.emit
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import queue
 import threading
@@ -25,7 +24,6 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_gen.batch.decode import BatchDecoder
-from mlx_gen.batch.step import STREAM
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import TokenLogprob
 from mlx_gen.no_allowed_token import NO_TOKEN
@@ -43,18 +41,10 @@ from mlx_gen.server.jobs import (
     ShuttingDown,
 )
 from mlx_gen.server.metrics import EngineMetrics
+from mlx_gen.server.thread_park import park
 from mlx_gen.stream import TextAssembler
 
-__all__ = [
-    "Admitted",
-    "Done",
-    "Failed",
-    "Job",
-    "PromptScores",
-    "QueueFull",
-    "ShuttingDown",
-    "Worker",
-]
+__all__ = ["Worker"]  # the events it emits live in mlx_gen.server.jobs
 
 LOG = logging.getLogger("mlx_gen.server")
 
@@ -193,18 +183,9 @@ class Worker:
                 self._step()
 
     def _park(self) -> None:
-        """End the worker's work, then keep the thread alive (a daemon) until exit.
-
-        MLX 0.32 aborts the process at exit ("terminate called without an active
-        exception") when an array evaluated on a thread outlives that thread, so this
-        thread frees what it can, signals ``stop``, and never returns.
-        """
+        """End the worker's work, then keep the thread alive until exit (see thread_park)."""
         self._decoder, self._active = None, {}
-        gc.collect()
-        mx.synchronize(STREAM)
-        mx.synchronize()
-        self._stopped.set()
-        threading.Event().wait()
+        park(self._stopped)
 
     def _handle(self, kind: str, job: Job | None) -> bool:
         """One inbox message; False to stop the thread."""

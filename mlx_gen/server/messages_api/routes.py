@@ -19,6 +19,7 @@ from mlx_gen.server.chat_features import unsupported
 from mlx_gen.server.chat_run import ChatOutcome, Started
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.extensions import chat_request, extensions, renamed
+from mlx_gen.server.jobs import Failed
 from mlx_gen.server.messages_api.errors import anthropic_error
 from mlx_gen.server.messages_api.mapping import FIELD_NAMES, content_blocks, stop_fields, to_chat
 from mlx_gen.server.messages_api.schemas import IGNORED, CountTokensRequest, MessagesRequest
@@ -26,7 +27,6 @@ from mlx_gen.server.messages_api.stream import BlockWriter, event
 from mlx_gen.server.schemas import ChatRequest
 from mlx_gen.server.state import ServerState
 from mlx_gen.server.streaming import new_id
-from mlx_gen.server.worker import Failed
 
 
 def _chat(state: ServerState, req: CountTokensRequest) -> ChatRequest:

@@ -21,6 +21,7 @@ from mlx_gen.server.chat_features import unsupported
 from mlx_gen.server.chat_run import ChatOutcome, Started
 from mlx_gen.server.errors import ApiError, error_body
 from mlx_gen.server.extensions import chat_request, extensions, renamed
+from mlx_gen.server.jobs import Failed
 from mlx_gen.server.responses_api.mapping import (
     FIELD_NAMES,
     incomplete,
@@ -32,7 +33,6 @@ from mlx_gen.server.responses_api.schemas import IGNORED, ResponsesRequest
 from mlx_gen.server.responses_api.stream import Events, ItemWriter
 from mlx_gen.server.state import ServerState
 from mlx_gen.server.streaming import new_id, now
-from mlx_gen.server.worker import Failed
 
 
 def envelope(state: ServerState, req: ResponsesRequest, head: dict, **fields: Any) -> dict:
