@@ -39,6 +39,7 @@ class RequestGuard:
         self, app: Any, *, api_key: str | None, max_body_bytes: int, body_timeout: float = 60.0
     ) -> None:
         self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+        self.key_bytes = bytes(api_key, "utf-8") if api_key is not None else b""
         self.body_timeout = body_timeout
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -78,7 +79,7 @@ class RequestGuard:
         header = headers.get("authorization", b"")
         token = header[7:] if header[:7].lower() == b"bearer " else b""
         token = token or headers.get("x-api-key", b"")
-        return hmac.compare_digest(token, self.api_key.encode())
+        return hmac.compare_digest(token, self.key_bytes)
 
     async def _read_body(self, receive: Any) -> bytes | int | None:
         """The body; the byte count once it passes the limit; ``None`` on disconnect."""
