@@ -23,14 +23,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 import httpx
-import mlx.core as mx
 import numpy as np
 import pytest
 
 import mlx_gen as mg
 from tests.conftest import STORIES
 from tests.serving import running_server
-from tests.test_speculative import noisy_draft  # noqa: F401 (fixture)
+from tests.test_speculative import (
+    noisy_draft,  # noqa: F401 (fixture)
+    step_aware,
+)
 
 pytestmark = pytest.mark.skipif(
     not (STORIES / "config.json").exists(), reason=f"{STORIES} is absent"
@@ -43,13 +45,6 @@ SCHEMA = {
     "properties": {"said": {"type": "string", "maxLength": 40}},
     "required": ["said"],
 }
-
-
-def step_aware(logits: mx.array, ctx: mg.ProcessorContext) -> mx.array:
-    """A custom processor reading its context: no immediate repeat; a push every 3rd step."""
-    if ctx.step > 0:
-        logits = mx.where(mx.arange(logits.shape[-1]) == ctx.generated_ids[-1], -mx.inf, logits)
-    return logits + (mx.arange(logits.shape[-1]) == BALL) * (2.0 if ctx.step % 3 == 0 else 0.0)
 
 
 CONTROLS: dict[str, dict] = {
