@@ -66,24 +66,28 @@ def test_measure_cost_false_always_drafts():
 def test_costly_positions_stop_drafting_and_keep_the_output():
     story = mg.load(STORIES)
 
-    weight = mx.random.normal((384, 384), key=mx.random.key(0))
+    weight = mx.random.normal((512, 512), key=mx.random.key(0))
 
     def per_position_cost(logits, ctx):  # a matmul for every position processed
         return logits + 0.0 * mx.tanh((weight @ weight).sum())
 
     ids = story.tokenizer.encode(TEXT)
-    base = mg.GenerationSettings(max_tokens=40, temperature=0.0,
+    base = mg.GenerationSettings(max_tokens=30, temperature=0.0,
                                  logits_processors=[per_position_cost])  # fmt: skip
+    assert RETRY_AFTER > base.max_tokens  # a "plain:" decision never drafts again here
     plain = mg.generate(story, ids, settings=base)
     stats = SpeculationStats()
     lookup = mg.PromptLookup(num_draft=8, min_ngram=1)
     run = mg.speculative_generate_tokens(story, ids, replace(base, speculative=lookup), stats=stats)
     assert [t.token for t in run] == plain.token_ids
     assert stats.rounds == 1 and stats.drafted <= PROBE  # one probe, then plain for good
-    assert stats.decision.startswith("off:"), stats
+    # "off:" when a drafted position measures >= 1/MARGIN of a step; under a loaded machine
+    # the measured ratio can dip below that, and then low acceptance keeps it plain until
+    # RETRY_AFTER (> max_tokens here): either way no second round is drafted.
+    assert stats.decision.startswith(("off:", "plain:")), stats
     assert stats.per_draft_s >= 0.6 * stats.step_s
     # Without the processor's cost each drafted position is measured cheaper.
     cheap = SpeculationStats()
-    fast = mg.GenerationSettings(max_tokens=40, temperature=0.0, speculative=lookup)
+    fast = mg.GenerationSettings(max_tokens=30, temperature=0.0, speculative=lookup)
     list(mg.speculative_generate_tokens(story, ids, fast, stats=cheap))
     assert cheap.per_draft_s < stats.per_draft_s
