@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from mlx_gen.constraints import CompiledConstraint, compile_constraint
 from mlx_gen.controls import build_processors
+from mlx_gen.drafters import DraftModel, PromptLookup
 from mlx_gen.loading.distributed import agreed_seed
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import LogprobRequest
@@ -33,6 +34,7 @@ class DecodePlan:
     logprobs: LogprobRequest | None
     seed: int
     constraint: CompiledConstraint | None = None
+    speculative: PromptLookup | DraftModel | None = None  # the drafter, if speculating
 
     @classmethod
     def build(cls, model: LoadedModel, settings: GenerationSettings) -> DecodePlan:
@@ -67,6 +69,7 @@ class DecodePlan:
             request,
             seed,
             constraint,
+            settings.speculative,
         )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import mlx.core as mx
 
+from mlx_gen.constraints import Matcher
 from mlx_gen.drafters import (
     Backoff,
     Draft,
@@ -40,6 +41,7 @@ class Proposer:
         key: The draft model's PRNG key.
         prefill_step_size: The draft model's prefill chunk.
         stats: Where counts, measured costs and decisions are reported.
+        matcher: The constraint's matcher to share (a batch row's); ``None``: its own.
 
     Raises:
         ValueError: A draft model whose vocabulary size differs from the target's.
@@ -55,6 +57,7 @@ class Proposer:
         key: mx.array,
         prefill_step_size: int,
         stats: SpeculationStats,
+        matcher: Matcher | None = None,
     ) -> None:
         self.plan, self.stats = plan, stats
         self.backoff = Backoff(config.num_draft)
@@ -63,7 +66,7 @@ class Proposer:
         # forbids; an empty draft is a plain masked step), so the grammar sees every token.
         self.grammar = None
         if plan.constraint is not None:
-            self.grammar = GrammarGate(plan.constraint, plan.eos_token_ids)
+            self.grammar = GrammarGate(plan.constraint, plan.eos_token_ids, matcher)
         self.lookup, self.drafter = None, None
         if isinstance(config, PromptLookup):
             self.lookup = LookupDrafter(config, prompt_ids)

@@ -33,10 +33,17 @@ class GrammarGate:
     Args:
         constraint: The call's compiled constraint.
         eos_token_ids: The call's EOS set (drafts stop before the first).
+        matcher: The matcher to advance (a batch row's own, shared with its plain steps);
+            ``None``: a new one for ``constraint``.
     """
 
-    def __init__(self, constraint: CompiledConstraint, eos_token_ids: frozenset[int]) -> None:
-        self.matcher, self.eos = Matcher(constraint), eos_token_ids
+    def __init__(
+        self,
+        constraint: CompiledConstraint,
+        eos_token_ids: frozenset[int],
+        matcher: Matcher | None = None,
+    ) -> None:
+        self.matcher, self.eos = matcher or Matcher(constraint), eos_token_ids
 
     def cut(self, draft: Draft | None) -> Draft:
         """``draft`` up to its first EOS id or forbidden token (an empty one for ``None``)."""

@@ -8,7 +8,7 @@ import pytest
 from mlx_lm.models.cache import make_prompt_cache
 
 import mlx_gen as mg
-from mlx_gen.batch.decode import make_batch_cache
+from mlx_gen.batch.prefill import make_batch_cache
 from mlx_gen.loading.cpu_layers import CompiledRMSNorm, CompiledRoPE, compile_cpu_layers
 
 

@@ -247,8 +247,7 @@ def test_errors_name_the_setting(story, tmp_path):
     spec = mg.GenerationSettings(speculative=mg.PromptLookup())
     with pytest.raises(ValueError, match="speculative"):
         list(mg.generate_tokens(story, ids, spec))
-    with pytest.raises(ValueError, match=r"prompts\[0\]: speculative=.*not supported in batched"):
-        mg.generate_batch(story, ["a", "b"], settings=spec)
+    # Batches speculate now (a row drafts while alone): tests/test_batch_speculative.py.
     with pytest.raises(ValueError, match="speculative='lookup' is invalid"):
         mg.GenerationSettings(speculative="lookup")
     with pytest.raises(ValueError, match="num_draft=0 is invalid"):

@@ -14,6 +14,8 @@ step past it is built; a row that hits EOS, or that the caller cancels (stop str
 criterion), loses the look-ahead step already queued for it, as in
 :func:`~mlx_gen.decode.generate_tokens`. With ``batch_size``, waiting prompts take the
 freed places (continuous batching): they are prefilled and join the running batch.
+A row with ``speculative`` settings drafts and verifies while it runs alone
+(:mod:`mlx_gen.batch.speculate`).
 """
 
 from __future__ import annotations
@@ -23,50 +25,18 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
-from mlx_lm.models.cache import make_prompt_cache
 
+from mlx_gen.batch.prefill import prefill
 from mlx_gen.batch.prefix_rows import prefill_rows, store_finished
+from mlx_gen.batch.speculate import RowSpeculation
 from mlx_gen.batch.step import STREAM, QueuedStep, Row, build_step, read_step, sample_pending
-from mlx_gen.batch.tail import grouped
+from mlx_gen.batch.tail import grouped, release
 from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.plan import DecodePlan
 from mlx_gen.prefix_cache import PrefixCache
+from mlx_gen.speculation_cost import SpeculationStats
 from mlx_gen.validation import check_count, token_ids
-
-
-def make_batch_cache(model: nn.Module, size: int) -> list[Any]:
-    """Empty mlx-lm batch caches (one per layer) for ``size`` rows, as the model needs them."""
-    rows = [make_prompt_cache(model) for _ in range(size)]
-    return [rows[0][layer].merge([r[layer] for r in rows]) for layer in range(len(rows[0]))]
-
-
-def _prefill(model: LoadedModel, prompts: list[list[int]], step_size: int) -> list[Any]:
-    """Run every prompt but its last token through the model; return the batch caches.
-
-    Right-padded, as mlx-lm's batch prompt processing does, so that no query attends to
-    padding only; ``finalize`` then rolls each row to left padding.
-    """
-    cache = make_batch_cache(model.model, len(prompts))
-    bodies = [p[:-1] for p in prompts]
-    width = max(len(b) for b in bodies)
-    if width == 0:
-        return cache
-    padding = [width - len(b) for b in bodies]
-    tokens = mx.array(
-        [b + [0] * pad for b, pad in zip(bodies, padding, strict=True)], dtype=mx.int32
-    )
-    with mx.stream(STREAM):
-        for c in cache:
-            c.prepare(lengths=[len(b) for b in bodies], right_padding=padding)
-        for start in range(0, width, step_size):
-            model.model(tokens[:, start : start + step_size], cache=cache)  # (B, chunk)
-            mx.eval([c.state for c in cache])
-        for c in cache:
-            c.finalize()
-        mx.eval([c.state for c in cache])
-    return cache
 
 
 class BatchDecoder:
@@ -118,11 +88,14 @@ class BatchDecoder:
                 )
         self.model, self.prefill_step_size = model, prefill_step_size
         self.batch_size = batch_size or max(len(rows), 1)
+        for row in rows:
+            self._speculate(row)
         self._rows = {r.index: r for r in rows}
         self._next_index = len(rows)
         self._waiting = deque(r for r in rows if r.plan.max_tokens > 0)
         self._cache: list[Any] | None = None
         self._queued: QueuedStep | None = None
+        self._lone: Row | None = None  # a row drafting alone: its next step is a round
         self._steps = 0
         self.prefix_cache = prefix_cache
         self.cached_tokens: dict[int, int] = {}  # row index → prompt tokens from the cache
@@ -132,12 +105,17 @@ class BatchDecoder:
     @property
     def done(self) -> bool:
         """True when every row has finished (or was cancelled)."""
-        return self._queued is None and not self._waiting
+        return self._queued is None and self._lone is None and not self._waiting
 
     @property
     def waiting(self) -> int:
         """Rows added and not yet in the batch (waiting for a free place)."""
         return len(self._waiting)
+
+    def speculation(self, index: int) -> SpeculationStats | None:
+        """Row ``index``'s speculative counters and decision (``None``: it does not draft)."""
+        row = self._rows.get(index)
+        return row.spec.stats if row is not None and row.spec is not None else None
 
     def cancel(self, index: int) -> None:
         """Stop row ``index``: it is never read again and leaves the batch at the next step."""
@@ -169,6 +147,7 @@ class BatchDecoder:
         index = self._next_index
         self._next_index += 1
         row = Row(index, plan, ids)
+        self._speculate(row)
         self._rows[index] = row
         if plan.max_tokens > 0:
             self._waiting.append(row)
@@ -181,24 +160,82 @@ class BatchDecoder:
             yield self.step()
 
     def step(self) -> list[tuple[int, GeneratedToken]]:
-        """Queue the next step, then read this one: ``[(index, token), ...]`` in batch order."""
+        """Queue the next step, then read this one: ``[(index, token), ...]`` in batch order.
+
+        A speculating row alone in the batch (:mod:`mlx_gen.batch.speculate`) takes
+        verification rounds instead: one step then gives it every token the round emits.
+        """
+        self._steps += 1
+        if self._steps % 256 == 0:
+            mx.clear_cache()
+        if self._lone is not None and (events := self._lone_round()) is not None:
+            return events
         if self._queued is None:
             self._queued = self._advance(None)
             if self._queued is None:
                 return []
             sample_pending(self._queued)
         current = self._queued
-        self._queued = self._advance(current)
-        self._steps += 1
-        if self._steps % 256 == 0:
-            mx.clear_cache()
+        alone = self._alone(current)
+        self._queued = None if alone is not None else self._advance(current)
         events = read_step(current)
-        if self.prefix_cache is not None:
-            for index, out in events:
-                self._fed.setdefault(index, []).append(out.token)
-        if self._queued is not None:  # constrained rows: masks need the tokens just read
+        self._record(current, events)
+        if alone is not None:  # nothing queued: the next step is a round, or it resumes
+            self._lone = alone
+            if alone.done:
+                self._leave(alone)
+        elif self._queued is not None:  # constrained rows: masks need the tokens just read
             sample_pending(self._queued)
         return events
+
+    def _speculate(self, row: Row) -> None:
+        if row.plan.speculative is not None:
+            row.spec = RowSpeculation(self.model, row, prefill_step_size=self.prefill_step_size)
+
+    @property
+    def _joining(self) -> bool:
+        """A waiting row would join the running one at the next step."""
+        return bool(self._waiting) and self.batch_size > 1
+
+    def _alone(self, current: QueuedStep) -> Row | None:
+        """The row of ``current`` if it is alone, speculates, and should draft next."""
+        if len(current.rows) != 1 or self._joining:
+            return None
+        row = current.rows[0]
+        if row.spec is None or row.done or row.step + 1 >= row.plan.max_tokens:
+            return None
+        return row if row.spec.worth_drafting(row) else None
+
+    def _lone_round(self) -> list[tuple[int, GeneratedToken]] | None:
+        """The lone row's round; ``None`` when it goes back to plain (batched) steps."""
+        row = self._lone
+        if not self._joining and not row.done and row.step + 1 < row.plan.max_tokens:
+            release([row])  # its key chain and history, back from a compiled group
+            events = row.spec.round(self.model, self._cache, row)
+            if events is not None:
+                if self.prefix_cache is not None:
+                    self._fed.setdefault(row.index, []).extend(e.token for e in events)
+                if row.done:
+                    self._leave(row)
+                return [(row.index, e) for e in events]
+        self._leave(row)
+        return None
+
+    def _leave(self, row: Row) -> None:
+        """The batch path continues from the lone row's last token (or drops the row)."""
+        self._lone = None
+        self._queued = self._advance(row.spec.resume(row))
+        if self._queued is not None:
+            sample_pending(self._queued)
+
+    def _record(self, current: QueuedStep, events: list[tuple[int, GeneratedToken]]) -> None:
+        """Note each token read: the prefix cache's fed ids, a speculating row's history."""
+        rows = {r.index: r for r in current.rows}
+        for index, out in events:
+            if self.prefix_cache is not None:
+                self._fed.setdefault(index, []).append(out.token)
+            if rows[index].spec is not None:
+                rows[index].spec.read_plain(out.token, alone=len(current.rows) == 1)
 
     def _advance(self, current: QueuedStep | None) -> QueuedStep | None:
         """Drop finished rows, admit waiting ones, and queue the next step."""
@@ -233,7 +270,7 @@ class BatchDecoder:
 
     def _prefill(self, indices: list[int], prompts: list[list[int]]) -> list[Any]:
         if self.prefix_cache is None:
-            return _prefill(self.model, prompts, self.prefill_step_size)
+            return prefill(self.model, prompts, self.prefill_step_size)
         cache, cached = prefill_rows(self.model, self.prefix_cache, prompts, self.prefill_step_size)
         for index, (tokens, nbytes) in zip(indices, cached, strict=True):
             self.cached_tokens[index], self.cached_bytes[index] = tokens, nbytes

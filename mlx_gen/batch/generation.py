@@ -6,7 +6,9 @@ same text layer (streaming detokenizer, stop strings with hold-back, custom crit
 stats) runs once per row on top of :class:`~mlx_gen.batch.decode.BatchDecoder`.
 
 Equivalence: each row's tokens, logprobs (to float rounding), text and finish reason
-are those of ``generate(model, prompts[i], settings=<row settings>)``. Rows that share
+are those of ``generate(model, prompts[i], settings=<row settings>)``. A row with
+``speculative`` settings drafts while it runs alone (:mod:`mlx_gen.batch.speculate`):
+greedy, its tokens are still exactly those; sampled, their distribution. Rows that share
 a seed share a key chain, so one prompt repeated with one seed gives one answer; pass
 a different ``seed`` per row to draw several samples.
 """
@@ -21,6 +23,7 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_gen.batch.decode import BatchDecoder
+from mlx_gen.batch.speculate import check_speculative_model
 from mlx_gen.generation import GenerationResult
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.plan import DecodePlan, checked_call
@@ -80,10 +83,7 @@ def _requests(
     for i, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
         try:
             if row.speculative is not None:
-                raise ValueError(
-                    f"speculative={row.speculative!r} is not supported in batched "
-                    "generation; use generate/stream_generate per prompt, or speculative=None"
-                )
+                check_speculative_model(model)
             ids, plan = checked_call(
                 model, _encode(model.tokenizer, prompt, add_special_tokens), row
             )
@@ -144,11 +144,18 @@ def _stream(
     start = time.perf_counter()
     mx.reset_peak_memory()
     texts = [TextAssembler(model.tokenizer, r.settings, r.ids, start) for r in requests]
+    for index, text in enumerate(texts):
+        text.speculation = decoder.speculation(index)  # updated as the row decodes
+    ended: set[int] = set()
     for events in decoder:
         for index, out in events:
+            if index in ended:  # a round's tokens after its row ended by text
+                continue
             chunk = texts[index].feed(out)
-            if chunk.finish_reason is not None and out.finish_reason is None:
-                decoder.cancel(index)  # Ended by text: its queued step is discarded.
+            if chunk.finish_reason is not None:
+                ended.add(index)
+                if out.finish_reason is None:
+                    decoder.cancel(index)  # Ended by text: its queued step is discarded.
             yield index, chunk
 
 

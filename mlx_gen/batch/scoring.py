@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import mlx.core as mx
 
-from mlx_gen.batch.decode import make_batch_cache
+from mlx_gen.batch.prefill import make_batch_cache
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import LogprobRequest, TokenLogprob, pack, unpack
 from mlx_gen.prompts import Prompt

@@ -56,6 +56,7 @@ class Row:
     prompt_ids: list[int]
     step: int = 0  # The position the next built step generates.
     done: bool = False  # EOS read or cancelled: its queued token is discarded.
+    spec: Any = None  # its speculative state (mlx_gen.batch.speculate), if it drafts
     prompt: mx.array = field(init=False)
     key: mx.array = field(init=False)
     generated: mx.array = field(init=False)

@@ -112,8 +112,6 @@ _CONFLICTS = (  # (flag, other, why)
     ("ignore_eos", "extra_eos_token_ids", "--ignore-eos turns EOS stopping off"),
     ("batch_size", "score", "batch mode generates"),
     ("batch_size", "stream_logprobs", "batch mode writes whole results"),
-    ("batch_size", "prompt_lookup", "batched decoding does not speculate"),
-    ("batch_size", "draft_model", "batched decoding does not speculate"),
     ("batch_size", "tools", "batch mode does not parse tool calls"),
 )
 

@@ -42,6 +42,7 @@ from mlx_gen.server.schemas import (
     TokenizeRequest,
 )
 from mlx_gen.server.settings_map import Limits, context_length, prompt_chars_bound
+from mlx_gen.server.speculation import ServerSpeculation, default_speculation
 from mlx_gen.server.state import ServerState
 from mlx_gen.server.streaming import json_response
 from mlx_gen.server.tokenizer_routes import detokenize, tokenize, tokenizer_info
@@ -64,6 +65,7 @@ def create_app(
     docs: bool = False,
     prefix_cache: PrefixCache | None = None,
     make_worker: Callable[..., Worker] = Worker,
+    speculation: ServerSpeculation | None = None,
 ) -> FastAPI:
     """An OpenAI-compatible app serving ``model`` as ``name``.
 
@@ -87,6 +89,8 @@ def create_app(
         prefix_cache: The prefix cache every request shares (``None``: none).
         make_worker: Builds the worker from the model and the options above (the
             distributed server passes :class:`~mlx_gen.server.lockstep.LockstepWorker`).
+        speculation: The default drafter and a ``--draft-model`` (``None``: requests
+            may ask for prompt lookup, where the model's cache allows it).
 
     Raises:
         ValueError: A limit below its minimum, or an empty ``api_key``.
@@ -111,6 +115,7 @@ def create_app(
     choices = max(1, min(64, max_batch_size + max_queue))
     limits = Limits(max_tokens_limit, choices, chars, max_unread_events)
     state = ServerState(model, name, worker, limits, strict, api_key)
+    state.speculation = speculation or default_speculation(model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

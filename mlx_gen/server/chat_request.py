@@ -8,6 +8,7 @@ compiling the tool grammar happen here: call these off the event loop.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -77,6 +78,7 @@ def _specs(state: ServerState, req: ChatRequest) -> tuple[list[ChoiceSpec], Chat
         )
     top = (req.top_logprobs or 0) if req.logprobs else None
     base = base_settings(req, state.model, top_logprobs=top, response_format=req.response_format)
+    base = dataclasses.replace(base, speculative=state.speculation.drafter(req.speculative))
     plan = _plan(state, req, base)
     ids, base = plan.prompt_ids, plan.settings
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"

@@ -9,6 +9,7 @@ come first too (the first token's is ``null``), so a harness can read log-likeli
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -90,6 +91,7 @@ def _specs(state: ServerState, req: CompletionRequest, prompts: list) -> list[Ch
     base = base_settings(
         req, state.model, top_logprobs=req.logprobs, response_format=req.response_format
     )
+    base = dataclasses.replace(base, speculative=state.speculation.drafter(req.speculative))
     prompt_logprobs = req.logprobs if req.echo and req.logprobs is not None else None
     specs = []
     for ids, _ in prompts:

@@ -37,6 +37,7 @@ EXTENSIONS = (
     "tool_format",
     "thinking_budget",  # the surface's own thinking field, when sent, wins
     "return_token_ids",  # non-streamed answers get a top-level ``token_ids``
+    "speculative",  # mlx_gen.server.speculation
 )
 
 

@@ -37,6 +37,7 @@ from mlx_gen.server.ranks import (
     process_rank,
     stop_later,
 )
+from mlx_gen.server.speculation import add_speculation_flags, open_speculation
 from mlx_gen.server.worker import Worker
 
 LOG = logging.getLogger("mlx_gen.server")
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", choices=LEVELS, default="warning", help="default: warning")
     add_cache_flags(p)
+    add_speculation_flags(p)
     add_rank_flags(p)
     return p
 
@@ -194,6 +196,7 @@ def _serve(args: argparse.Namespace) -> int:
         if ranked:
             check_rank_flags(args)
         cache = None if ranked else open_cache(model, args)
+        speculation = open_speculation(model, args, ranked=ranked)
     except (ValueError, OSError) as err:
         who = f"(rank {rank}) " if rank else ""  # rank 0's line is the usual one
         print(f"error: {who}{' '.join(str(err).split())}", file=sys.stderr)
@@ -217,6 +220,7 @@ def _serve(args: argparse.Namespace) -> int:
         docs=args.docs,
         prefix_cache=cache,
         make_worker=make_worker,
+        speculation=speculation,
     )
     max_connections = _connection_limit(args.max_connections)
     protocol = guarded_protocol(max_connections=max_connections, header_timeout=args.header_timeout)

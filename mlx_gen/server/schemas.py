@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from mlx_gen.server.speculation import SpeculativeField
+
 
 def _unicode(value: str) -> str:
     """``value`` if it is valid Unicode (encodable as UTF-8: no lone surrogate)."""
@@ -88,6 +90,7 @@ class SamplingRequest(_Open):
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
     return_token_ids: bool = False
+    speculative: SpeculativeField = None  # mlx_gen.server.speculation
 
 
 class ContentPart(_Open):

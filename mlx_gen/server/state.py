@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.server.errors import ApiError
 from mlx_gen.server.settings_map import Limits
+from mlx_gen.server.speculation import ServerSpeculation
 from mlx_gen.server.token_text import TokenText
 from mlx_gen.server.worker import Worker
 
@@ -36,6 +37,7 @@ class ServerState:
         limits: Per-request limits.
         strict: Refuse unknown request fields.
         api_key: The bearer token required, or ``None``.
+        speculation: The default drafter and what requests may ask for.
     """
 
     model: LoadedModel
@@ -44,6 +46,7 @@ class ServerState:
     limits: Limits
     strict: bool = False
     api_key: str | None = None
+    speculation: ServerSpeculation = field(default_factory=ServerSpeculation)
     created: int = field(default_factory=lambda: int(time.time()))
     texts: TokenText = field(init=False)
 

@@ -257,9 +257,8 @@ class Worker:
             job = self._active.get(index)
             if job is None:
                 continue
-            is_token = out.token != NO_TOKEN
-            self.generated_tokens += is_token
-            if is_token:
+            if out.token != NO_TOKEN:
+                self.generated_tokens += 1
                 self.metrics.token(job)
             if out.step == 0:  # the first token: the row's prefill is done
                 job.cached_tokens = self._decoder.cached_tokens.get(index, 0)
@@ -276,6 +275,8 @@ class Worker:
             job.emit(chunk)
             if chunk.finish_reason is not None:
                 del self._active[index]
+                if (spec := self._decoder.speculation(index)) is not None and spec.drafted:
+                    self.metrics.speculation(drafted=spec.drafted, accepted=spec.accepted)
                 self._finish(job, Done())
         for index, job in list(self._active.items()):
             if job.failure is not None:

@@ -1,0 +1,171 @@
+"""Speculative decoding in the server: the start-up flags and each request's choice.
+
+A request's ``speculative`` field (an mlx_gen extension on every endpoint) picks the
+drafter, overriding the server's default:
+
+* ``{"prompt_lookup": N}``: n-gram prompt lookup, at most ``N`` drafts a round;
+* ``{"draft": N}``: the server's ``--draft-model``, at most ``N`` drafts a round;
+* ``false``: no speculation; absent or ``null``: the server's default.
+
+``N`` is 1..:data:`MAX_DRAFT`. The server's default comes from ``--prompt-lookup N`` or
+``--draft-model PATH`` (with ``--num-draft N``). A request drafts only while it is the
+only one decoding (:mod:`mlx_gen.batch.speculate`), and only where the measured cost
+model says it pays, so the output is the one without speculation (greedy: token for
+token) and never slower by more than the cost model's probe. Refused by name: a draft
+without ``--draft-model``, a model whose KV cache cannot drop rejected positions
+(sliding-window layers), and the distributed server (each rank would time its own
+rounds and decide differently).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Literal
+
+import mlx.core as mx
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlx_gen.batch.speculate import check_speculative_model
+from mlx_gen.drafters import DraftModel, PromptLookup
+from mlx_gen.loading.loader import LoadedModel, load
+from mlx_gen.server.errors import ApiError
+
+MAX_DRAFT = 64
+"""The most tokens a request may ask to draft per round."""
+
+
+class SpeculativeRequest(BaseModel):
+    """A request's ``speculative`` object: exactly one of ``prompt_lookup`` and ``draft``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    prompt_lookup: int | None = Field(default=None, ge=1, le=MAX_DRAFT)
+    draft: int | None = Field(default=None, ge=1, le=MAX_DRAFT)
+
+    @model_validator(mode="after")
+    def _one(self) -> SpeculativeRequest:
+        if (self.prompt_lookup is None) == (self.draft is None):
+            raise ValueError('give exactly one of "prompt_lookup" and "draft"')
+        return self
+
+
+#: The request field: an object, ``false`` (off) or ``null`` (the server's default).
+SpeculativeField = SpeculativeRequest | Literal[False] | None
+
+
+@dataclass(frozen=True)
+class ServerSpeculation:
+    """What the server can speculate with.
+
+    Attributes:
+        default: The drafter of requests that do not choose (``None``: no speculation).
+        draft_model: ``--draft-model``, loaded (``None``: requests cannot ask for a draft).
+        num_draft: ``--num-draft`` (the draft model's default draft length).
+        refused: Why no request may speculate here (``None``: they may).
+        measure_cost: Requests' drafters draft only where the measured cost pays
+            (``False``: whenever there are drafts; for tests and measurements).
+    """
+
+    default: PromptLookup | DraftModel | None = None
+    draft_model: LoadedModel | None = None
+    num_draft: int = DraftModel.num_draft
+    refused: str | None = None
+    measure_cost: bool = True
+
+    def drafter(self, field: SpeculativeField) -> PromptLookup | DraftModel | None:
+        """The drafter for a request's ``speculative`` field.
+
+        Raises:
+            ApiError: 400 naming ``speculative`` when it cannot be served here.
+        """
+        if field is False or (field is None and self.default is None):
+            return None
+        if self.refused is not None:
+            raise ApiError(
+                400, f"speculative is not available: {self.refused}", param="speculative"
+            )
+        if field is None:
+            return self.default
+        if field.prompt_lookup is not None:
+            return PromptLookup(num_draft=field.prompt_lookup, measure_cost=self.measure_cost)
+        if self.draft_model is None:
+            raise ApiError(
+                400,
+                f'speculative={{"draft": {field.draft}}} needs a draft model: start the '
+                'server with --draft-model PATH, or ask for {"prompt_lookup": N}',
+                param="speculative",
+            )
+        return DraftModel(self.draft_model, num_draft=field.draft, measure_cost=self.measure_cost)
+
+
+def default_speculation(model: LoadedModel) -> ServerSpeculation:
+    """No default drafter; requests may ask for prompt lookup where ``model`` can verify."""
+    try:
+        check_speculative_model(model)
+    except ValueError as err:
+        return ServerSpeculation(refused=str(err))
+    return ServerSpeculation()
+
+
+def add_speculation_flags(p: argparse.ArgumentParser) -> None:
+    """Add ``--prompt-lookup``, ``--draft-model`` and ``--num-draft``."""
+    g = p.add_argument_group(
+        "speculative decoding",
+        "Drafts while one request decodes alone, where the measured cost pays; the "
+        "output is unchanged. A request's own 'speculative' field overrides the default.",
+    )
+    source = g.add_mutually_exclusive_group()
+    lookup = f"default: prompt lookup, up to N (1..{MAX_DRAFT}) drafts a round"
+    draft = "load this smaller model (same vocabulary) and draft with it by default"
+    num = f"the draft model's drafts per round (1..{MAX_DRAFT}; default: {DraftModel.num_draft})"
+    source.add_argument("--prompt-lookup", type=int, metavar="N", help=lookup)
+    source.add_argument("--draft-model", metavar="PATH", help=draft)
+    g.add_argument("--num-draft", type=int, metavar="N", help=num)
+
+
+def open_speculation(
+    model: LoadedModel, args: argparse.Namespace, *, ranked: bool
+) -> ServerSpeculation:
+    """The server's :class:`ServerSpeculation` from its flags.
+
+    Raises:
+        ValueError: A value out of range, ``--num-draft`` without ``--draft-model``, a
+            draft model of another vocabulary size, a model that cannot speculate with a
+            flag asking for it, or a flag under ranks (the message names the flag).
+    """
+    for flag, value in (("--prompt-lookup", args.prompt_lookup), ("--num-draft", args.num_draft)):
+        if value is not None and not 1 <= value <= MAX_DRAFT:
+            raise ValueError(f"{flag} {value} is invalid (expected 1..{MAX_DRAFT})")
+    if args.num_draft is not None and args.draft_model is None:
+        raise ValueError("--num-draft needs --draft-model (it is the draft model's length)")
+    asked = args.prompt_lookup is not None or args.draft_model is not None
+    if ranked:
+        reason = "the distributed server does not speculate (each rank would time its own rounds)"
+        if asked:
+            flag = "--prompt-lookup" if args.prompt_lookup is not None else "--draft-model"
+            raise ValueError(f"{flag}: {reason}")
+        return ServerSpeculation(refused=reason)
+    if not asked:
+        return default_speculation(model)
+    check_speculative_model(model)
+    if args.draft_model is None:
+        lookup = PromptLookup(num_draft=args.prompt_lookup) if args.prompt_lookup else None
+        return ServerSpeculation(default=lookup)
+    draft = _load_draft(model, args)
+    num = args.num_draft or DraftModel.num_draft
+    return ServerSpeculation(DraftModel(draft, num_draft=num), draft, num)
+
+
+def _load_draft(model: LoadedModel, args: argparse.Namespace) -> LoadedModel:
+    try:
+        draft = load(args.draft_model, dtype=getattr(args, "dtype", None))
+    except (ValueError, OSError) as err:
+        raise ValueError(f"--draft-model: {err}") from err
+    if draft.vocab_size != model.vocab_size:
+        raise ValueError(
+            f"--draft-model {args.draft_model} has vocabulary size {draft.vocab_size}; the "
+            f"model's is {model.vocab_size} (they must be equal)"
+        )
+    # Evaluate its weights here: the worker thread must only see evaluated arrays.
+    mx.eval(draft.model(mx.array([[0]], dtype=mx.int32)))
+    return draft

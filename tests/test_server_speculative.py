@@ -1,0 +1,150 @@
+"""Speculation in the server: the ``speculative`` field, the server's default, the flags.
+
+Through HTTP on stories260K: a request that drafts (counted in ``/metrics``) returns
+exactly the tokens and logprobs of the single plain run, on completions, chat (with a
+JSON schema) and Anthropic messages; concurrent requests draft only while alone and stay
+exact; ``false`` turns the default off; every bad value is a 400 naming ``speculative``;
+bad flags end the server with one ``error:`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+
+import mlx_gen as mg
+from mlx_gen.server.main import main
+from mlx_gen.server.speculation import ServerSpeculation
+from tests.checkpoints import CHATML
+from tests.conftest import STORIES
+from tests.serving import running_server
+from tests.test_control_matrix import PROMPT, SCHEMA
+from tests.test_server_metrics import delta, scrape
+from tests.test_speculative import noisy_draft  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.skipif(
+    not (STORIES / "config.json").exists(), reason=f"{STORIES} is absent"
+)
+DRAFTED = "mlx_gen_spec_draft_tokens_total"
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory) -> mg.LoadedModel:
+    """stories260K with a chat template (ChatML), for the chat and messages endpoints."""
+    folder = tmp_path_factory.mktemp("story") / "stories260K"
+    shutil.copytree(STORIES, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": CHATML}))
+    return mg.load(folder)
+
+
+@pytest.fixture(scope="module")
+def server(story, noisy_draft):  # noqa: F811
+    lookup = mg.PromptLookup(num_draft=4, min_ngram=1, measure_cost=False)
+    speculation = ServerSpeculation(default=lookup, draft_model=noisy_draft, measure_cost=False)
+    with running_server(story, name="story", strict=True, speculation=speculation) as url:
+        yield url
+
+
+def complete(url: str, **fields) -> dict:
+    body = {"model": "story", "prompt": PROMPT, "max_tokens": 30, "temperature": 0.0,
+            "return_token_ids": True, "logprobs": 2, **fields}  # fmt: skip
+    reply = httpx.post(url + "/v1/completions", json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    return reply.json()["choices"][0]
+
+
+def plain(story, **settings) -> mg.GenerationResult:
+    base = {"max_tokens": 30, "temperature": 0.0, "logprobs": 2, **settings}
+    return mg.generate(story, PROMPT, settings=mg.GenerationSettings(**base))
+
+
+def assert_plain(choice: dict, ref: mg.GenerationResult) -> None:
+    assert choice["token_ids"] == ref.token_ids and choice["text"] == ref.text
+    raw = [step["raw"].logprob for step in ref.logprobs]
+    np.testing.assert_allclose(choice["logprobs"]["token_logprobs"], raw, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "field", [None, {"prompt_lookup": 3}, {"draft": 2}], ids=["default", "lookup", "draft"]
+)
+def test_a_drafting_request_returns_the_plain_output(server, story, field):
+    before = scrape(server)
+    choice = complete(server, **({} if field is None else {"speculative": field}))
+    assert delta(before, scrape(server), DRAFTED) > 0  # it really drafted
+    assert_plain(choice, plain(story))
+
+
+def test_false_turns_the_default_off(server, story):
+    before = scrape(server)
+    choice = complete(server, speculative=False)
+    assert delta(before, scrape(server), DRAFTED) == 0
+    assert_plain(choice, plain(story))
+
+
+def test_chat_with_a_schema_and_anthropic_messages_draft_exactly(server, story):
+    messages = [{"role": "user", "content": PROMPT}]
+    body = {"model": "story", "messages": messages, "max_tokens": 30, "temperature": 0.0,
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "said", "schema": SCHEMA}},
+            "speculative": {"prompt_lookup": 4}}  # fmt: skip
+    before = scrape(server)
+    spec = httpx.post(server + "/v1/chat/completions", json=body, timeout=120).json()
+    assert delta(before, scrape(server), DRAFTED) > 0, spec
+    off = httpx.post(server + "/v1/chat/completions", json={**body, "speculative": False},
+                     timeout=120).json()  # fmt: skip
+    assert spec["choices"][0]["message"] == off["choices"][0]["message"]
+    assert spec["choices"][0]["message"]["content"].startswith('{ "said" : "')  # the schema's
+    anthropic = {"model": "story", "max_tokens": 30, "temperature": 0.0, "messages": messages}
+    replies = [
+        httpx.post(server + "/v1/messages", json={**anthropic, "speculative": s}, timeout=120)
+        for s in ({"draft": 3}, False)
+    ]
+    assert [r.status_code for r in replies] == [200, 200], replies[0].text
+    assert replies[0].json()["content"] == replies[1].json()["content"]
+
+
+def test_concurrent_requests_stay_exact(server, story):
+    prompts = [PROMPT, "Once upon a time", "Lily went", PROMPT]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        choices = list(pool.map(lambda p: complete(server, prompt=p, max_tokens=20), prompts))
+    for prompt, choice in zip(prompts, choices, strict=True):
+        ref = mg.generate(story, prompt, settings=mg.GenerationSettings(max_tokens=20))
+        assert choice["token_ids"] == ref.token_ids
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"prompt_lookup": 0}, {"prompt_lookup": 65}, {"prompt_lookup": 2, "draft": 2}, {},
+     {"prompt_lookup": "4"}, {"lookup": 4}, True, 4],
+)  # fmt: skip
+def test_bad_values_are_a_400_naming_the_field(server, value):
+    body = {"model": "story", "prompt": PROMPT, "max_tokens": 3, "speculative": value}
+    reply = httpx.post(server + "/v1/completions", json=body, timeout=60)
+    assert reply.status_code == 400 and "speculative" in reply.text, reply.text
+
+
+def test_a_draft_without_a_draft_model_is_refused_by_name(story):
+    with running_server(story, name="story") as url:
+        body = {"model": "story", "prompt": PROMPT, "max_tokens": 3, "speculative": {"draft": 2}}
+        reply = httpx.post(url + "/v1/completions", json=body, timeout=60)
+        assert reply.status_code == 400 and "--draft-model" in reply.text
+        body["speculative"] = {"prompt_lookup": 2}  # lookup needs nothing more
+        assert httpx.post(url + "/v1/completions", json=body, timeout=60).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--prompt-lookup", "0"], "--prompt-lookup 0 is invalid (expected 1..64)"),
+     (["--num-draft", "3"], "--num-draft needs --draft-model"),
+     (["--draft-model", "/nonexistent/draft"], "--draft-model:")],
+)  # fmt: skip
+def test_bad_flags_exit_2_with_one_error_line(capsys, flags, message):
+    assert main(["--model", str(STORIES), "--port", "0", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
