@@ -129,7 +129,8 @@ def wave(served: Served, requests: list[dict]) -> tuple[float, list[list[int]]]:
 def bench_server(name: str, model: mg.LoadedModel, args: argparse.Namespace) -> list[dict]:
     served, rows = Served(model), []
     try:
-        for label, text in (("(a) rewrite", REWRITE), ("(b) story", STORY)):
+        prompts = {"rewrite": ("(a) rewrite", REWRITE), "story": ("(b) story", STORY)}
+        for label, text in (prompts[p] for p in args.prompts.split(",")):
             for streams in (1, 4):
                 on = [body(text, args.gen, model.vocab_size, {"prompt_lookup": 10})] * streams
                 off = [body(text, args.gen, model.vocab_size, False)] * streams
@@ -167,6 +168,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--gen", type=int, default=80, help="max tokens per request")
     parser.add_argument("--models", default="smollm2,smollm2-f32", help="comma-separated")
+    parser.add_argument("--prompts", default="rewrite,story", help="comma-separated")
     parser.add_argument("--out", help="write the results as JSON")
     args = parser.parse_args()
     rows: list[dict] = []

@@ -14,7 +14,9 @@ import json
 import shutil
 
 import httpx
+import jsonschema
 import numpy as np
+import openai
 import pytest
 
 import mlx_gen as mg
@@ -25,7 +27,12 @@ from tests.conftest import STORIES
 from tests.serving import running_server
 from tests.test_control_matrix import PROMPT, SCHEMA
 from tests.test_server_metrics import delta, scrape
+from tests.test_server_tools import MARKERS as TOOL_MARKERS
+from tests.test_server_tools import SCHEMAS as TOOL_SCHEMAS
+from tests.test_server_tools import TOOLS as TOOL_DEFS
+from tests.test_server_tools import USER as TOOL_USER
 from tests.test_speculative import noisy_draft  # noqa: F401 (fixture)
+from tests.tool_models import HERMES, write_tool_model
 
 pytestmark = pytest.mark.skipif(
     not (STORIES / "config.json").exists(), reason=f"{STORIES} is absent"
@@ -148,3 +155,56 @@ def test_bad_flags_exit_2_with_one_error_line(capsys, flags, message):
     assert main(["--model", str(STORIES), "--port", "0", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_tool_calls_stay_valid_by_construction_while_drafting(tmp_path):
+    """A tiny random model can only call tools validly if the grammar holds in the rounds."""
+    hermes = mg.load(write_tool_model(tmp_path / "h", HERMES, TOOL_MARKERS))
+    with running_server(hermes, speculation=ServerSpeculation(measure_cost=False)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+
+        def ask(spec, temperature, seed=3):
+            return client.chat.completions.create(
+                model="test", messages=TOOL_USER, tools=TOOL_DEFS, tool_choice="required",
+                temperature=temperature, seed=seed, max_tokens=160, parallel_tool_calls=False,
+                extra_body={"speculative": spec, "return_token_ids": True},
+            ).choices[0]  # fmt: skip
+
+        before = scrape(url)
+        greedy = [ask(spec, 0.0) for spec in ({"prompt_lookup": 4}, False)]
+        assert greedy[0].token_ids == greedy[1].token_ids  # exact, whatever it says
+        completed = 0
+        for seed in range(6):  # sampled: every call that completes is valid
+            choice = ask({"prompt_lookup": 4}, 1.0, seed)
+            for call in choice.message.tool_calls or []:
+                schema = TOOL_SCHEMAS[call.function.name]
+                jsonschema.validate(json.loads(call.function.arguments), schema)
+                completed += 1
+        assert completed > 0
+        assert delta(before, scrape(url), DRAFTED) > 0  # the rounds really ran
+
+
+def test_ranks_and_sliding_windows_are_refused_by_name(story, monkeypatch):
+    import argparse
+
+    import mlx_gen.batch.speculate as speculate
+    from mlx_gen.server.errors import ApiError
+    from mlx_gen.server.speculation import SpeculativeRequest, open_speculation
+
+    flags = argparse.Namespace(prompt_lookup=None, draft_model=None, num_draft=None)
+    ranked = open_speculation(story, flags, ranked=True)
+    assert ranked.drafter(None) is None and ranked.drafter(False) is None
+    with pytest.raises(ApiError, match="distributed server does not speculate"):
+        ranked.drafter(SpeculativeRequest(prompt_lookup=2))
+    with pytest.raises(ValueError, match="--prompt-lookup: the distributed server"):
+        open_speculation(story, argparse.Namespace(**{**vars(flags), "prompt_lookup": 3}),
+                         ranked=True)  # fmt: skip
+    from mlx_lm.models.cache import RotatingKVCache
+
+    monkeypatch.setattr(speculate, "make_prompt_cache", lambda m: [RotatingKVCache(8)])
+    windowed = open_speculation(story, flags, ranked=False)
+    with pytest.raises(ApiError, match="cannot be trimmed"):
+        windowed.drafter(SpeculativeRequest(prompt_lookup=2))
+    with pytest.raises(ValueError, match="cannot be trimmed"):
+        open_speculation(story, argparse.Namespace(**{**vars(flags), "prompt_lookup": 3}),
+                         ranked=False)  # fmt: skip
