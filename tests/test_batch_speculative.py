@@ -131,3 +131,25 @@ def test_a_row_joining_a_drafting_row_ends_its_rounds_and_both_stay_exact(story)
     alone = replace(greedy, speculative=None)
     assert tokens[0] == mg.generate(story, ids, settings=alone).token_ids
     assert tokens[1] == mg.generate(story, other, settings=sampled).token_ids
+
+
+def test_a_drafting_row_stores_exactly_its_tokens_in_the_prefix_cache(story):
+    lookup = mg.PromptLookup(num_draft=4, min_ngram=1, measure_cost=False)
+    plan = DecodePlan.build(story, mg.GenerationSettings(max_tokens=24, speculative=lookup))
+    ids = story.tokenizer.encode(PROMPT)
+    cache = mg.PrefixCache(story, max_bytes=64 << 20)
+    decoder = BatchDecoder(story, [ids], [plan], prefix_cache=cache)
+    tokens = [out.token for events in decoder for _, out in events]
+    assert decoder.speculation(0).rounds > 0
+    plain = mg.generate(story, ids, settings=mg.GenerationSettings(max_tokens=24))
+    assert tokens == plain.token_ids
+    # The stored entry holds the prompt and every token but the last: a follow-up turn
+    # that extends it hits all of it, and its output equals a cold run.
+    follow = ids + tokens + story.tokenizer.encode(" Lily said", add_special_tokens=False)
+    hit = cache.lookup(follow)
+    assert hit.tokens == len(ids) + len(tokens) - 1
+    warm = BatchDecoder(story, [follow], [plan], prefix_cache=cache)
+    again = [out.token for events in warm for _, out in events]
+    assert warm.cached_tokens[0] == len(ids) + len(tokens) - 1
+    cold = mg.generate(story, follow, settings=mg.GenerationSettings(max_tokens=24))
+    assert again == cold.token_ids
