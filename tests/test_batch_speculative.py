@@ -20,22 +20,19 @@ import mlx_gen as mg
 from mlx_gen.batch.decode import BatchDecoder
 from mlx_gen.plan import DecodePlan
 from tests.conftest import STORIES
-from tests.test_control_matrix import CONTROLS, PROMPT, assert_same, settings
+from tests.test_control_matrix import (  # noqa: F401 (fixtures: story, single)
+    CONTROLS,
+    PROMPT,
+    assert_same,
+    settings,
+    single,
+    story,
+)
 from tests.test_speculative import noisy_draft  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(
     not (STORIES / "config.json").exists(), reason=f"{STORIES} is absent"
 )
-
-
-@pytest.fixture(scope="module")
-def story() -> mg.LoadedModel:
-    return mg.load(STORIES)
-
-
-@pytest.fixture(scope="module")
-def single(story) -> dict[str, mg.GenerationResult]:
-    return {c: mg.generate(story, PROMPT, settings=settings(c)) for c in CONTROLS}
 
 
 def drafter(kind: str, draft_model: mg.LoadedModel) -> mg.PromptLookup | mg.DraftModel:
@@ -58,9 +55,9 @@ def decode(model, prompts, plans, batch_size):
 @pytest.mark.parametrize("kind", ["lookup", "draft_model"])
 @pytest.mark.parametrize("control", list(CONTROLS))
 def test_a_speculating_row_in_a_batch_equals_its_single_run(
-    story,
+    story,  # noqa: F811
     noisy_draft,  # noqa: F811
-    single,
+    single,  # noqa: F811
     kind,
     control,
 ):
@@ -86,7 +83,7 @@ def test_a_speculating_row_in_a_batch_equals_its_single_run(
     assert_same(out[1], ref)
 
 
-def test_rows_draft_only_while_alone(story):
+def test_rows_draft_only_while_alone(story):  # noqa: F811
     lookup = mg.PromptLookup(num_draft=4, min_ngram=1, measure_cost=False)
     plan = DecodePlan.build(story, mg.GenerationSettings(max_tokens=20, speculative=lookup))
     ids = story.tokenizer.encode(PROMPT)
@@ -102,7 +99,7 @@ def test_rows_draft_only_while_alone(story):
     assert [t.step for t in tokens[0]] == list(range(20))
 
 
-def test_a_sliding_window_model_is_refused_by_name(story, monkeypatch):
+def test_a_sliding_window_model_is_refused_by_name(story, monkeypatch):  # noqa: F811
     from mlx_lm.models.cache import RotatingKVCache
 
     import mlx_gen.batch.speculate as speculate
@@ -113,7 +110,7 @@ def test_a_sliding_window_model_is_refused_by_name(story, monkeypatch):
         mg.generate_batch(story, [PROMPT], settings=mg.GenerationSettings(speculative=lookup))
 
 
-def test_a_row_joining_a_drafting_row_ends_its_rounds_and_both_stay_exact(story):
+def test_a_row_joining_a_drafting_row_ends_its_rounds_and_both_stay_exact(story):  # noqa: F811
     lookup = mg.PromptLookup(num_draft=4, min_ngram=1, measure_cost=False)
     greedy = mg.GenerationSettings(max_tokens=40, speculative=lookup)
     sampled = mg.GenerationSettings(max_tokens=12, temperature=0.9, seed=5)
@@ -133,7 +130,7 @@ def test_a_row_joining_a_drafting_row_ends_its_rounds_and_both_stay_exact(story)
     assert tokens[1] == mg.generate(story, other, settings=sampled).token_ids
 
 
-def test_a_drafting_row_stores_exactly_its_tokens_in_the_prefix_cache(story):
+def test_a_drafting_row_stores_exactly_its_tokens_in_the_prefix_cache(story):  # noqa: F811
     lookup = mg.PromptLookup(num_draft=4, min_ngram=1, measure_cost=False)
     plan = DecodePlan.build(story, mg.GenerationSettings(max_tokens=24, speculative=lookup))
     ids = story.tokenizer.encode(PROMPT)

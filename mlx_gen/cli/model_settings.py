@@ -10,6 +10,7 @@ from typing import Any
 
 import mlx_gen as mg
 from mlx_gen.cli.options import CliOptions, UsageError
+from mlx_gen.drafters import load_draft_model
 from mlx_gen.processors.bad_words import BadWords
 
 # Settings fields holding token ids, and the flag each comes from.
@@ -79,12 +80,7 @@ def settings_for_model(options: CliOptions, model: mg.LoadedModel) -> mg.Generat
 def _draft_model(options: CliOptions, model: mg.LoadedModel) -> mg.DraftModel:
     """Load ``--draft-model`` (with ``--dtype``) and check that it shares the vocabulary."""
     try:
-        draft = mg.load(options.draft_model, dtype=options.dtype)
-    except (ValueError, OSError) as e:
+        draft = load_draft_model(options.draft_model, model, dtype=options.dtype)
+    except ValueError as e:
         raise UsageError(f"argument --draft-model: {e}") from e
-    if draft.vocab_size != model.vocab_size:
-        raise UsageError(
-            f"argument --draft-model: {options.draft_model} has vocabulary size "
-            f"{draft.vocab_size}; the model's is {model.vocab_size} (they must be equal)"
-        )
     return mg.DraftModel(draft, num_draft=options.num_draft or mg.DraftModel.num_draft)

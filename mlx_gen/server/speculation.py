@@ -23,12 +23,11 @@ import argparse
 from dataclasses import dataclass
 from typing import Literal
 
-import mlx.core as mx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlx_gen.batch.speculate import check_speculative_model
-from mlx_gen.drafters import DraftModel, PromptLookup
-from mlx_gen.loading.loader import LoadedModel, load
+from mlx_gen.drafters import DraftModel, PromptLookup, load_draft_model
+from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.server.errors import ApiError
 
 MAX_DRAFT = 64
@@ -158,14 +157,6 @@ def open_speculation(
 
 def _load_draft(model: LoadedModel, args: argparse.Namespace) -> LoadedModel:
     try:
-        draft = load(args.draft_model, dtype=getattr(args, "dtype", None))
-    except (ValueError, OSError) as err:
+        return load_draft_model(args.draft_model, model, dtype=getattr(args, "dtype", None))
+    except ValueError as err:
         raise ValueError(f"--draft-model: {err}") from err
-    if draft.vocab_size != model.vocab_size:
-        raise ValueError(
-            f"--draft-model {args.draft_model} has vocabulary size {draft.vocab_size}; the "
-            f"model's is {model.vocab_size} (they must be equal)"
-        )
-    # Evaluate its weights here: the worker thread must only see evaluated arrays.
-    mx.eval(draft.model(mx.array([[0]], dtype=mx.int32)))
-    return draft
