@@ -15,7 +15,10 @@ What each path promises, and what is checked here:
   ``test_speculative_sampling.py`` and ``test_speculative_constrained.py``), so here they
   must give a valid run of the same length and finish;
 * a custom processor cannot travel over HTTP: the server refuses the field by name
-  (``--strict``) — the one refused cell.
+  (``--strict``) — the one refused cell;
+* the server runs every cell plain and with its ``speculative`` field (prompt lookup and
+  a draft model, drafting while the request decodes alone); speculation inside batches
+  is covered in ``test_batch_speculative.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import pytest
 
 import mlx_gen as mg
+from mlx_gen.server.speculation import ServerSpeculation
 from tests.conftest import STORIES
 from tests.serving import running_server
 from tests.test_speculative import (
@@ -159,17 +163,26 @@ def server_body(control: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(story):
-    with running_server(story, name="story", strict=True) as url:
+def server(story, noisy_draft):  # noqa: F811
+    speculation = ServerSpeculation(draft_model=noisy_draft, measure_cost=False)
+    with running_server(story, name="story", strict=True, speculation=speculation) as url:
         yield url
 
 
+@pytest.mark.parametrize(
+    "speculative", [False, {"prompt_lookup": 4}, {"draft": 3}], ids=["plain", "lookup", "draft"]
+)
 @pytest.mark.parametrize("control", [c for c in CONTROLS if c != "custom_processor"])
-def test_server_equals_single_runs(server, single, control):
-    reply = httpx.post(server + "/v1/completions", json=server_body(control), timeout=120)
+def test_server_equals_single_runs(server, single, control, speculative):
+    body = {**server_body(control), "speculative": speculative}
+    reply = httpx.post(server + "/v1/completions", json=body, timeout=120)
     assert reply.status_code == 200, reply.text
     choice = reply.json()["choices"][0]
     ref = single[control]
+    if speculative and control == "seeded_sampling":  # the same distribution, not draws
+        assert len(choice["token_ids"]) == len(ref.token_ids)
+        assert choice["finish_reason"] == "length"
+        return
     # A bias of -inf travels as -100 (OpenAI's clamp): the same ban in effect here.
     assert choice["token_ids"] == ref.token_ids
     assert choice["text"] == ref.text
