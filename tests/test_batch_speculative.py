@@ -12,6 +12,7 @@ the batch.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -150,3 +151,21 @@ def test_a_drafting_row_stores_exactly_its_tokens_in_the_prefix_cache(story):  #
     assert warm.cached_tokens[0] == len(ids) + len(tokens) - 1
     cold = mg.generate(story, follow, settings=mg.GenerationSettings(max_tokens=24))
     assert again == cold.token_ids
+
+
+def test_the_cli_batch_mode_speculates_and_reports_it(story, tmp_path, capsys):  # noqa: F811
+    from mlx_gen.cli.main import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"{PROMPT}\nOnce upon a time\n")
+    out = tmp_path / "out.jsonl"
+    argv = ["--model", str(STORIES), "--prompt-file", str(prompts), "--batch-size", "1",
+            "--prompt-lookup", "4", "--max-tokens", "24", "--temp", "0"]  # fmt: skip
+    argv += ["--output", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    for row, prompt in zip(rows, [PROMPT, "Once upon a time"], strict=True):
+        plain = mg.generate(story, prompt, settings=mg.GenerationSettings(max_tokens=24))
+        assert row["token_ids"] == plain.token_ids
+        spec = row["speculation"]
+        assert spec["drafted"] >= spec["accepted"] >= 0 and spec["decision"], spec

@@ -12,11 +12,14 @@ Prompt file formats (chosen by the first non-blank line, or a ``.jsonl`` suffix)
   (JSON object keys); ``sequence_bias`` is a list of ``[[ids...], bias]`` pairs.
 
 Each result line is the ``--json`` document of :func:`mlx_gen.cli.output.generation_json`
-with ``"index"`` (the prompt's position) added.
+with ``"index"`` (the prompt's position) added, and ``"speculation"`` (the row's
+:class:`~mlx_gen.SpeculationStats`: drafts, acceptance, measured costs, the decision)
+when it speculated (``--prompt-lookup`` / ``--draft-model``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -182,6 +185,8 @@ def write_jsonl_results(
     for index, (result, with_logprobs) in enumerate(zip(results, flags, strict=True)):
         prompt_tokens = result.stats.prompt_tokens if result.stats else None
         record = {"index": index, **generation_json(result, decode, prompt_tokens, with_logprobs)}
+        if result.stats is not None and result.stats.speculation is not None:
+            record["speculation"] = dataclasses.asdict(result.stats.speculation)
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
     if str(path) == "-":  # on a terminal, DEL and C1 characters escaped (valid JSON)
         sys.stdout.writelines(for_terminal(sys.stdout, line, json=True) for line in lines)
