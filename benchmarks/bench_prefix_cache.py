@@ -1,23 +1,27 @@
 """The prefix cache on growing conversations: mlx_gen's server against mlx_lm.server.
 
-    python benchmarks/bench_prefix_cache.py --preset 15M --out benchmarks/results/prefix-cache.json
+    python benchmarks/bench_prefix_cache.py --preset 15M --repeats 3 \
+        --out benchmarks/results/prefix-cache-15M.json
 
-Both servers run in turn as subprocesses on the same random-weight preset folder (a
-word-level vocabulary: one word, one token, so prompt lengths are exact; its
-max_position_embeddings of 4096 holds the ~3k-token chat). mlx_gen runs with its
-default prefix cache on (``--prompt-cache-bytes``), mlx_lm.server with its prompt cache
-(on by default). Two workloads, each request a greedy streaming /v1/completions call:
+Both servers run at once, as subprocesses on the same random-weight preset folder
+(its max_position_embeddings of 4096 holds the ~3k-token chat). mlx_gen runs with its
+prefix cache (``--prompt-cache-bytes``), mlx_lm.server with its prompt cache (on by
+default). Two workloads, each request a greedy streaming /v1/completions call:
 
 * chat: 8 turns; each turn's prompt is the previous prompt, the previous reply and a
   new user message of ``--turn-tokens`` words (~3k tokens at turn 8);
 * agent: a ``--agent-system``-word task, then 10 steps; each appends the previous reply
   and a tool result of ``--tool-tokens`` words.
 
-Reported per turn: time to first token (TTFT), cached prompt tokens (from
-``usage.prompt_tokens_details.cached_tokens`` when the server reports it) and, for
-mlx_gen, the TTFT of a fresh prompt made of only the turn's new tokens (the target:
-turn-N TTFT <= 2x that). Peak memory: each server's peak resident set (VmHWM), and
-mlx_gen's cache bytes against its budget (/health).
+Built for a shared, noisy machine: every turn goes to both servers back to back (which
+one goes first alternates by turn and repeat), so load hits both alike; then a fresh
+prompt of exactly the turn's uncached tokens ("new alone": what the turn must prefill)
+goes to both, back to back too. The whole workload runs ``--repeats`` times with
+distinct seeded texts, so nothing is cached across repeats. Reported per turn: the
+median and range over repeats of time to first token (TTFT), of the paired ratio
+mlx_gen / mlx_lm, and of TTFT / "new alone"; cached prompt tokens (from
+``usage.prompt_tokens_details.cached_tokens``); each server's peak resident set
+(VmHWM), mlx_gen's cache bytes against its budget (/health), and the load average.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from tokenizers import Tokenizer
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -42,16 +48,18 @@ from bench_generate import environment  # noqa: E402
 from bench_server import free_port  # noqa: E402
 from presets import write_preset  # noqa: E402
 
+ENGINES = ("mlx_gen", "mlx_lm")
+
 
 def start(engine: str, model: Path, budget: str) -> tuple[subprocess.Popen, str]:
     """Start one server; return it once it answers, with its base URL."""
     port = free_port()
+    common = ["--model", str(model), "--port", str(port)]
     if engine == "mlx_gen":
-        cmd = [sys.executable, "-m", "mlx_gen.server", "--model", str(model), "--model-name",
-               "bench", "--port", str(port), "--prompt-cache-bytes", budget]
+        extra = ["--model-name", "bench", "--prompt-cache-bytes", budget]
+        cmd = [sys.executable, "-m", "mlx_gen.server", *common, *extra]
     else:
-        cmd = [sys.executable, "-m", "mlx_lm", "server", "--model", str(model), "--port",
-               str(port), "--log-level", "WARNING"]
+        cmd = [sys.executable, "-m", "mlx_lm", "server", *common, "--log-level", "WARNING"]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -66,10 +74,25 @@ def start(engine: str, model: Path, budget: str) -> tuple[subprocess.Popen, str]
     raise RuntimeError(f"{engine} server did not start")
 
 
-def request(client: httpx.Client, base: str, model: str, prompt: str, gen: int) -> dict:
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def request(client: httpx.Client, server: tuple[str, str], prompt: str, gen: int) -> dict:
     """One greedy streaming completion: TTFT, the reply text, the usage if reported."""
-    body = {"model": model, "prompt": prompt, "max_tokens": gen, "temperature": 0.0,
-            "stream": True, "stream_options": {"include_usage": True}}
+    base, model = server
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": gen,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     start, first, text, usage = time.perf_counter(), None, [], None
     with client.stream("POST", base + "/v1/completions", json=body) as r:
         for line in r.iter_lines():
@@ -84,38 +107,64 @@ def request(client: httpx.Client, base: str, model: str, prompt: str, gen: int) 
     if first is None:
         raise RuntimeError(f"no token came back (prompt of {len(prompt.split())} words)")
     details = (usage or {}).get("prompt_tokens_details") or {}
-    return {"ttft": first - start, "text": "".join(text), "prompt_tokens":
-            (usage or {}).get("prompt_tokens"), "cached": details.get("cached_tokens")}
+    return {
+        "ttft": first - start,
+        "text": "".join(text),
+        "prompt_tokens": (usage or {}).get("prompt_tokens"),
+        "cached": details.get("cached_tokens"),
+    }
 
 
 def words(rng: random.Random, n: int) -> str:
     return " ".join(f"t{rng.randrange(3, 30000)}" for _ in range(n))
 
 
-def workload(kind: str, args: argparse.Namespace) -> tuple[str, list[str]]:
+def fresh(tok: Tokenizer, rng: random.Random, n: int) -> str:
+    """A new text of exactly ``n`` tokens (random words, cut at the n-th token)."""
+    text = words(rng, n)
+    encoding = tok.encode(text, add_special_tokens=False)
+    return text[: encoding.offsets[n - 1][1]] if len(encoding.ids) > n else text
+
+
+def workload(kind: str, args: argparse.Namespace, repeat: int) -> tuple[str, list[str]]:
     """The opening text and each turn's new text (the same for both engines)."""
-    rng = random.Random(7 if kind == "chat" else 11)
+    rng = random.Random(f"{kind}-{repeat}")
     if kind == "chat":
         return words(rng, 8), [words(rng, args.turn_tokens) for _ in range(8)]
     return words(rng, args.agent_system), [words(rng, args.tool_tokens) for _ in range(10)]
 
 
-def converse(engine: str, base: str, model: str, kind: str, args) -> list[dict]:
-    opening, turns = workload(kind, args)
-    prompt, rows, rng = opening, [], random.Random(99)
+def converse(servers: dict, kind: str, repeat: int, tok: Tokenizer, args) -> dict:
+    """One run of the workload on both servers, turn by turn, back to back."""
+    opening, turns = workload(kind, args, repeat)
+    prompts, rows = dict.fromkeys(ENGINES, opening), {e: [] for e in ENGINES}
+    rng = random.Random(f"alone-{kind}-{repeat}")
     with httpx.Client(timeout=600) as client:
-        request(client, base, model, words(rng, 8), 2)  # warm-up
         for n, new in enumerate(turns):
-            prompt = f"{prompt} {new}"
-            row = request(client, base, model, prompt, args.gen)
-            if engine == "mlx_gen":  # the same number of new tokens, on their own
-                fresh = words(rng, len(new.split()) + args.gen)
-                row["new_only_ttft"] = request(client, base, model, fresh, 1)["ttft"]
-            row.update(turn=n + 1, words=len(prompt.split()))
-            rows.append({k: v for k, v in row.items() if k != "text"})
-            prompt = f"{prompt} {row['text'].strip()}"
-            print(f"{engine:8s} {kind} turn {n + 1:2d}: {row['words']:5d} words, "
-                  f"TTFT {row['ttft']:.3f} s, cached {row['cached']}", flush=True)
+            order = ENGINES if (n + repeat) % 2 == 0 else ENGINES[::-1]
+            turn = {}
+            for e in order:
+                prompts[e] = f"{prompts[e]} {new}"
+                turn[e] = request(client, servers[e], prompts[e], args.gen)
+            g = turn["mlx_gen"]
+            count = g["prompt_tokens"] - (g["cached"] or 0)  # the tokens this turn prefilled
+            alone = fresh(tok, rng, count)
+            for e in order:
+                row = turn[e]
+                row["new_only_ttft"] = request(client, servers[e], alone, 1)["ttft"]
+                row.update(
+                    turn=n + 1, first=e == order[0], new_tokens=count, load=os.getloadavg()[0]
+                )
+                prompts[e] = f"{prompts[e]} {row.pop('text').strip()}"
+                rows[e].append(row)
+            print(
+                f"r{repeat} {kind} turn {n + 1:2d}: {g['prompt_tokens']:5d} tokens, TTFT "
+                + ", ".join(
+                    f"{e} {turn[e]['ttft']:.3f} s (alone {turn[e]['new_only_ttft']:.3f})"
+                    for e in ENGINES
+                ),
+                flush=True,
+            )
     return rows
 
 
@@ -126,14 +175,53 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
-def table(results: dict, kind: str) -> str:
-    gen, lm = results["mlx_gen"][kind], results["mlx_lm"][kind]
-    lines = ["| turn | prompt tokens | mlx_gen TTFT (s) | new tokens alone (s) | ratio | "
-             "mlx_lm TTFT (s) | cached mlx_gen / mlx_lm |", "|---|---|---|---|---|---|---|"]
-    for g, m in zip(gen, lm, strict=True):
-        lines.append(f"| {g['turn']} | {g['prompt_tokens']} | {g['ttft']:.3f} | "
-                     f"{g['new_only_ttft']:.3f} | {g['ttft'] / g['new_only_ttft']:.2f}x | "
-                     f"{m['ttft']:.3f} | {g['cached']} / {m['cached']} |")
+def spread(values: list[float], fmt: str = ".3f") -> str:
+    """``median (min-max)``."""
+    return (
+        f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+        if len(values) > 1
+        else f"{values[0]:{fmt}}"
+    )
+
+
+def summarize(runs: list[dict], kind: str) -> list[dict]:
+    """Per turn, over repeats: TTFTs, paired ratios, "new alone" ratios."""
+    out = []
+    for t in range(len(runs[0]["mlx_gen"])):
+        g = [r["mlx_gen"][t] for r in runs]
+        m = [r["mlx_lm"][t] for r in runs]
+        out.append(
+            {
+                "turn": t + 1,
+                "prompt_tokens": [x["prompt_tokens"] for x in g],
+                "new_tokens": [x["new_tokens"] for x in g],
+                "cached": [[x["cached"] for x in g], [x["cached"] for x in m]],
+                "ttft": [[x["ttft"] for x in g], [x["ttft"] for x in m]],
+                "alone": [[x["new_only_ttft"] for x in g], [x["new_only_ttft"] for x in m]],
+                "gen_over_lm": [a["ttft"] / b["ttft"] for a, b in zip(g, m, strict=True)],
+                "over_alone": [[x["ttft"] / x["new_only_ttft"] for x in s] for s in (g, m)],
+            }
+        )
+    return out
+
+
+def table(summary: list[dict]) -> str:
+    lines = [
+        "| turn | prompt / new tokens | mlx_gen TTFT (s) | mlx_lm TTFT (s) | mlx_gen / mlx_lm"
+        " | new alone mlx_gen / mlx_lm (s) | mlx_gen TTFT / new alone | mlx_lm TTFT / new "
+        "alone | cached mlx_gen / mlx_lm |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        alone = " / ".join(f"{statistics.median(a):.3f}" for a in s["alone"])
+        cached = " / ".join(str(int(statistics.median(c))) for c in s["cached"])
+        lines.append(
+            f"| {s['turn']} | {int(statistics.median(s['prompt_tokens']))} / "
+            f"{int(statistics.median(s['new_tokens']))} | {spread(s['ttft'][0])} | "
+            f"{spread(s['ttft'][1])} | {spread(s['gen_over_lm'], '.2f')} | {alone} | "
+            f"{spread(s['over_alone'][0], '.2f')} | {spread(s['over_alone'][1], '.2f')} | "
+            f"{cached} |"
+        )
     return "\n".join(lines)
 
 
@@ -142,37 +230,54 @@ def main() -> None:
     p.add_argument("--preset", default="15M")
     p.add_argument("--root", type=Path, default=Path("/tmp/mlx_gen_bench"))
     p.add_argument("--gen", type=int, default=16, help="reply tokens per turn")
-    # Words, not tokens: the preset's tokenizer gives ~1.75 tokens a word (unknown words).
+    # Words, not tokens: the preset's tokenizer gives ~1.75 tokens a word.
     p.add_argument("--turn-tokens", type=int, default=200)
     p.add_argument("--agent-system", type=int, default=300)
     p.add_argument("--tool-tokens", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workloads", default="chat,agent", help="comma-separated: chat, agent")
     p.add_argument("--budget", default="256M", help="mlx_gen's --prompt-cache-bytes")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     model = write_preset(args.preset, args.root)
-    options = {k: str(v) for k, v in vars(args).items()}
-    results: dict = {"environment": environment(), "args": options}
-    for engine in ("mlx_gen", "mlx_lm"):
-        proc, base = start(engine, model, args.budget)
-        name = "bench" if engine == "mlx_gen" else str(model)
-        try:
-            results[engine] = {k: converse(engine, base, name, k, args) for k in ("chat", "agent")}
-            if engine == "mlx_gen":
-                results[engine]["cache"] = httpx.get(base + "/health").json()["prompt_cache"]
-            results[engine]["peak_rss"] = peak_rss(proc.pid)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    for kind in ("chat", "agent"):
-        print(f"\n{kind}\n" + table(results, kind))
-    cache = results["mlx_gen"]["cache"]
-    mib = 2**20
-    print(f"\nmlx_gen cache {cache['bytes'] / mib:.1f} MiB of {cache['max_bytes'] / mib:.0f} MiB;"
-          f" peak RSS mlx_gen {results['mlx_gen']['peak_rss'] / 2**20:.0f} MiB, "
-          f"mlx_lm {results['mlx_lm']['peak_rss'] / 2**20:.0f} MiB")
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    results: dict = {
+        "environment": environment(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    procs = {e: start(e, model, args.budget) for e in ENGINES}
+    servers = {e: (procs[e][1], "bench" if e == "mlx_gen" else str(model)) for e in ENGINES}
+    began = time.monotonic()
+    try:
+        with httpx.Client(timeout=600) as client:  # warm-up: load weights, first traces
+            for e in ENGINES:
+                request(client, servers[e], words(random.Random(0), 300), 2)
+        runs = {
+            k: [converse(servers, k, r, tok, args) for r in range(args.repeats)]
+            for k in args.workloads.split(",")
+        }
+        results["cache"] = httpx.get(servers["mlx_gen"][0] + "/health").json()["prompt_cache"]
+        results["peak_rss"] = {e: peak_rss(procs[e][0].pid) for e in ENGINES}
+    finally:
+        for proc, _ in procs.values():
+            stop(proc)
+    results["seconds"] = time.monotonic() - began
+    results["runs"] = runs
+    results["summary"] = {k: summarize(v, k) for k, v in runs.items()}
+    loads = [row["load"] for v in runs.values() for r in v for row in r["mlx_gen"]]
+    results["load_average"] = {
+        "min": min(loads),
+        "median": statistics.median(loads),
+        "max": max(loads),
+    }
+    for kind in runs:
+        print(f"\n{kind}\n" + table(results["summary"][kind]))
+    cache, rss, mib = results["cache"], results["peak_rss"], 2**20
+    print(
+        f"\nmlx_gen cache {cache['bytes'] / mib:.1f} MiB of {cache['max_bytes'] / mib:.0f} MiB;"
+        f" peak RSS mlx_gen {rss['mlx_gen'] / mib:.0f} MiB, mlx_lm {rss['mlx_lm'] / mib:.0f} MiB;"
+        f" load average {results['load_average']}; {results['seconds']:.0f} s"
+    )
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
 
