@@ -36,9 +36,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
-from tokenizers import Tokenizer
+from transformers import AutoTokenizer
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -101,9 +102,9 @@ def request(client: httpx.Client, server: tuple[str, str], prompt: str, gen: int
             event = json.loads(line[6:])
             usage = event.get("usage") or usage
             for choice in event.get("choices") or []:
-                if choice.get("text"):
+                if choice.get("text") or choice.get("finish_reason"):  # EOS first: no text
                     first = first or time.perf_counter()
-                    text.append(choice["text"])
+                    text.append(choice.get("text") or "")
     if first is None:
         raise RuntimeError(f"no token came back (prompt of {len(prompt.split())} words)")
     details = (usage or {}).get("prompt_tokens_details") or {}
@@ -119,11 +120,11 @@ def words(rng: random.Random, n: int) -> str:
     return " ".join(f"t{rng.randrange(3, 30000)}" for _ in range(n))
 
 
-def fresh(tok: Tokenizer, rng: random.Random, n: int) -> str:
-    """A new text of exactly ``n`` tokens (random words, cut at the n-th token)."""
-    text = words(rng, n)
-    encoding = tok.encode(text, add_special_tokens=False)
-    return text[: encoding.offsets[n - 1][1]] if len(encoding.ids) > n else text
+def fresh(tok: Any, rng: random.Random, n: int) -> str:
+    """A new text of exactly ``n`` tokens as the servers count them (cut at the n-th)."""
+    text = words(rng, n)  # each word is one or more tokens
+    offsets = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return text[: offsets[n - 1][1]]
 
 
 def workload(kind: str, args: argparse.Namespace, repeat: int) -> tuple[str, list[str]]:
@@ -134,7 +135,7 @@ def workload(kind: str, args: argparse.Namespace, repeat: int) -> tuple[str, lis
     return words(rng, args.agent_system), [words(rng, args.tool_tokens) for _ in range(10)]
 
 
-def converse(servers: dict, kind: str, repeat: int, tok: Tokenizer, args) -> dict:
+def converse(servers: dict, kind: str, repeat: int, tok: Any, args) -> dict:
     """One run of the workload on both servers, turn by turn, back to back."""
     opening, turns = workload(kind, args, repeat)
     prompts, rows = dict.fromkeys(ENGINES, opening), {e: [] for e in ENGINES}
@@ -151,7 +152,8 @@ def converse(servers: dict, kind: str, repeat: int, tok: Tokenizer, args) -> dic
             alone = fresh(tok, rng, count)
             for e in order:
                 row = turn[e]
-                row["new_only_ttft"] = request(client, servers[e], alone, 1)["ttft"]
+                solo = request(client, servers[e], alone, 1)
+                row["new_only_ttft"], row["alone_tokens"] = solo["ttft"], solo["prompt_tokens"]
                 row.update(
                     turn=n + 1, first=e == order[0], new_tokens=count, load=os.getloadavg()[0]
                 )
@@ -240,11 +242,12 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     model = write_preset(args.preset, args.root)
-    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    tok = AutoTokenizer.from_pretrained(str(model))  # what both servers load
     results: dict = {
         "environment": environment(),
         "args": {k: str(v) for k, v in vars(args).items()},
     }
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers
     procs = {e: start(e, model, args.budget) for e in ENGINES}
     servers = {e: (procs[e][1], "bench" if e == "mlx_gen" else str(model)) for e in ENGINES}
     began = time.monotonic()
