@@ -47,6 +47,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_generate import environment  # noqa: E402
 from bench_server import free_port  # noqa: E402
+from prefix_floor import floors  # noqa: E402
 from presets import write_preset  # noqa: E402
 
 ENGINES = ("mlx_gen", "mlx_lm")
@@ -186,8 +187,8 @@ def spread(values: list[float], fmt: str = ".3f") -> str:
     )
 
 
-def summarize(runs: list[dict], kind: str) -> list[dict]:
-    """Per turn, over repeats: TTFTs, paired ratios, "new alone" ratios."""
+def summarize(runs: list[dict], floor: list[dict] | None) -> list[dict]:
+    """Per turn, over repeats: TTFTs, paired ratios, "new alone" ratios, the floor."""
     out = []
     for t in range(len(runs[0]["mlx_gen"])):
         g = [r["mlx_gen"][t] for r in runs]
@@ -202,6 +203,7 @@ def summarize(runs: list[dict], kind: str) -> list[dict]:
                 "alone": [[x["new_only_ttft"] for x in g], [x["new_only_ttft"] for x in m]],
                 "gen_over_lm": [a["ttft"] / b["ttft"] for a, b in zip(g, m, strict=True)],
                 "over_alone": [[x["ttft"] / x["new_only_ttft"] for x in s] for s in (g, m)],
+                "floor": floor[t] if floor else None,
             }
         )
     return out
@@ -209,20 +211,24 @@ def summarize(runs: list[dict], kind: str) -> list[dict]:
 
 def table(summary: list[dict]) -> str:
     lines = [
-        "| turn | prompt / new tokens | mlx_gen TTFT (s) | mlx_lm TTFT (s) | mlx_gen / mlx_lm"
-        " | new alone mlx_gen / mlx_lm (s) | mlx_gen TTFT / new alone | mlx_lm TTFT / new "
-        "alone | cached mlx_gen / mlx_lm |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| turn | prompt / new tokens | mlx_gen TTFT (s) | mlx_lm TTFT (s) | mlx_gen / mlx_lm "
+        "| new alone mlx_gen / mlx_lm (s) | TTFT / new alone: mlx_gen, mlx_lm | floor: on "
+        "context / alone (s) | mlx_gen TTFT / floor | cached mlx_gen / mlx_lm |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    med = statistics.median
     for s in summary:
-        alone = " / ".join(f"{statistics.median(a):.3f}" for a in s["alone"])
-        cached = " / ".join(str(int(statistics.median(c))) for c in s["cached"])
+        floor = s["floor"] or {"context": float("nan"), "alone": float("nan")}
         lines.append(
-            f"| {s['turn']} | {int(statistics.median(s['prompt_tokens']))} / "
-            f"{int(statistics.median(s['new_tokens']))} | {spread(s['ttft'][0])} | "
-            f"{spread(s['ttft'][1])} | {spread(s['gen_over_lm'], '.2f')} | {alone} | "
-            f"{spread(s['over_alone'][0], '.2f')} | {spread(s['over_alone'][1], '.2f')} | "
-            f"{cached} |"
+            f"| {s['turn']} | {int(med(s['prompt_tokens']))} / {int(med(s['new_tokens']))} | "
+            f"{spread(s['ttft'][0])} | {spread(s['ttft'][1])} | "
+            f"{spread(s['gen_over_lm'], '.2f')} | "
+            + " / ".join(f"{med(a):.3f}" for a in s["alone"])
+            + f" | {spread(s['over_alone'][0], '.2f')}, {med(s['over_alone'][1]):.2f} | "
+            f"{floor['context']:.3f} / {floor['alone']:.3f} | "
+            f"{med(s['ttft'][0]) / floor['context']:.2f} | "
+            + " / ".join(str(int(med(c))) for c in s["cached"])
+            + " |"
         )
     return "\n".join(lines)
 
@@ -238,6 +244,7 @@ def main() -> None:
     p.add_argument("--tool-tokens", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workloads", default="chat,agent", help="comma-separated: chat, agent")
+    p.add_argument("--floor-tries", type=int, default=2, help="0: skip the compute floor")
     p.add_argument("--budget", default="256M", help="mlx_gen's --prompt-cache-bytes")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
@@ -266,7 +273,11 @@ def main() -> None:
             stop(proc)
     results["seconds"] = time.monotonic() - began
     results["runs"] = runs
-    results["summary"] = {k: summarize(v, k) for k, v in runs.items()}
+    for k, v in runs.items():  # the floor of each turn as the first repeat ran it
+        turns = [(r["cached"] or 0, r["new_tokens"]) for r in v[0]["mlx_gen"]]
+        floor = floors(model, turns, args.floor_tries) if args.floor_tries else None
+        results.setdefault("floor", {})[k] = floor
+        results.setdefault("summary", {})[k] = summarize(v, floor)
     loads = [row["load"] for v in runs.values() for r in v for row in r["mlx_gen"]]
     results["load_average"] = {
         "min": min(loads),
