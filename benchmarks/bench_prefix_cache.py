@@ -15,12 +15,13 @@ default). Two workloads, each request a greedy streaming /v1/completions call:
 
 Built for a shared, noisy machine: every turn goes to both servers back to back (which
 one goes first alternates by turn and repeat), so load hits both alike; then a fresh
-prompt of exactly the turn's uncached tokens ("new alone": what the turn must prefill)
-goes to both, back to back too. The whole workload runs ``--repeats`` times with
-distinct seeded texts, so nothing is cached across repeats. Reported per turn: the
-median and range over repeats of time to first token (TTFT), of the paired ratio
-mlx_gen / mlx_lm, and of TTFT / "new alone"; cached prompt tokens (from
-``usage.prompt_tokens_details.cached_tokens``); each server's peak resident set
+prompt of exactly the turn's uncached tokens ("new alone") goes to both, and the
+model's own forward pass of as many tokens on a cache of the cached length and alone
+runs in-process (``prefix_floor.py``: what any engine must compute). The workload runs
+``--repeats`` times with distinct seeded texts, so nothing is cached across repeats.
+Per turn: medians and ranges over repeats of time to first token (TTFT), of the paired
+ratio mlx_gen / mlx_lm, of TTFT / "new alone" and of the model's own ratio; cached
+tokens (``usage.prompt_tokens_details.cached_tokens``); each server's peak resident set
 (VmHWM), mlx_gen's cache bytes against its budget (/health), and the load average.
 """
 
@@ -47,7 +48,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_generate import environment  # noqa: E402
 from bench_server import free_port  # noqa: E402
-from prefix_floor import floors  # noqa: E402
+from prefix_floor import Floor  # noqa: E402
 from presets import write_preset  # noqa: E402
 
 ENGINES = ("mlx_gen", "mlx_lm")
@@ -136,9 +137,11 @@ def workload(kind: str, args: argparse.Namespace, repeat: int) -> tuple[str, lis
     return words(rng, args.agent_system), [words(rng, args.tool_tokens) for _ in range(10)]
 
 
-def converse(servers: dict, kind: str, repeat: int, tok: Any, args) -> dict:
+def converse(servers: dict, kind: str, repeat: int, tok: Any, floor: Floor | None, args) -> dict:
     """One run of the workload on both servers, turn by turn, back to back."""
     opening, turns = workload(kind, args, repeat)
+    if floor is not None:
+        floor.restart()
     prompts, rows = dict.fromkeys(ENGINES, opening), {e: [] for e in ENGINES}
     rng = random.Random(f"alone-{kind}-{repeat}")
     with httpx.Client(timeout=600) as client:
@@ -151,13 +154,14 @@ def converse(servers: dict, kind: str, repeat: int, tok: Any, args) -> dict:
             g = turn["mlx_gen"]
             count = g["prompt_tokens"] - (g["cached"] or 0)  # the tokens this turn prefilled
             alone = fresh(tok, rng, count)
+            # The model's own forward passes, right after, under the same load.
+            turn["mlx_gen"]["floor"] = floor.measure(g["cached"] or 0, count) if floor else None
+            turn["mlx_gen"]["load"] = os.getloadavg()[0]
             for e in order:
                 row = turn[e]
                 solo = request(client, servers[e], alone, 1)
                 row["new_only_ttft"], row["alone_tokens"] = solo["ttft"], solo["prompt_tokens"]
-                row.update(
-                    turn=n + 1, first=e == order[0], new_tokens=count, load=os.getloadavg()[0]
-                )
+                row.update(turn=n + 1, first=e == order[0], new_tokens=count)
                 prompts[e] = f"{prompts[e]} {row.pop('text').strip()}"
                 rows[e].append(row)
             print(
@@ -187,7 +191,7 @@ def spread(values: list[float], fmt: str = ".3f") -> str:
     )
 
 
-def summarize(runs: list[dict], floor: list[dict] | None) -> list[dict]:
+def summarize(runs: list[dict]) -> list[dict]:
     """Per turn, over repeats: TTFTs, paired ratios, "new alone" ratios, the floor."""
     out = []
     for t in range(len(runs[0]["mlx_gen"])):
@@ -203,7 +207,7 @@ def summarize(runs: list[dict], floor: list[dict] | None) -> list[dict]:
                 "alone": [[x["new_only_ttft"] for x in g], [x["new_only_ttft"] for x in m]],
                 "gen_over_lm": [a["ttft"] / b["ttft"] for a, b in zip(g, m, strict=True)],
                 "over_alone": [[x["ttft"] / x["new_only_ttft"] for x in s] for s in (g, m)],
-                "floor": floor[t] if floor else None,
+                "floor": [x["floor"] for x in g] if g[0]["floor"] else None,
             }
         )
     return out
@@ -212,21 +216,22 @@ def summarize(runs: list[dict], floor: list[dict] | None) -> list[dict]:
 def table(summary: list[dict]) -> str:
     lines = [
         "| turn | prompt / new tokens | mlx_gen TTFT (s) | mlx_lm TTFT (s) | mlx_gen / mlx_lm "
-        "| new alone mlx_gen / mlx_lm (s) | TTFT / new alone: mlx_gen, mlx_lm | floor: on "
-        "context / alone (s) | mlx_gen TTFT / floor | cached mlx_gen / mlx_lm |",
+        "| new alone mlx_gen / mlx_lm (s) | TTFT / new alone: mlx_gen, mlx_lm | the model's "
+        "own ratio | mlx_gen TTFT / model on context | cached mlx_gen / mlx_lm |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     med = statistics.median
     for s in summary:
-        floor = s["floor"] or {"context": float("nan"), "alone": float("nan")}
+        floor = s["floor"] or [{"context": float("nan"), "alone": float("nan")}]
+        model_ratio = [f["context"] / f["alone"] for f in floor]
+        over_floor = [t / f["context"] for t, f in zip(s["ttft"][0], floor, strict=False)]
         lines.append(
             f"| {s['turn']} | {int(med(s['prompt_tokens']))} / {int(med(s['new_tokens']))} | "
             f"{spread(s['ttft'][0])} | {spread(s['ttft'][1])} | "
             f"{spread(s['gen_over_lm'], '.2f')} | "
             + " / ".join(f"{med(a):.3f}" for a in s["alone"])
             + f" | {spread(s['over_alone'][0], '.2f')}, {med(s['over_alone'][1]):.2f} | "
-            f"{floor['context']:.3f} / {floor['alone']:.3f} | "
-            f"{med(s['ttft'][0]) / floor['context']:.2f} | "
+            f"{spread(model_ratio, '.2f')} | {spread(over_floor, '.2f')} | "
             + " / ".join(str(int(med(c))) for c in s["cached"])
             + " |"
         )
@@ -244,26 +249,25 @@ def main() -> None:
     p.add_argument("--tool-tokens", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workloads", default="chat,agent", help="comma-separated: chat, agent")
-    p.add_argument("--floor-tries", type=int, default=2, help="0: skip the compute floor")
+    p.add_argument("--floor-tries", type=int, default=2, help="0: no model floor")
     p.add_argument("--budget", default="256M", help="mlx_gen's --prompt-cache-bytes")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     model = write_preset(args.preset, args.root)
     tok = AutoTokenizer.from_pretrained(str(model))  # what both servers load
-    results: dict = {
-        "environment": environment(),
-        "args": {k: str(v) for k, v in vars(args).items()},
-    }
+    options = {k: str(v) for k, v in vars(args).items()}
+    results: dict = {"environment": environment(), "args": options}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the servers
     procs = {e: start(e, model, args.budget) for e in ENGINES}
     servers = {e: (procs[e][1], "bench" if e == "mlx_gen" else str(model)) for e in ENGINES}
+    floor = Floor(model, args.floor_tries) if args.floor_tries else None
     began = time.monotonic()
     try:
         with httpx.Client(timeout=600) as client:  # warm-up: load weights, first traces
             for e in ENGINES:
                 request(client, servers[e], words(random.Random(0), 300), 2)
         runs = {
-            k: [converse(servers, k, r, tok, args) for r in range(args.repeats)]
+            k: [converse(servers, k, r, tok, floor, args) for r in range(args.repeats)]
             for k in args.workloads.split(",")
         }
         results["cache"] = httpx.get(servers["mlx_gen"][0] + "/health").json()["prompt_cache"]
@@ -273,11 +277,7 @@ def main() -> None:
             stop(proc)
     results["seconds"] = time.monotonic() - began
     results["runs"] = runs
-    for k, v in runs.items():  # the floor of each turn as the first repeat ran it
-        turns = [(r["cached"] or 0, r["new_tokens"]) for r in v[0]["mlx_gen"]]
-        floor = floors(model, turns, args.floor_tries) if args.floor_tries else None
-        results.setdefault("floor", {})[k] = floor
-        results.setdefault("summary", {})[k] = summarize(v, floor)
+    results["summary"] = {k: summarize(v) for k, v in runs.items()}
     loads = [row["load"] for v in runs.values() for r in v for row in r["mlx_gen"]]
     results["load_average"] = {
         "min": min(loads),

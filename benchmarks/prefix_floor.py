@@ -4,15 +4,14 @@ For a turn that finds ``cached`` tokens in the cache and must prefill ``new`` mo
 least any engine can do before its first token is one forward pass of the ``new``
 tokens (with logits for the last) on a KV cache already holding ``cached`` tokens. On a
 small model that pass costs more than the same tokens alone, because every new token
-attends to the whole context: :func:`floors` measures both, so a server's time to first
-token can be compared with what the model itself needs (``bench_prefix_cache.py``).
+attends to the whole context. :class:`Floor` measures both, back to back, between a
+benchmark's requests (so under the same load), for ``bench_prefix_cache.py``.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import mlx.core as mx
@@ -21,38 +20,46 @@ from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 import mlx_gen
 
 
-def _fastest(model, cache: list, ids: mx.array, tries: int) -> float:
-    """Fastest of ``tries`` passes of ``ids`` (1, n) on ``cache``, trimmed back after each."""
-    best = float("inf")
-    for _ in range(tries):
-        start = time.perf_counter()
-        logits = model(ids, cache=cache)[:, -1, :]  # (1, V): the first token's logits
-        mx.eval(logits, [c.state for c in cache])
-        best = min(best, time.perf_counter() - start)
-        trim_prompt_cache(cache, ids.shape[1])
-    return best
+class Floor:
+    """One growing conversation's floors, turn by turn (``cached`` never decreasing).
 
+    Args:
+        model_dir: The checkpoint (loaded with :func:`mlx_gen.load`: what its server runs).
+        tries: Passes per measurement; the fastest counts.
+    """
 
-def floors(model_dir: Path, turns: Sequence[tuple[int, int]], tries: int = 2) -> list[dict]:
-    """Per ``(cached, new)`` turn of one growing conversation (``cached`` not decreasing):
-    ``{"context": s, "alone": s}``, the fastest pass of ``new`` random tokens on a cache
-    of ``cached`` tokens and on an empty cache (mlx_gen's model: what its server runs)."""
-    loaded = mlx_gen.load(str(model_dir))
-    model, vocab, rng = loaded.model, loaded.vocab_size, random.Random(0)
+    def __init__(self, model_dir: Path, tries: int = 2) -> None:
+        loaded = mlx_gen.load(str(model_dir))
+        self.model, self.vocab, self.tries = loaded.model, loaded.vocab_size, tries
+        self.rng = random.Random(0)
+        self.restart()
 
-    def ids(n: int) -> mx.array:
-        return mx.array([[rng.randrange(3, vocab) for _ in range(n)]], dtype=mx.int32)
+    def restart(self) -> None:
+        """Begin a new conversation: an empty context."""
+        self.context, self.held = make_prompt_cache(self.model), 0
 
-    context, held, out = make_prompt_cache(model), 0, []
-    for cached, new in turns:
-        for start in range(held, cached, 512):  # grow the context to ``cached`` tokens
-            model(ids(min(512, cached - start)), cache=context)
-            mx.eval([c.state for c in context])
-        held = max(held, cached)
-        out.append(
-            {
-                "context": _fastest(model, context, ids(new), tries),
-                "alone": _fastest(model, make_prompt_cache(model), ids(new), tries),
-            }
-        )
-    return out
+    def _ids(self, n: int) -> mx.array:
+        return mx.array([[self.rng.randrange(3, self.vocab) for _ in range(n)]], dtype=mx.int32)
+
+    def _fastest(self, cache: list, ids: mx.array) -> float:
+        best = float("inf")
+        for _ in range(self.tries):
+            start = time.perf_counter()
+            logits = self.model(ids, cache=cache)[:, -1, :]  # (1, V): the first token's
+            mx.eval(logits, [c.state for c in cache])
+            best = min(best, time.perf_counter() - start)
+            trim_prompt_cache(cache, ids.shape[1])
+        return best
+
+    def measure(self, cached: int, new: int) -> dict:
+        """``{"context": s, "alone": s}``: the fastest pass of ``new`` random tokens on a
+        cache of ``cached`` tokens, and on an empty cache."""
+        for start in range(self.held, cached, 512):  # grow the context (untimed)
+            self.model(self._ids(min(512, cached - start)), cache=self.context)
+            mx.eval([c.state for c in self.context])
+        self.held = max(self.held, cached)
+        ids = self._ids(new)
+        return {
+            "context": self._fastest(self.context, ids),
+            "alone": self._fastest(make_prompt_cache(self.model), ids),
+        }
