@@ -249,7 +249,7 @@ def main() -> None:
     p.add_argument("--tool-tokens", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workloads", default="chat,agent", help="comma-separated: chat, agent")
-    p.add_argument("--floor-tries", type=int, default=2, help="0: no model floor")
+    p.add_argument("--floor-tries", type=int, default=1, help="0: no model floor")
     p.add_argument("--budget", default="256M", help="mlx_gen's --prompt-cache-bytes")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
