@@ -78,6 +78,7 @@ def start(engine: str, model: Path, budget: str) -> tuple[subprocess.Popen, str]
 
 
 def stop(proc: subprocess.Popen) -> None:
+    """Stop a server (SIGINT, then kill after 30 s)."""
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(30)
@@ -119,6 +120,7 @@ def request(client: httpx.Client, server: tuple[str, str], prompt: str, gen: int
 
 
 def words(rng: random.Random, n: int) -> str:
+    """``n`` random words of the preset's vocabulary (~1.75 tokens each)."""
     return " ".join(f"t{rng.randrange(3, 30000)}" for _ in range(n))
 
 
@@ -176,6 +178,7 @@ def converse(servers: dict, kind: str, repeat: int, tok: Any, floor: Floor | Non
 
 
 def peak_rss(pid: int) -> int:
+    """Peak resident set of process ``pid`` in bytes (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
@@ -214,6 +217,7 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 
 def table(summary: list[dict]) -> str:
+    """One workload's per-turn markdown table (as BENCHMARKS.md shows it)."""
     lines = [
         "| turn | prompt / new tokens | mlx_gen TTFT (s) | mlx_lm TTFT (s) | mlx_gen / mlx_lm "
         "| new alone mlx_gen / mlx_lm (s) | TTFT / new alone: mlx_gen, mlx_lm | the model's "
@@ -239,6 +243,7 @@ def table(summary: list[dict]) -> str:
 
 
 def main() -> None:
+    """Run both workloads on both servers; print the tables; write ``--out``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="15M")
     p.add_argument("--root", type=Path, default=Path("/tmp/mlx_gen_bench"))
@@ -275,15 +280,10 @@ def main() -> None:
     finally:
         for proc, _ in procs.values():
             stop(proc)
-    results["seconds"] = time.monotonic() - began
-    results["runs"] = runs
-    results["summary"] = {k: summarize(v) for k, v in runs.items()}
     loads = [row["load"] for v in runs.values() for r in v for row in r["mlx_gen"]]
-    results["load_average"] = {
-        "min": min(loads),
-        "median": statistics.median(loads),
-        "max": max(loads),
-    }
+    results |= {"seconds": time.monotonic() - began, "runs": runs}
+    results["summary"] = {k: summarize(v) for k, v in runs.items()}
+    results["load_average"] = dict(min=min(loads), median=statistics.median(loads), max=max(loads))
     for kind in runs:
         print(f"\n{kind}\n" + table(results["summary"][kind]))
     cache, rss, mib = results["cache"], results["peak_rss"], 2**20
