@@ -23,7 +23,7 @@ from typing import Protocol
 import mlx.core as mx
 
 from mlx_gen.constraints.mask import apply_token_bitmask
-from mlx_gen.loading.loader import LoadedModel, load
+from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.sampling import SamplingParams, filter_logits, sample
@@ -88,27 +88,6 @@ class DraftModel:
         _check(_is_int(self.num_draft) and self.num_draft >= 1, "num_draft", self.num_draft,
                "an int >= 1")  # fmt: skip
         _check(isinstance(self.measure_cost, bool), "measure_cost", self.measure_cost, "a bool")
-
-
-def load_draft_model(source: str, model: LoadedModel, *, dtype: str | None = None) -> LoadedModel:
-    """Load ``source`` as a draft model for ``model`` (same vocabulary, weights evaluated).
-
-    Raises:
-        ValueError: It does not load (the loader's message), or its vocabulary size
-            differs from ``model``'s.
-    """
-    try:
-        draft = load(source, dtype=dtype)
-    except OSError as err:
-        raise ValueError(str(err)) from err
-    if draft.vocab_size != model.vocab_size:
-        raise ValueError(
-            f"{source} has vocabulary size {draft.vocab_size}; the model's is "
-            f"{model.vocab_size} (they must be equal)"
-        )
-    # Evaluated here: a thread that drafts later (the server's worker) sees no lazy weights.
-    mx.eval(draft.model(mx.array([[0]], dtype=mx.int32)))
-    return draft
 
 
 def _is_int(value: object) -> bool:

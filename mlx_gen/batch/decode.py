@@ -28,7 +28,7 @@ import mlx.core as mx
 
 from mlx_gen.batch.prefill import prefill
 from mlx_gen.batch.prefix_rows import prefill_rows, store_finished
-from mlx_gen.batch.speculate import RowSpeculation
+from mlx_gen.batch.speculate import attach
 from mlx_gen.batch.step import STREAM, QueuedStep, Row, build_step, read_step, sample_pending
 from mlx_gen.batch.tail import grouped, release
 from mlx_gen.generated_token import GeneratedToken
@@ -81,15 +81,14 @@ class BatchDecoder:
             Row(i, plan, token_ids(ids, model.vocab_size, what=f"prompts[{i}]"))
             for i, (ids, plan) in enumerate(zip(prompts, plans, strict=True))
         ]
+        self.model, self.prefill_step_size = model, prefill_step_size
         for row in rows:
             if not row.prompt_ids:
                 raise ValueError(
                     f"prompts[{row.index}] is empty: each prompt needs at least one token"
                 )
-        self.model, self.prefill_step_size = model, prefill_step_size
+            attach(model, row, prefill_step_size=prefill_step_size)
         self.batch_size = batch_size or max(len(rows), 1)
-        for row in rows:
-            self._speculate(row)
         self._rows = {r.index: r for r in rows}
         self._next_index = len(rows)
         self._waiting = deque(r for r in rows if r.plan.max_tokens > 0)
@@ -147,7 +146,7 @@ class BatchDecoder:
         index = self._next_index
         self._next_index += 1
         row = Row(index, plan, ids)
-        self._speculate(row)
+        attach(self.model, row, prefill_step_size=self.prefill_step_size)
         self._rows[index] = row
         if plan.max_tokens > 0:
             self._waiting.append(row)
@@ -188,28 +187,20 @@ class BatchDecoder:
             sample_pending(self._queued)
         return events
 
-    def _speculate(self, row: Row) -> None:
-        if row.plan.speculative is not None:
-            row.spec = RowSpeculation(self.model, row, prefill_step_size=self.prefill_step_size)
-
-    @property
-    def _joining(self) -> bool:
-        """A waiting row would join the running one at the next step."""
-        return bool(self._waiting) and self.batch_size > 1
+    def _may_draft(self, row: Row) -> bool:
+        """``row`` speculates, runs on, and no waiting row joins at the next step."""
+        joining = self._waiting and self.batch_size > 1
+        return row.spec is not None and not (joining or row.done or row.ended)
 
     def _alone(self, current: QueuedStep) -> Row | None:
         """The row of ``current`` if it is alone, speculates, and should draft next."""
-        if len(current.rows) != 1 or self._joining:
-            return None
-        row = current.rows[0]
-        if row.spec is None or row.done or row.step + 1 >= row.plan.max_tokens:
-            return None
-        return row if row.spec.worth_drafting(row) else None
+        row = current.rows[0] if len(current.rows) == 1 else None
+        return row if row and self._may_draft(row) and row.spec.worth_drafting(row) else None
 
     def _lone_round(self) -> list[tuple[int, GeneratedToken]] | None:
         """The lone row's round; ``None`` when it goes back to plain (batched) steps."""
         row = self._lone
-        if not self._joining and not row.done and row.step + 1 < row.plan.max_tokens:
+        if self._may_draft(row):
             release([row])  # its key chain and history, back from a compiled group
             events = row.spec.round(self.model, self._cache, row)
             if events is not None:

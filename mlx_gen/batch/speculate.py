@@ -58,6 +58,12 @@ def check_speculative_model(model: LoadedModel) -> None:
         )
 
 
+def attach(model: LoadedModel, row: Row, *, prefill_step_size: int) -> None:
+    """Give ``row`` its speculative state when its plan drafts (``plan.speculative``)."""
+    if row.plan.speculative is not None:
+        row.spec = RowSpeculation(model, row, prefill_step_size=prefill_step_size)
+
+
 class RowSpeculation:
     """One batch row's speculative state.
 

@@ -68,6 +68,11 @@ class Row:
         self.generated = mx.zeros((0,), dtype=mx.int32)
         self.guide = Matcher(self.plan.constraint) if self.plan.constraint else None
 
+    @property
+    def ended(self) -> bool:
+        """``step`` is its last allowed position (``max_tokens - 1``): no token comes after."""
+        return self.step + 1 >= self.plan.max_tokens
+
     def next_key(self) -> mx.array:
         """The same chain as single-sequence decoding: one split per sampled step."""
         assert not grouped(self), "a grouped row's key chain lives in its group"

@@ -10,7 +10,7 @@ from typing import Any
 
 import mlx_gen as mg
 from mlx_gen.cli.options import CliOptions, UsageError
-from mlx_gen.drafters import load_draft_model
+from mlx_gen.loading.draft_model import load_draft_model
 from mlx_gen.processors.bad_words import BadWords
 
 # Settings fields holding token ids, and the flag each comes from.

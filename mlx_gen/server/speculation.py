@@ -26,7 +26,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlx_gen.batch.speculate import check_speculative_model
-from mlx_gen.drafters import DraftModel, PromptLookup, load_draft_model
+from mlx_gen.drafters import DraftModel, PromptLookup
+from mlx_gen.loading.draft_model import load_draft_model
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.server.errors import ApiError
 
