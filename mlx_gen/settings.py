@@ -84,6 +84,8 @@ class GenerationSettings:
     Speculative decoding (see :mod:`mlx_gen.speculative`):
         speculative: ``PromptLookup(...)`` or ``DraftModel(...)`` drafts tokens that the
             model verifies several at a time; every control stays exact. ``None``: off.
+            In batches (and the server) a row drafts while it decodes alone
+            (:mod:`mlx_gen.batch.speculate`).
     """
 
     max_tokens: int | None = None
