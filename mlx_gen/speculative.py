@@ -33,9 +33,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import mlx.core as mx
-from mlx_lm.models.cache import RotatingKVCache, can_trim_prompt_cache, trim_prompt_cache
+from mlx_lm.models.cache import (
+    BatchRotatingKVCache,
+    RotatingKVCache,
+    can_trim_prompt_cache,
+    trim_prompt_cache,
+)
 
 from mlx_gen.decode import (
     _STREAM,
@@ -45,7 +51,6 @@ from mlx_gen.decode import (
     prefill_prompt,
     token_event,
 )
-from mlx_gen.drafters import Draft
 from mlx_gen.generated_token import GeneratedToken
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.no_allowed_token import NO_TOKEN
@@ -56,7 +61,7 @@ from mlx_gen.prompt_cache import PromptCache
 from mlx_gen.proposer import Proposer
 from mlx_gen.settings import GenerationSettings
 from mlx_gen.speculation_cost import SpeculationStats
-from mlx_gen.verify import Verified, verify_logits
+from mlx_gen.verify import verify_draft
 
 
 def speculative_generate_tokens(
@@ -88,13 +93,7 @@ def speculative_generate_tokens(
     if plan.max_tokens == 0:
         return
     cache = call_cache(prompt_cache, model.model)
-    rotating = any(isinstance(c, RotatingKVCache) for c in cache.layers)
-    if rotating or not can_trim_prompt_cache(cache.layers):
-        raise ValueError(
-            "speculative=... needs a KV cache that can drop rejected positions; this "
-            "prompt cache cannot be trimmed (a rotating cache: max_kv_size is set, or the "
-            "model uses sliding-window layers)"
-        )
+    check_trimmable(cache.layers)
     loop = _Speculator(model, plan, settings, prompt_ids, cache, stats or SpeculationStats())
     claim = cache.claim()
     try:
@@ -102,6 +101,17 @@ def speculative_generate_tokens(
         yield from loop.run(on_prefill)
     finally:
         cache.release(claim)  # The token list and the KV cache agree on every exit.
+
+
+def check_trimmable(layers: list[Any]) -> None:
+    """Raise ``ValueError`` unless the KV cache ``layers`` can drop rejected positions."""
+    rotating = any(isinstance(c, RotatingKVCache | BatchRotatingKVCache) for c in layers)
+    if rotating or not can_trim_prompt_cache(layers):
+        raise ValueError(
+            "speculative=... needs a KV cache that can drop rejected positions; this "
+            "prompt cache cannot be trimmed (a rotating cache: max_kv_size is set, or the "
+            "model uses sliding-window layers)"
+        )
 
 
 class _Speculator:
@@ -187,17 +197,20 @@ class _Speculator:
         draft = self.proposer.propose(context, self.generated, self.plan.max_tokens - 1 - n)
         if draft is None:
             return "none"
-        result = self._verify(last, draft)
-        tokens, accepted = result.tokens.tolist(), result.accepted.tolist()  # one sync
-        k = len(accepted)
-        a = accepted.index(False) if False in accepted else k
+        with mx.stream(_STREAM):
+            self.key, key = mx.random.split(self.key)
+            masks = None if self.grammar is None else self.grammar.masks(draft)
+            result = verify_draft(
+                self.model, self.cache.layers, self.plan, last, draft, prompt=self.prompt,
+                generated=self.generated, key=key, bitmask=masks,
+            )  # fmt: skip
+        k, a = draft.tokens.shape[0], result.accepted
         self.proposer.verified(drafted=k, accepted=a)
         self.cache.record([last, *draft.tokens.tolist()])
         self._trim(k - a)  # the KV cache keeps y and the accepted drafts
-        rows = result.packed.tolist() if result.packed is not None else None
         for i in range(a + 1):
-            mine = rows[i :: k + 1] if rows is not None else None  # mode-major rows
-            out = self._emit(tokens[i], mine)
+            mine = result.rows[i :: k + 1] if result.rows is not None else None  # mode-major
+            out = self._emit(result.tokens[i], mine)
             yield from self._yield(out)
             if out.finish_reason is not None:
                 self._settle()
@@ -205,28 +218,6 @@ class _Speculator:
         seconds = time.perf_counter() - start  # drafting, verifying and emitting
         self.proposer.timed(drafted=k, accepted=a, seconds=seconds)
         return "drafted"
-
-    def _verify(self, last: int, draft: Draft) -> Verified:
-        plan = self.plan
-        inputs = mx.concatenate([mx.array([last], dtype=mx.int32), draft.tokens])
-        with mx.stream(_STREAM):
-            logits = self.model.model(inputs[None], cache=self.cache.layers)[0]  # (k + 1, V)
-            self.key, key = mx.random.split(self.key)
-            masks = None if self.grammar is None else self.grammar.masks(draft)
-            result = verify_logits(
-                logits.astype(mx.float32),
-                draft,
-                processors=plan.processors,
-                sampling=plan.sampling,
-                logprobs=plan.logprobs,
-                prompt=self.prompt,
-                generated=mx.array(self.generated, dtype=mx.int32),
-                key=key,
-                bitmask=masks,
-            )
-        packed = [result.packed] if result.packed is not None else []
-        mx.eval(result.tokens, result.accepted, *packed)
-        return result
 
     def _emit(self, value: int, rows: list[list[float]] | None) -> GeneratedToken:
         n = len(self.generated)

@@ -25,14 +25,18 @@ Randomness comes only from the verifier's own key, so a seed reproduces the outp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 
 from mlx_gen.constraints.mask import apply_token_bitmask
 from mlx_gen.drafters import Draft
+from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.logprobs.report import LogprobRequest, pack
 from mlx_gen.no_allowed_token import has_choice, mark
+from mlx_gen.plan import DecodePlan
 from mlx_gen.processors.context import LogitsProcessor, ProcessorContext
 from mlx_gen.sampling import SamplingParams, filter_logits, sample
 
@@ -152,3 +156,51 @@ def verify_logits(
     raw = logprobs is not None and "raw" in logprobs.modes
     tokens = mark(tokens, has_choice(filtered, *([logits] if raw else [])))
     return Verified(tokens, accepted, packed)
+
+
+class Round(NamedTuple):
+    """A verification round, read back: ``tokens[:accepted + 1]`` are output.
+
+    Attributes:
+        tokens: The token chosen at each of the ``k + 1`` positions.
+        accepted: The leading drafts accepted (``0..k``).
+        rows: The packed logprob rows (mode-major: position ``i``'s are ``rows[i::k + 1]``),
+            or ``None``.
+    """
+
+    tokens: list[int]
+    accepted: int
+    rows: list[list[float]] | None
+
+
+def verify_draft(
+    model: LoadedModel,
+    layers: list[Any],
+    plan: DecodePlan,
+    last: int,
+    draft: Draft,
+    *,
+    prompt: mx.array,
+    generated: Sequence[int],
+    key: mx.array | None,
+    bitmask: mx.array | None,
+) -> Round:
+    """Run ``[last, *draft]`` through the target on the KV cache ``layers`` (which keep
+    all ``k + 1`` positions: the caller trims the rejected ones), verify it with
+    :func:`verify_logits` under ``plan``, and read the result back (one sync).
+
+    Runs on the caller's stream; ``generated`` ends with ``last``.
+    """
+    inputs = mx.concatenate([mx.array([last], dtype=mx.int32), draft.tokens])
+    logits = model.model(inputs[None], cache=layers)[0]  # (k + 1, V)
+    result = verify_logits(
+        logits.astype(mx.float32), draft, processors=plan.processors, sampling=plan.sampling,
+        logprobs=plan.logprobs, prompt=prompt, generated=mx.array(generated, dtype=mx.int32),
+        key=key, bitmask=bitmask,
+    )  # fmt: skip
+    packed = [result.packed] if result.packed is not None else []
+    mx.eval(result.tokens, result.accepted, *packed)
+    accepted = result.accepted.tolist()
+    a = accepted.index(False) if False in accepted else len(accepted)
+    rows = result.packed.tolist() if result.packed is not None else None
+    return Round(result.tokens.tolist(), a, rows)

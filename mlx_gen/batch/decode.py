@@ -28,7 +28,7 @@ import mlx.core as mx
 
 from mlx_gen.batch.prefill import prefill
 from mlx_gen.batch.prefix_rows import prefill_rows, store_finished
-from mlx_gen.batch.speculate import attach
+from mlx_gen.batch.speculate import attach, lone_drafter, may_draft
 from mlx_gen.batch.step import STREAM, QueuedStep, Row, build_step, read_step, sample_pending
 from mlx_gen.batch.tail import grouped, release
 from mlx_gen.generated_token import GeneratedToken
@@ -175,7 +175,7 @@ class BatchDecoder:
                 return []
             sample_pending(self._queued)
         current = self._queued
-        alone = self._alone(current)
+        alone = lone_drafter(current.rows, joining=self._joining)
         self._queued = None if alone is not None else self._advance(current)
         events = read_step(current)
         self._record(current, events)
@@ -187,20 +187,15 @@ class BatchDecoder:
             sample_pending(self._queued)
         return events
 
-    def _may_draft(self, row: Row) -> bool:
-        """``row`` speculates, runs on, and no waiting row joins at the next step."""
-        joining = self._waiting and self.batch_size > 1
-        return row.spec is not None and not (joining or row.done or row.ended)
-
-    def _alone(self, current: QueuedStep) -> Row | None:
-        """The row of ``current`` if it is alone, speculates, and should draft next."""
-        row = current.rows[0] if len(current.rows) == 1 else None
-        return row if row and self._may_draft(row) and row.spec.worth_drafting(row) else None
+    @property
+    def _joining(self) -> bool:
+        """A waiting row joins the running batch at the next step."""
+        return bool(self._waiting) and self.batch_size > 1
 
     def _lone_round(self) -> list[tuple[int, GeneratedToken]] | None:
         """The lone row's round; ``None`` when it goes back to plain (batched) steps."""
         row = self._lone
-        if self._may_draft(row):
+        if may_draft(row, joining=self._joining):
             release([row])  # its key chain and history, back from a compiled group
             events = row.spec.round(self.model, self._cache, row)
             if events is not None:

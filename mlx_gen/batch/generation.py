@@ -79,11 +79,12 @@ def _requests(
     if isinstance(prompts, str) or not prompts:
         raise ValueError(f"prompts={prompts!r} is invalid: pass a non-empty list of prompts")
     rows = _row_settings(len(prompts), settings, per_prompt)
-    out = []
+    out, model_checked = [], False
     for i, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
         try:
-            if row.speculative is not None:
+            if row.speculative is not None and not model_checked:  # once for every row
                 check_speculative_model(model)
+                model_checked = True
             ids, plan = checked_call(
                 model, _encode(model.tokenizer, prompt, add_special_tokens), row
             )

@@ -30,12 +30,7 @@ import time
 from typing import Any
 
 import mlx.core as mx
-from mlx_lm.models.cache import (
-    BatchRotatingKVCache,
-    RotatingKVCache,
-    can_trim_prompt_cache,
-    make_prompt_cache,
-)
+from mlx_lm.models.cache import make_prompt_cache
 
 from mlx_gen.batch.step import STREAM, QueuedStep, Row
 from mlx_gen.decode import token_event
@@ -44,24 +39,31 @@ from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.no_allowed_token import NO_TOKEN
 from mlx_gen.proposer import Proposer
 from mlx_gen.speculation_cost import SpeculationStats
-from mlx_gen.verify import verify_logits
+from mlx_gen.speculative import check_trimmable
+from mlx_gen.verify import verify_draft
 
 
 def check_speculative_model(model: LoadedModel) -> None:
     """Raise ``ValueError`` when ``model``'s KV cache cannot drop rejected positions."""
-    layers = make_prompt_cache(model.model)
-    rotating = any(isinstance(c, RotatingKVCache | BatchRotatingKVCache) for c in layers)
-    if rotating or not can_trim_prompt_cache(layers):
-        raise ValueError(
-            "speculative=... needs a KV cache that can drop rejected positions; this "
-            "model's cache cannot be trimmed (sliding-window layers: a rotating cache)"
-        )
+    check_trimmable(make_prompt_cache(model.model))
 
 
 def attach(model: LoadedModel, row: Row, *, prefill_step_size: int) -> None:
     """Give ``row`` its speculative state when its plan drafts (``plan.speculative``)."""
     if row.plan.speculative is not None:
         row.spec = RowSpeculation(model, row, prefill_step_size=prefill_step_size)
+
+
+def may_draft(row: Row, *, joining: bool) -> bool:
+    """``row`` speculates and runs on, and no waiting row joins the batch at the next step."""
+    return row.spec is not None and not (joining or row.done or row.ended)
+
+
+def lone_drafter(rows: list[Row], *, joining: bool) -> Row | None:
+    """The row of a step of ``rows`` when it is alone there, may draft and should draft
+    next (then nothing is queued behind the step: the next one is a round)."""
+    row = rows[0] if len(rows) == 1 else None
+    return row if row and may_draft(row, joining=joining) and row.spec.worth_drafting(row) else None
 
 
 class RowSpeculation:
@@ -123,27 +125,20 @@ class RowSpeculation:
             return None
         grammar = self.proposer.grammar
         with mx.stream(STREAM):
-            inputs = mx.concatenate([mx.array(self.generated[-1:], dtype=mx.int32), draft.tokens])
-            logits = model.model(inputs[None], cache=cache)[0]  # (k + 1, V)
             self.key, key = mx.random.split(self.key)
-            result = verify_logits(
-                logits.astype(mx.float32), draft, processors=plan.processors,
-                sampling=plan.sampling, logprobs=plan.logprobs, prompt=row.prompt,
-                generated=mx.array(self.generated, dtype=mx.int32), key=key,
+            result = verify_draft(
+                model, cache, plan, self.generated[-1], draft, prompt=row.prompt,
+                generated=self.generated, key=key,
                 bitmask=None if grammar is None else grammar.masks(draft),
             )  # fmt: skip
-        packed = [result.packed] if result.packed is not None else []
-        mx.eval(result.tokens, result.accepted, *packed)
-        tokens, accepted = result.tokens.tolist(), result.accepted.tolist()  # one sync
-        k = len(accepted)
-        a = accepted.index(False) if False in accepted else k
+        k, a = draft.tokens.shape[0], result.accepted
         self.proposer.verified(drafted=k, accepted=a)
-        rows = result.packed.tolist() if result.packed is not None else None
+        rows = result.rows
         events: list[GeneratedToken] = []
         for i in range(a + 1):
-            out = token_event(plan, tokens[i], n + i, rows[i :: k + 1] if rows else None)
+            out = token_event(plan, result.tokens[i], n + i, rows[i :: k + 1] if rows else None)
             events.append(out if grammar is None else grammar.report(out))
-            self._emitted(tokens[i])
+            self._emitted(result.tokens[i])
             if events[-1].finish_reason is not None:
                 break
         # The cache keeps ``last`` and the drafts before the newest emitted token.
