@@ -59,6 +59,18 @@ def test_qwen3_null_content_and_qwen3_coder_mapping(tmp_path):
     assert "<parameter=city>\nParis\n</parameter>" in plan.prompt_text
 
 
+def test_deepseek_v3_1_receives_arguments_as_text(tmp_path):
+    """DeepSeek V3.1's template concatenates ``arguments`` as a string: it gets the text."""
+    template, specials = FAMILIES["deepseek_v3_1"]
+    model = _model(tmp_path, template, specials)
+    history = [*HISTORY[:1], {**HISTORY[1], "tool_calls": [{**CALL, "function": {
+        "name": "get_weather", "arguments": {"city": "Paris"}}}]}, *HISTORY[2:]]  # fmt: skip
+    for messages in (HISTORY, history):
+        plan = prepare_chat(model.tokenizer, messages, settings=S(), tools=TOOLS)
+        assert plan.format.name == "deepseek_v3_1"
+        assert 'get_weather<｜tool▁sep｜>{"city": "Paris"}<｜tool▁call▁end｜>' in plan.prompt_text
+
+
 def test_hermes3_without_tools_uses_the_default_template(tmp_path):
     model = _model(tmp_path, HERMES3)
     plain = prepare_chat(model.tokenizer, [{"role": "user", "content": "hi"}], settings=S())

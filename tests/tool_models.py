@@ -89,9 +89,10 @@ PYTHONIC = _generic_body(
     "{{ v | tojson }}{% endfor %})]"
 ).replace("<|im_start|>system", "<|im_start|>system [func_name1(")
 LFM2 = _generic_body("<|tool_call_start|>[{{ c.function.name }}()]<|tool_call_end|>")
+# DeepSeek V3.1 concatenates ``function.arguments`` as text (``+``): a mapping fails.
 DEEPSEEK = _generic_body(
-    "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>{{ c.function.name }}<｜tool▁sep｜>"
-    "{{ c.function.arguments | tojson }}<｜tool▁call▁end｜><｜tool▁calls▁end｜>"
+    "{{ '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + c.function.name + '<｜tool▁sep｜>'"
+    " + c.function.arguments + '<｜tool▁call▁end｜><｜tool▁calls▁end｜>' }}"
 )
 
 FAMILIES = {

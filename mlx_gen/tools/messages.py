@@ -2,7 +2,8 @@
 
 OpenAI clients send ``function.arguments`` as a JSON *string*; most templates expect a
 mapping (Qwen3-Coder's iterates it, Qwen2.5's, Llama 3.1's and Mistral Nemo's
-``tojson`` a string twice), so it is parsed here. An assistant message with calls and
+``tojson`` a string twice), so it is parsed here; a format whose template concatenates
+it as text (DeepSeek V3.1) gets the checked JSON string instead. An assistant message with calls and
 ``content: null`` gets ``""`` (Qwen3's template splits the content). For the generic
 format, whose templates know no tools, calls become the assistant's JSON envelope and
 tool results become user turns. Malformed calls and tool messages are refused here,
@@ -20,13 +21,14 @@ from mlx_gen.tools.schema import ToolSpec
 from mlx_gen.tools.types import parse_arguments
 
 
-def _call(call: Any, where: str) -> dict[str, Any]:
+def _call(call: Any, where: str, as_text: bool) -> dict[str, Any]:
     if not isinstance(call, Mapping) or not isinstance(call.get("function"), Mapping):
         raise ValueError(
             f"{where} must be {{'type': 'function', 'function': {{'name', 'arguments'}}}}"
         )
     function = call["function"]
     name, arguments = function.get("name"), function.get("arguments", {})
+    text = arguments if isinstance(arguments, str) else None
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}.function.name={name!r} is invalid (expected a tool name)")
     if isinstance(arguments, str):
@@ -39,12 +41,21 @@ def _call(call: Any, where: str) -> dict[str, Any]:
     call_id = call.get("id")
     if call_id is not None and not isinstance(call_id, str):
         raise ValueError(f"{where}.id={call_id!r} is invalid (expected a string)")
-    out = {"type": "function", "function": {"name": name, "arguments": dict(arguments)}}
+    value: Any = dict(arguments)
+    if as_text:  # the caller's own text when it sent one, else its JSON rendering
+        value = text if text is not None else json.dumps(value, ensure_ascii=False)
+    out = {"type": "function", "function": {"name": name, "arguments": value}}
     return out | ({"id": call_id} if call_id is not None else {})
 
 
-def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def normalize_messages(
+    messages: Sequence[Mapping[str, Any]], *, arguments_text: bool = False
+) -> list[dict[str, Any]]:
     """Messages with calls parsed and checked (see the module docstring).
+
+    Args:
+        messages: The chat history.
+        arguments_text: Give each call's arguments as JSON text, not as a mapping.
 
     Raises:
         ValueError: A malformed ``tool_calls`` entry or a ``tool`` message without a
@@ -63,7 +74,8 @@ def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, 
             if not isinstance(calls, Sequence) or isinstance(calls, (str, Mapping)):
                 raise ValueError(f"messages[{i}].tool_calls must be a list of calls")
             m["tool_calls"] = [
-                _call(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(calls)
+                _call(c, f"messages[{i}].tool_calls[{j}]", arguments_text)
+                for j, c in enumerate(calls)
             ]
             if m.get("content") is None:
                 m["content"] = ""
@@ -112,5 +124,5 @@ def template_messages(
     messages: Sequence[Mapping[str, Any]], fmt: ToolFormat, tools: Sequence[ToolSpec], mode: str
 ) -> list[dict[str, Any]]:
     """What the chat template receives for ``messages`` in format ``fmt``."""
-    normal = normalize_messages(messages)
+    normal = normalize_messages(messages, arguments_text=fmt.arguments_text)
     return normal if fmt.native_tools else generic_messages(normal, tools, mode)

@@ -32,6 +32,9 @@ class ToolFormat:
         single_call: The syntax holds at most one call.
         native_tools: The chat template renders ``tools=`` itself; else the tools are
             described in a system message (the generic format).
+        arguments_text: The template writes a history call's ``function.arguments`` as
+            text (DeepSeek V3.1 concatenates it), so it receives the JSON string; else a
+            mapping.
         response: For an envelope format (generic), the Lark rule of a plain answer.
         template_markers: Substrings of a chat template that identify the family
             (all must be present).
@@ -51,6 +54,7 @@ class ToolFormat:
     anywhere: bool = True
     single_call: bool = False
     native_tools: bool = True
+    arguments_text: bool = False
     response: str | None = None
     template_markers: tuple[str, ...] = ()
     vocab_markers: tuple[str, ...] = ()

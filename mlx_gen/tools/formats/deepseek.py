@@ -2,6 +2,8 @@
 
 <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>name<｜tool▁sep｜>{...}<｜tool▁call▁end｜>
 <｜tool▁calls▁end｜>
+
+Its template concatenates a history call's ``function.arguments`` as a string.
 """
 
 from mlx_gen.tools.formats.base import ToolFormat
@@ -17,5 +19,6 @@ DEEPSEEK_V3_1 = ToolFormat(
     header=("{name}", "<｜tool▁sep｜>"),
     call_close=("<｜tool▁call▁end｜>",),
     section_close=("<｜tool▁calls▁end｜>",),
+    arguments_text=True,
     template_markers=("<｜tool▁calls▁begin｜>", "<｜tool▁sep｜>"),
 )
