@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 import mlx_gen as mg
-from mlx_gen.tools import prepare_chat
+from mlx_gen.tools import FORMATS, prepare_chat
 from mlx_gen.tools.types import ToolCallArguments, ToolCallStart
 from tests.tool_models import FAMILIES, write_tool_model
 
@@ -98,34 +98,52 @@ def test_required_and_named_calls_are_always_valid(models, family):
         jsonschema.validate(call.arguments, SCHEMAS[call.name])
 
 
-@pytest.mark.parametrize("family", ["hermes", "mistral", "deepseek_v3_1", "lfm2"])
+@pytest.mark.parametrize("family", sorted(f for f in FAMILIES if FORMATS[f].anywhere))
 def test_none_never_produces_a_marker(models, family):
+    """Every family with a start marker (the others' calls are the whole answer: under
+    ``none`` they are not parsed)."""
     model = models(family)
     plan = _plan(model, family, "none")
     trigger = plan.format.trigger
+    (marker,) = model.tokenizer.encode(trigger, add_special_tokens=False)
+
+    def favour(logits, ctx):  # without the ban, the marker would come in the first steps
+        return logits.at[:, marker].add(6.0)
+
+    favoured = replace(plan.settings, max_tokens=40, logits_processors=[favour])
     results = mg.generate_batch(
         model,
         [plan.prompt_ids] * 8,
-        per_prompt_settings=[replace(plan.settings, seed=i, max_tokens=40) for i in range(8)],
+        per_prompt_settings=[replace(favoured, seed=i) for i in range(8)],
     )
     for result in results:
-        assert trigger not in result.text
+        assert marker not in result.token_ids and trigger not in result.text
         assert _parse(plan, result.text).tool_calls == ()
+    unbanned = replace(favoured, bad_words=(), seed=0)
+    assert marker in mg.generate(model, plan.prompt_ids, settings=unbanned).token_ids
 
 
-def test_auto_gives_no_call_when_the_marker_is_banned(models):
-    model = models("hermes")
-    marker = model.tokenizer.encode("<tool_call>", add_special_tokens=False)
-    assert len(marker) == 1
+@pytest.mark.parametrize("family", ["hermes", "deepseek_v3_1", "mistral_args"])
+def test_auto_gives_no_call_when_the_marker_is_banned(models, family):
+    model = models(family)
+    trigger = FORMATS[family].trigger
+    (marker,) = model.tokenizer.encode(trigger, add_special_tokens=False)
+
+    def favour(logits, ctx):  # without the ban, the marker would come in the first steps
+        return logits.at[:, marker].add(6.0)
+
+    def run(seed, bias):
+        settings = S(temperature=1.0, seed=seed, max_tokens=60, logits_processors=[favour])
+        return mg.generate(
+            model, messages=USER, tools=TOOLS, tool_choice="auto", tool_format=family,
+            settings=replace(settings, logit_bias=bias),
+        )  # fmt: skip
+
     for seed in range(6):
-        result = mg.generate(
-            model,
-            messages=USER,
-            tools=TOOLS,
-            tool_choice="auto",
-            settings=S(temperature=1.0, seed=seed, max_tokens=30, logit_bias={marker[0]: -1e9}),
-        )
-        assert result.tool_calls == () and "<tool_call>" not in result.text
+        result = run(seed, {marker: -1e9})
+        assert result.tool_calls == () and trigger not in result.text
+        assert marker not in result.token_ids
+    assert run(0, {}).tool_calls  # unbanned, the marker arms the grammar: a call
 
 
 def test_auto_arms_the_grammar_at_the_marker(models):
