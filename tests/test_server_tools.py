@@ -89,27 +89,37 @@ def test_calls_streamed_fragments_concatenate(served):
 
 
 def test_auto_and_none(served):
-    _, _, client = served
+    """With the marker favoured by ``logit_bias``, ``none`` still never produces it and
+    ``auto`` gives valid calls."""
+    model, _, client = served
+    marker = model.tokenizer.encode("<tool_call>", add_special_tokens=False)[0]
+    bias = {str(marker): 6}
+    calls = 0
     for seed in range(3):
-        none = _ask(client, tool_choice="none", seed=seed, max_tokens=30)
+        none = _ask(client, tool_choice="none", seed=seed, max_tokens=30, logit_bias=bias)
         assert none.choices[0].message.tool_calls is None
         assert "<tool_call>" not in (none.choices[0].message.content or "")
-        auto = _ask(client, tool_choice="auto", seed=seed, max_tokens=160)
+        auto = _ask(client, tool_choice="auto", seed=seed, max_tokens=160, logit_bias=bias)
         for call in auto.choices[0].message.tool_calls or []:
             _valid(call)
+            calls += 1
+    assert calls >= 3
 
 
 def test_parallel_tool_calls_false_gives_one_call(served):
     _, _, client = served
-    counts = set()
+    counts, parallel = set(), set()
     for seed in range(4):
         r = _ask(client, tool_choice="required", parallel_tool_calls=False, seed=seed)
         counts.add(len(r.choices[0].message.tool_calls))
+        r = _ask(client, tool_choice="required", seed=seed, max_tokens=200)
+        parallel.add(len(r.choices[0].message.tool_calls))
     assert counts == {1}
+    assert max(parallel) >= 2  # without the switch, this random model chains calls
 
 
 def test_two_turn_agent_loop(served):
-    _, _, client = served
+    _, url, client = served
     first = _ask(client, tool_choice="w")
     call = first.choices[0].message.tool_calls[0]
     messages = [
@@ -120,6 +130,11 @@ def test_two_turn_agent_loop(served):
     second = _ask(client, messages=messages, tool_choice="none", max_tokens=20)
     assert second.choices[0].message.tool_calls is None
     assert second.choices[0].finish_reason in ("stop", "length")
+    # The second turn's prompt holds the call (arguments once encoded) and its result.
+    r = httpx.post(url + "/apply-template", json={"messages": messages, "tools": TOOLS}, timeout=30)
+    prompt = r.json()["prompt"]
+    assert f'"arguments": {call.function.arguments}}}' in prompt
+    assert "<tool_response>\nsunny\n</tool_response>" in prompt
 
 
 def test_bad_tool_requests_are_400(served):
