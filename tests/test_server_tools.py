@@ -11,7 +11,7 @@ import pytest
 
 import mlx_gen as mg
 from tests.serving import running_server
-from tests.tool_models import HERMES, THINK_OPEN, write_tool_model
+from tests.tool_models import HERMES, QWEN3, THINK_OPEN, write_tool_model
 
 W = {
     "type": "object",
@@ -210,3 +210,32 @@ def test_reasoning_fields_and_thinking_budget(tmp_path):
         streamed = "".join(d.model_extra.get("reasoning") or "" for d in deltas)
         assert streamed == reasoning
         assert "".join(d.model_extra.get("reasoning_content") or "" for d in deltas) == reasoning
+
+
+def test_reasoning_effort_and_template_kwargs_reach_the_template(tmp_path):
+    effort = "{% if reasoning_effort is defined %}effort={{ reasoning_effort }}{% endif %}"
+    model = mg.load(write_tool_model(tmp_path / "q", QWEN3 + effort, MARKERS))
+    with running_server(model, strict=True) as url:
+        body = {"model": "test", "messages": USER}
+
+        def prompt(**kw):
+            r = httpx.post(url + "/apply-template", json={**body, **kw}, timeout=30)
+            assert r.status_code == 200, r.text
+            return r.json()["prompt"]
+
+        assert prompt().endswith("<|im_start|>assistant\n")
+        assert prompt(reasoning_effort="low").endswith("assistant\neffort=low")
+        closed = prompt(chat_template_kwargs={"enable_thinking": False})
+        assert closed.endswith("assistant\n<think>\n\n</think>\n\n")
+        # A strict server takes both on a completion too (they are fields, not ignored).
+        r = httpx.post(
+            url + "/v1/chat/completions",
+            json={
+                **body,
+                "reasoning_effort": "high",
+                "max_tokens": 2,
+                "parallel_tool_calls": False,
+            },
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text

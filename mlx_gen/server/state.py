@@ -21,8 +21,6 @@ IGNORED = {
     "store": "nothing is stored",
     "metadata": "nothing is stored",
     "service_tier": "one local model, one tier",
-    "parallel_tool_calls": "tools are refused",
-    "reasoning_effort": "not a reasoning model setting",
 }
 
 
