@@ -35,3 +35,25 @@ def test_weather_question_gives_a_valid_call(default_model_file):
     assert (
         result.text == '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}'
     )
+
+
+def test_auto_does_what_the_readme_records(default_model_file):
+    """README records (2026-12-06) that ``auto``, greedy and with no prompt tuning, also
+    calls ``get_weather`` for Paris on this question; ``none`` answers in prose."""
+    model = mg.load(default_model_file)
+    auto = mg.generate(
+        model,
+        messages=QUESTION,
+        tools=[WEATHER],
+        tool_choice="auto",
+        settings=mg.GenerationSettings(max_tokens=40, temperature=0),
+    )
+    assert [(c.name, c.arguments) for c in auto.tool_calls] == [("get_weather", {"city": "Paris"})]
+    none = mg.generate(
+        model,
+        messages=QUESTION,
+        tools=[WEATHER],
+        tool_choice="none",
+        settings=mg.GenerationSettings(max_tokens=8, temperature=0),
+    )
+    assert none.tool_calls == () and not none.text.startswith("{")
