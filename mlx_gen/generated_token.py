@@ -24,8 +24,8 @@ class GeneratedToken:
         finish_message: Why a ``"constraint"`` finish happened.
         grammar: Under a constraint (tool grammars included), what its mask did to this
             token: ``"forced"`` (it was the only allowed id), ``"masked"`` (some ids were
-            disallowed) or ``"free"``; ``None`` without a constraint (and, for now, in
-            speculative runs).
+            disallowed) or ``"free"`` (in speculative runs too: the mask of the position
+            it was verified at); ``None`` without a constraint.
     """
 
     token: int

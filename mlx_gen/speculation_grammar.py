@@ -10,8 +10,9 @@ Under a constraint (structured output) the grammar takes part in each verificati
   exactly where :mod:`mlx_gen.guided` applies the mask in plain constrained decoding;
 * :meth:`GrammarGate.report` advances the matcher over each emitted token (accepted
   drafts are consumed for good; rejected ones never were) and reports
-  ``constraint_complete``, or ends a position with nothing allowed as guided decoding
-  does (``finish_reason="constraint"`` with the matcher's message).
+  ``constraint_complete`` and what its position's mask did (``grammar``), or ends a
+  position with nothing allowed as guided decoding does (``finish_reason="constraint"``
+  with the matcher's message).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class GrammarGate:
         matcher: Matcher | None = None,
     ) -> None:
         self.matcher, self.eos = matcher or Matcher(constraint), eos_token_ids
+        self.effects: list[str] = []  # what each position's mask of this round did
 
     def cut(self, draft: Draft | None) -> Draft:
         """``draft`` up to its first EOS id or forbidden token (an empty one for ``None``)."""
@@ -63,11 +65,16 @@ class GrammarGate:
 
     def masks(self, draft: Draft) -> mx.array:
         """``(k + 1, W)`` bitmasks for the positions of a verification of ``draft``."""
-        return mx.array(self.matcher.masks_along(draft.tokens.tolist()))
+        masks = self.matcher.masks_along(draft.tokens.tolist())
+        self.effects = self.matcher.row_effects(masks)
+        return mx.array(masks)
 
     def report(self, out: GeneratedToken) -> GeneratedToken:
         """``out`` with the grammar's view: it advances, or says why nothing was allowed."""
         matcher = self.matcher
+        # Emitted tokens take the round's positions in order (row i: after i accepted drafts).
+        effect = self.effects.pop(0) if self.effects else None
+        out = replace(out, grammar=effect)
         if out.token == NO_TOKEN:
             matcher.mask()  # the state stop_message reads
             message = matcher.stop_message()

@@ -294,9 +294,15 @@ def test_speculative_runs_enforce_the_tool_grammar(models):
         messages=USER,
         tools=TOOLS,
         tool_choice="w",
-        settings=replace(settings, speculative=mg.PromptLookup()),
+        settings=(fast_settings := replace(settings, speculative=mg.PromptLookup())),
     )
     assert fast.token_ids == plain.token_ids
+    assert fast.stats.speculation.accepted > 0  # accepted drafts took part
+    assert fast.grammar == plain.grammar and "forced" in fast.grammar  # reported alike
+    plan = prepare_chat(model.tokenizer, USER, settings=fast_settings, tools=TOOLS, tool_choice="w")
+    (lone,) = mg.generate_batch(model, [plan.prompt_ids], settings=plan.settings)
+    assert lone.stats.speculation.accepted > 0  # a lone batch row speculates too
+    assert lone.token_ids == plain.token_ids and lone.grammar == plain.grammar
     assert len(fast.tool_calls) >= 2  # greedy, this model chains calls: drafts can repeat them
     for call in fast.tool_calls:
         jsonschema.validate(call.arguments, W)

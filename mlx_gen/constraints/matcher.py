@@ -90,9 +90,17 @@ class Matcher:
     def grammar_effect(self) -> str:
         """What the last mask did: ``forced`` (one id allowed), ``masked`` (some ids
         disallowed) or ``free`` (every id allowed)."""
-        if self.allowed == 1:
+        return self._effect(self.allowed)
+
+    def row_effects(self, masks: np.ndarray) -> list[str]:
+        """:meth:`grammar_effect` of each row of ``masks`` (as :meth:`masks_along` gives)."""
+        allowed = np.bitwise_count(masks.view(np.uint32)).sum(axis=1)
+        return [self._effect(int(n)) for n in allowed]
+
+    def _effect(self, allowed: int) -> str:
+        if allowed == 1:
             return "forced"
-        return "free" if self.allowed >= self.compiled.vocab_size else "masked"
+        return "free" if allowed >= self.compiled.vocab_size else "masked"
 
     def rollback(self, count: int) -> None:
         """Undo the last ``count`` :meth:`consume` calls."""
