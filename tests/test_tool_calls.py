@@ -260,6 +260,23 @@ def test_bad_tools_and_choices_are_named(models):
         mg.generate(model, messages=USER, tools=TOOLS, settings=S(constraint=mg.JsonObject()))
 
 
+@pytest.mark.parametrize("family", ["pythonic", "qwen3_coder"])
+def test_parameter_by_parameter_formats_refuse_what_they_cannot_enforce(models, family):
+    """Pythonic and XML arguments are written parameter by parameter: an object-level
+    keyword (anyOf, ...) or a required name that is not a property is refused by name."""
+    model = models(family)
+    props = {"a": {"type": "integer"}, "b": {"type": "integer"}}
+    bad = [
+        ({"type": "object", "properties": props, "anyOf": [{"required": ["a"]}]}, "anyOf"),
+        ({"type": "object", "properties": props, "required": ["a", "zz"]}, "'zz'"),
+    ]
+    for parameters, needle in bad:
+        tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
+        with pytest.raises(ValueError, match="tools\\[0\\].function.parameters") as err:
+            mg.generate(model, messages=USER, tools=[tool], tool_format=family)
+        assert needle in str(err.value) and family in str(err.value), str(err.value)
+
+
 def test_each_token_says_what_the_grammar_did(models):
     model = models("hermes")
     result = mg.generate(

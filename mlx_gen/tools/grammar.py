@@ -40,6 +40,17 @@ RAW_STRING_KEYS = {
     "examples",
 }
 ANY_TEXT = "/(?s:.*)/"
+# What a pythonic or XML call enforces at the object level: only declared parameters are
+# written (so ``additionalProperties`` always holds), required ones always.
+OBJECT_KEYS = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "description",
+    "title",
+    "$schema",
+}
 
 
 class ToolGrammar(Constraint):
@@ -124,12 +135,30 @@ def _raw_string(name: str, schema: Mapping[str, Any], where: str) -> str:
     return f"({body} & ~/(?s:.*)<\\/parameter>(?s:.*)/)"
 
 
+def _check_object(fmt: ToolFormat, parameters: Mapping[str, Any], where: str) -> None:
+    """Refuse object-level keywords a parameter-by-parameter syntax cannot enforce."""
+    bad = sorted(set(parameters) - OBJECT_KEYS)
+    if bad:
+        raise ValueError(
+            f"{where}: keyword(s) {bad} cannot be enforced by the {fmt.name} format, which "
+            f"writes arguments parameter by parameter (supported: {sorted(OBJECT_KEYS)})"
+        )
+    props = parameters.get("properties") or {}
+    missing = [n for n in parameters.get("required") or () if n not in props]
+    if missing:
+        raise ValueError(
+            f"{where}: required {missing} are not in properties; the {fmt.name} format "
+            "writes only declared parameters"
+        )
+
+
 def args_rules(fmt: ToolFormat, tool: ToolSpec, prefix: str, where: str) -> tuple[str, list[str]]:
     """``(expression, extra rules)`` for one tool's arguments in ``fmt``'s syntax."""
     if fmt.args == "json":
         return json_value(tool.parameters), []
     if "$defs" in tool.parameters or "definitions" in tool.parameters:
         raise ValueError(f"{where}: $defs are not supported by the {fmt.name} format")
+    _check_object(fmt, tool.parameters, where)
     if fmt.args == "pythonic":
         item = lambda k, s: f'"{k}=" {_python_value(s)}'  # noqa: E731
         return f"{prefix}_p0_0", _param_chain(tool, prefix, item, '", "')
