@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 import mlx_gen as mg
+from mlx_gen.constraints import Matcher, compile_constraint
 from mlx_gen.tools import FORMATS, prepare_chat
 from mlx_gen.tools.types import ToolCallArguments, ToolCallStart
 from tests.tool_models import FAMILIES, write_tool_model
@@ -364,3 +365,22 @@ def test_arguments_follow_the_declared_property_order(models):
             settings=S(temperature=1.0, seed=seed, max_tokens=120),
         )  # fmt: skip
         assert list(json.loads(result.tool_calls[0].arguments_json)) == ["z", "a", "m"]
+
+
+def test_mistral_list_takes_the_space_of_sentencepiece_tokenizers(models):
+    """Mistral v3 (SentencePiece) writes ``[TOOL_CALLS] [...]``, Tekken ``[TOOL_CALLS][...]``:
+    the grammar allows both, and the parser reads both."""
+    model = models("mistral")
+    plan = _plan(model, "mistral", "v")
+    compiled = compile_constraint(
+        plan.settings.constraint,
+        model.tokenizer,
+        vocab_size=model.vocab_size,
+        eos_token_ids=model.generation_config.eos_token_ids,
+    )
+    for gap in ("", " "):
+        text = f'[TOOL_CALLS]{gap}[{{"name": "v", "arguments": {{"k": "a"}}}}]'
+        ids = model.tokenizer.encode(text, add_special_tokens=False)
+        assert Matcher(compiled).valid_prefix(ids) == len(ids), gap
+        (call,) = _parse(plan, text).tool_calls
+        assert (call.name, call.arguments) == ("v", {"k": "a"})

@@ -71,7 +71,8 @@ class ToolGrammar(Constraint):
 
 class Pieces:
     """Renders literal pieces as Lark: a special token of the vocabulary as ``<[id]>``,
-    anything else as a string literal.
+    anything else as a string literal, where a piece's leading space (``" ["``) is
+    optional: tokenizers differ on it (the parser reads any whitespace there too).
 
     Args:
         specials: Special-token text → id (from :func:`special_tokens`).
@@ -85,8 +86,15 @@ class Pieces:
         return piece in self.specials
 
     def __call__(self, pieces: Sequence[str]) -> str:
-        out = [f"<[{self.specials[p]}]>" if p in self.specials else json.dumps(p) for p in pieces]
+        out = [self._one(p) for p in pieces]
         return " ".join(o for o, p in zip(out, pieces, strict=True) if p) or '""'
+
+    def _one(self, piece: str) -> str:
+        if piece in self.specials:
+            return f"<[{self.specials[piece]}]>"
+        if piece.startswith(" ") and piece.strip():
+            return f'" "? {json.dumps(piece[1:])}'
+        return json.dumps(piece)
 
 
 def json_value(schema: Mapping[str, Any]) -> str:
