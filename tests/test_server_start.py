@@ -96,3 +96,21 @@ def test_library_warnings_stay_off_the_servers_stderr():
         assert stop_server(proc) == 0
     err = proc.stderr.read()
     assert "Token indices" not in err and "warn" not in err.lower(), err
+
+
+def test_the_load_flags_reach_load(monkeypatch, capsys):
+    import mlx_gen
+    from mlx_gen.server.main import main
+
+    seen = {}
+
+    def fake_load(model, **options):
+        seen.update(options, model=model)
+        raise ValueError("not loaded here")
+
+    monkeypatch.setattr(mlx_gen, "load", fake_load)
+    argv = ["--model", "m.gguf", "--port", "0", "--dequantize", "--gguf-precision", "compact"]
+    assert main([*argv, "--dtype", "bfloat16"]) == 2
+    assert capsys.readouterr().err.strip().endswith("not loaded here")
+    want = {"model": "m.gguf", "dtype": "bfloat16", "gguf_precision": "compact", "dequantize": True}
+    assert seen == want
