@@ -16,6 +16,7 @@ import pytest
 
 import mlx_gen as mg
 from tests.conftest import STORIES
+from tests.test_control_matrix import PROMPT
 
 S = mg.GenerationSettings
 PROMPTS = ["Once upon a time", "Tom", "Lily went", "The dog"]
@@ -90,6 +91,59 @@ def test_a_row_of_every_kind_joins_at_every_step_offset(stories, running):
                 stories, PROMPTS, per_prompt_settings=rows, batch_size=batch_size
             )
             assert_equal_to_single(stories, PROMPTS, rows, batch, singles)
+
+
+SPEC_KINDS = {  # greedy: a speculating row gives exactly its plain tokens
+    "speculative": dict(ignore_eos=True),
+    "speculative_penalised": dict(repetition_penalty=1.05, ignore_eos=True),
+}
+
+
+def _decode_with_join(stories, prompts, first, second, offset):
+    """Row 0 runs alone; row 1 is added after ``offset`` steps; tokens and rounds per row."""
+    from mlx_gen.batch.decode import BatchDecoder
+    from mlx_gen.plan import DecodePlan
+
+    ids = [stories.tokenizer.encode(p) for p in prompts]
+    decoder = BatchDecoder(stories, [ids[0]], [DecodePlan.build(stories, first)], batch_size=2)
+    tokens: dict[int, list] = {0: [], 1: []}
+    steps = 0
+    while steps <= offset or not decoder.done:
+        if steps == offset:
+            decoder.add(ids[1], DecodePlan.build(stories, second))
+        for index, out in decoder.step():
+            tokens[index].append(out)
+        steps += 1
+    rounds = [decoder.speculation(i).rounds if decoder.speculation(i) else 0 for i in (0, 1)]
+    return ids, tokens, rounds
+
+
+@pytest.mark.parametrize("spec_kind", sorted(SPEC_KINDS))
+@pytest.mark.parametrize("other", sorted(KINDS))
+def test_a_speculating_row_joined_and_joining_at_every_step_offset(stories, spec_kind, other):
+    """A speculating row (prompt lookup) is joined by a row of every kind after every
+    number of steps, and joins such a row: both equal their single runs, and the
+    speculating row really drafted (while it ran alone)."""
+    lookup = mg.PromptLookup(num_draft=4, min_ngram=1, measure_cost=False)
+    spec = S(max_tokens=24, speculative=lookup, **SPEC_KINDS[spec_kind])
+    plain = S(max_tokens=24, **SPEC_KINDS[spec_kind])
+    for joined in (True, False):
+        for offset in range(7):
+            other_settings = _settings(other, 5 if joined else 4, 3)
+            pair = (spec, other_settings) if joined else (other_settings, spec)
+            prompts = (PROMPT, "Tom") if joined else ("Tom", PROMPT)  # PROMPT repeats n-grams
+            ids, tokens, rounds = _decode_with_join(stories, prompts, *pair, offset)
+            for i, settings in enumerate(pair):
+                want = mg.generate(stories, ids[i], settings=settings)
+                if settings is spec:
+                    assert want.token_ids == mg.generate(stories, ids[i], settings=plain).token_ids
+                    assert rounds[i] > 0, (joined, offset)  # it drafted while alone
+                got = [t.token for t in tokens[i] if t.token >= 0]
+                assert got == want.token_ids, (spec_kind, other, joined, offset, i)
+                for g, w in zip(tokens[i], want.logprobs, strict=False):
+                    for mode in w:
+                        np.testing.assert_allclose(g.logprobs[mode].logprob, w[mode].logprob,
+                                                   atol=1e-5)  # fmt: skip
 
 
 def test_through_the_server_a_response_format_request_joining_changes_no_seeded_stream(stories):

@@ -58,6 +58,18 @@ def test_batch_rows_end_with_constraint_and_other_rows_are_unchanged(stories):
     assert batch[1].token_ids == mg.generate(stories, "Tom", settings=rows[1]).token_ids
 
 
+@pytest.mark.parametrize("drafter", ["lookup", "draft_model"])
+def test_speculative_runs_end_with_constraint_single_and_batched(stories, drafter):
+    spec = mg.PromptLookup(num_draft=4, min_ngram=1, measure_cost=False)
+    if drafter == "draft_model":
+        spec = mg.DraftModel(stories, num_draft=3, measure_cost=False)
+    settings = S(max_tokens=20, constraint=MANY, speculative=spec)
+    result = mg.generate(stories, "Once w1x w2x", settings=settings)
+    assert_constraint_finish(result.text, result.finish_reason, result.finish_message)
+    (row,) = mg.generate_batch(stories, ["Once w1x w2x"], settings=settings)
+    assert_constraint_finish(row.text, row.finish_reason, row.finish_message)
+
+
 def test_a_grammar_whose_first_mask_errors_is_refused_when_compiled(stories):
     with pytest.raises(ValueError, match=r"JsonSchema\(.*cannot be used: llguidance fails on"):
         mg.generate(stories, "Once", settings=S(constraint=mg.JsonSchema(SELF_REF)))

@@ -152,3 +152,29 @@ def test_a_zero_head_count_is_one_error_line_on_the_command_line(tmp_path):
         f"error: {path}: GGUF metadata llama.attention.head_count=0 is invalid "
         f"(expected an int in [1, 2147483647]); the file is corrupt\n"
     )
+
+
+def test_a_zero_head_count_is_one_error_line_from_convert_and_the_server(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlx_gen.convert.main import main as convert_main
+
+    path = tmp_path / "m.gguf"
+    write_model(path, tiny_config())
+    _set_uint32(path, "llama.attention.head_count", 0)
+    line = (
+        f"error: {path}: GGUF metadata llama.attention.head_count=0 is invalid "
+        f"(expected an int in [1, 2147483647]); the file is corrupt\n"
+    )
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = convert_main(["--hf-path", str(path), "--mlx-path", str(tmp_path / "out")])
+    assert (code, err.getvalue()) == (2, line)
+    assert not (tmp_path / "out").exists()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "mlx_gen.server", "--model", str(path), "--port", "0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert (done.returncode, done.stderr, done.stdout) == (2, line, "")

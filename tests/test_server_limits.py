@@ -3,6 +3,7 @@ and tokenizing never blocks the event loop (``/health`` answers meanwhile)."""
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import threading
@@ -116,13 +117,18 @@ def test_an_over_long_prompt_is_refused_before_tokenizing(model):
             assert max(latencies) < 0.5
 
 
-def _health_while(base: str, path: str, body: dict) -> list:
-    """The response to ``body``, then each /health latency while it was in flight."""
+def _health_while(base: str, path: str, body: dict | bytes) -> list:
+    """The response to ``body`` (JSON bytes as they are), then each /health latency while
+    it was in flight."""
     done, out = threading.Event(), []
 
     def send():
         try:
-            out.append(httpx.post(base + path, json=body, timeout=120))
+            if isinstance(body, bytes):
+                headers = {"content-type": "application/json"}
+                out.append(httpx.post(base + path, content=body, headers=headers, timeout=120))
+            else:
+                out.append(httpx.post(base + path, json=body, timeout=120))
         finally:
             done.set()
 
@@ -170,3 +176,30 @@ def test_a_trickled_body_times_out(model):
                 head += part
         assert head.startswith(b"HTTP/1.1 408") and b"--body-timeout" in head, head
         assert 0.8 < waited < 5
+
+
+def test_a_body_of_millions_of_items_is_refused_without_freezing_the_loop(model):
+    # Parsing and validating hold the GIL whatever thread runs them, so their cost must be
+    # bounded: before, 10 MiB of ids froze /health for 2.8 s (the prompt was decoded whole
+    # before its length was checked), [true, ...] for 12 s (one error per item), and
+    # 500,000 messages for 4.9 s (each validated).
+    n, t = 10 * MB // 2, 10 * MB // 5  # items of 10 MiB: "5," or "true,"
+    bodies = {
+        "/v1/completions": [({"prompt": [5] * n}, "the prompt has 5242880 tokens"),
+                            ({"prompt": [True] * t}, "prompt"),
+                            ({"prompt": [1], "suppress_tokens": [True] * t}, "suppress_tokens")],
+        "/v1/chat/completions": [({"messages": [{"role": "user", "content": ""}] * (n // 16)},
+                                  "327680 messages, more than the limit of 16384")],
+        "/detokenize": [({"tokens": [True] * t}, "tokens")],
+    }  # fmt: skip
+    with running_server(model, name="test") as base:
+        for path, cases in bodies.items():
+            for body, says in cases:
+                raw = json.dumps({"model": "test", **body}, separators=(",", ":")).encode()
+                start = time.monotonic()
+                r, *latencies = _health_while(base, path, raw)
+                took = time.monotonic() - start
+                print(f"{len(raw) / MB:.1f} MiB to {path}: {took:.2f} s, /health "
+                      f"slowest {max(latencies):.2f} s")  # fmt: skip
+                assert r.status_code == 400 and says in r.text[:2000], r.text[:300]
+                assert took < 3.0 and max(latencies) < 1.5

@@ -81,3 +81,36 @@ def test_the_model_options_are_the_clis():
         assert r["choices"][0]["logprobs"]["token_logprobs"] == pytest.approx(want, abs=1e-6)
     finally:
         stop_server(proc)
+
+
+def test_library_warnings_stay_off_the_servers_stderr():
+    # Before: transformers' "Token indices sequence length is longer than ..." on stderr.
+    proc, base = start_server("--model", str(STORIES), "--model-name", "s")
+    prompt = "hello world " * 300  # 1,801 tokens: under the character bound, over the context
+    try:
+        for path in ("/v1/completions", "/tokenize"):
+            body = {"model": "s", "prompt": prompt, "max_tokens": 1}
+            r = httpx.post(base + path, json=body, timeout=60)
+            assert r.status_code == (400 if path == "/v1/completions" else 200), r.text
+    finally:
+        assert stop_server(proc) == 0
+    err = proc.stderr.read()
+    assert "Token indices" not in err and "warn" not in err.lower(), err
+
+
+def test_the_load_flags_reach_load(monkeypatch, capsys):
+    import mlx_gen
+    from mlx_gen.server.main import main
+
+    seen = {}
+
+    def fake_load(model, **options):
+        seen.update(options, model=model)
+        raise ValueError("not loaded here")
+
+    monkeypatch.setattr(mlx_gen, "load", fake_load)
+    argv = ["--model", "m.gguf", "--port", "0", "--dequantize", "--gguf-precision", "compact"]
+    assert main([*argv, "--dtype", "bfloat16"]) == 2
+    assert capsys.readouterr().err.strip().endswith("not loaded here")
+    want = {"model": "m.gguf", "dtype": "bfloat16", "gguf_precision": "compact", "dequantize": True}
+    assert seen == want

@@ -120,3 +120,22 @@ def test_a_gguf_template_payload_is_one_error(tmp_path):
         mg.generate(mg.load(path), messages=CHAT, settings=mg.GenerationSettings(max_tokens=1))
     assert time.monotonic() - start < 10.0
     assert str(err.value).startswith(f"{path} (tokenizer.chat_template): the chat template went")
+
+
+@pytest.mark.parametrize("name", ["power", "repeat", "nested loops"])
+def test_each_payload_is_a_400_from_the_server_and_health_answers_meanwhile(tmp_path, name):
+    from tests.serving import running_server
+    from tests.test_server_limits import _health_while
+
+    template, expected = PAYLOADS[name]
+    model = copy_stories(tmp_path / "m")
+    edit_json(model / "tokenizer_config.json", chat_template=template)
+    body = {"model": "test", "messages": CHAT, "max_tokens": 1}
+    with running_server(mg.load(model), name="test") as base:
+        start = time.monotonic()
+        r, *latencies = _health_while(base, "/v1/chat/completions", body)
+        assert time.monotonic() - start < 4.0  # the 1 s budget of the fixture, not a hang
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages", r.text
+    assert "tokenizer_config.json: the chat template went past a limit" in r.text
+    assert expected in r.json()["error"]["message"]
+    assert max(latencies) < 0.5  # rendered off the event loop

@@ -26,6 +26,7 @@ from mlx_gen.server.responses import Completion, CompletionChoice, PromptTokensD
 from mlx_gen.server.schemas import CompletionRequest
 from mlx_gen.server.settings_map import (
     base_settings,
+    check_context,
     check_prompt_chars,
     choice_settings,
     max_tokens,
@@ -48,7 +49,7 @@ def _prompts(state: ServerState, prompt: object) -> list[tuple[list[int], str]]:
     tok, vocab = state.model.tokenizer, state.model.vocab_size
     if isinstance(prompt, str):
         items: list = [prompt]
-    elif prompt and all(isinstance(p, int) for p in prompt):
+    elif prompt and isinstance(prompt[0], int):  # strict types: then every item is an int
         items = [list(prompt)]
     else:
         items = list(prompt)
@@ -62,6 +63,7 @@ def _prompts(state: ServerState, prompt: object) -> list[tuple[list[int], str]]:
             ids = list(tok.encode(item, add_special_tokens=True)) if item else []
             text = item
         else:
+            check_context(len(item), state.model)  # before decoding millions of ids
             bad = [t for t in item if not 0 <= t < vocab]
             if bad:
                 raise ApiError(

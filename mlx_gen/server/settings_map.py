@@ -127,6 +127,19 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
     return stops
 
 
+def check_context(prompt_len: int, model: LoadedModel, param: str = "prompt") -> int | None:
+    """The model's context length; ``ApiError`` (400) when ``prompt_len`` tokens fill it."""
+    window = context_length(model)
+    if window is not None and prompt_len >= window:
+        raise ApiError(
+            400,
+            f"the prompt has {prompt_len} tokens, more than the model's context "
+            f"({window} tokens) allows",
+            param=param,
+        )
+    return window
+
+
 def max_tokens(
     requested: int | None,
     prompt_len: int,
@@ -140,14 +153,7 @@ def max_tokens(
 
     Unset, it is the model's default capped by the limit and the room left in the context.
     """
-    window = context_length(model)
-    if window is not None and prompt_len >= window:
-        raise ApiError(
-            400,
-            f"the prompt has {prompt_len} tokens, more than the model's context "
-            f"({window} tokens) allows",
-            param=prompt_param,
-        )
+    window = check_context(prompt_len, model, prompt_param)
     if requested is not None and limits.max_tokens is not None and requested > limits.max_tokens:
         raise ApiError(
             400,
