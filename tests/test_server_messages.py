@@ -105,7 +105,7 @@ def test_stream_events_in_anthropic_order(url):
     assert whole["content"] == [{"type": "text", "text": text}]
 
 
-def test_stop_sequence_system_and_extensions(client, model):
+def test_stop_sequence_system_and_extensions(client, url, model):
     greedy = {"ignore_eos": True, "temperature": 0}
     base = client.messages.create(model="test", max_tokens=16, messages=USER, extra_body=greedy)
     stop = base.content[0].text[4:6]
@@ -115,6 +115,12 @@ def test_stop_sequence_system_and_extensions(client, model):
     )
     assert m.stop_reason == "stop_sequence" and m.stop_sequence == stop
     assert m.content[0].text == base.content[0].text[: base.content[0].text.index(stop)]
+    body = {"max_tokens": 16, "messages": USER, "stop_sequences": [stop], "stream": True,
+            **greedy}  # fmt: skip
+    events = sse_events(url, body)
+    assert events[-2][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": stop}
+    streamed = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    assert streamed == m.content[0].text
     # system (blocks) → the chat template's system message; same as mg.generate
     blocks = [{"type": "text", "text": "be "}, {"type": "text", "text": "brief"}]
     m = client.messages.create(
@@ -157,6 +163,13 @@ def test_output_config_json_schema(client, seed):
     )  # fmt: skip
     assert m.stop_reason == "end_turn"
     jsonschema.validate(json.loads(m.content[0].text), SCHEMA)
+    with client.messages.stream(
+        model="test", max_tokens=60, messages=USER,
+        output_config={"format": {"type": "json_schema", "schema": SCHEMA}},
+        extra_body={"temperature": 1.0, "seed": seed},
+    ) as stream:  # fmt: skip
+        final = stream.get_final_message()
+    assert final.stop_reason == "end_turn" and final.content[0].text == m.content[0].text
 
 
 def _anthropic_shape(r: httpx.Response, status: int, kind: str) -> dict:
