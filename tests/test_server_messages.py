@@ -246,3 +246,32 @@ def test_api_key_and_queue_full(model):
             with pytest.raises(anthropic.RateLimitError) as info:
                 good.messages.create(model="test", max_tokens=2, messages=USER)
             assert info.value.body["error"]["type"] == "rate_limit_error"
+
+
+def test_logprobs_extension_equals_chat_streamed_or_not(url):
+    """mlx_gen's ``logprobs`` / ``top_logprobs``: the chat endpoint's entries on the reply,
+    and the same entries spread over the stream's deltas (the rest on ``message_delta``)."""
+    body = {"max_tokens": 10, "messages": USER, "temperature": 0, "stop_sequences": ["\n"],
+            "logprobs": True, "top_logprobs": 3}  # fmt: skip
+    whole = httpx.post(url + "/v1/messages", json=body, timeout=60).json()
+    Message.model_validate(whole)
+    chat_body = {**body, "stop": body["stop_sequences"]}
+    del chat_body["stop_sequences"]
+    chat = httpx.post(url + "/v1/chat/completions", json=chat_body, timeout=60).json()
+    want = [  # chat's entries, without the members it sends as null
+        {k: v for k, v in e.items() if v is not None}
+        for e in chat["choices"][0]["logprobs"]["content"]
+    ]
+    assert whole["logprobs"]["content"] == want and len(want) == whole["usage"]["output_tokens"]
+    assert all(len(e["top_logprobs"]) == 3 for e in want)
+    events = sse_events(url, {**body, "stream": True})
+    adapter = TypeAdapter(RawMessageStreamEvent)
+    for name, data in events:
+        if name != "ping":
+            adapter.validate_python(data)
+    streamed = [e for _, d in events for e in d.get("logprobs", [])]
+    assert streamed == want
+    plain = httpx.post(url + "/v1/messages", json={**body, "logprobs": False}).json()
+    assert "logprobs" not in plain
+    r = httpx.post(url + "/v1/messages", json={**body, "top_logprobs": 21})
+    assert _anthropic_shape(r, 400, "invalid_request_error")["message"].find("top_logprobs") >= 0
