@@ -216,6 +216,14 @@ def test_errors_in_anthropic_shape(client, url):
           "tool_choice": {"type": "tool", "name": "zz"}}, "tool_choice"),
         ({"messages": [{"role": "user", "content": [
             {"type": "tool_use", "id": "t1", "name": "f", "input": {}}]}]}, "messages[0]"),
+        # wrongly typed values inside blocks: a 400 naming them, never a 500
+        ({"messages": [{"role": "user", "content": [{"type": "tool_result",
+            "tool_use_id": "t1", "content": 5}]}]}, "messages[0].content[0].content"),
+        ({"messages": [{"role": "user", "content": [{"type": "tool_result",
+            "tool_use_id": "t1", "content": [5]}]}]}, "messages[0].content[0].content[0]"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+         "messages[0].content[0]"),
+        ({"output_config": {"format": 5}}, "output_config.format"),
     ],
 )  # fmt: skip
 def test_bad_tools_and_thinking_are_400_naming_the_field(url, extra, field):
