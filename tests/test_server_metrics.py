@@ -57,6 +57,7 @@ def test_counters_move_by_exactly_what_is_sent(model):
         chat = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
         claude = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0)
         prompt = generated = 0
+        started = time.perf_counter()
         for n in (3, 5):
             c = chat.chat.completions.create(
                 model="test", messages=USER, max_tokens=n, extra_body={"ignore_eos": True}
@@ -73,6 +74,7 @@ def test_counters_move_by_exactly_what_is_sent(model):
         with pytest.raises(openai.NotFoundError):
             chat.chat.completions.create(model="nope", messages=USER)
         httpx.post(url + "/v1/messages", json={"messages": USER})  # 400: no max_tokens
+        elapsed = time.perf_counter() - started
         after = scrape(url)
     requests = "mlx_gen_requests_total"
     assert delta(before, after, requests, endpoint="/v1/chat/completions", status="200") == 2
@@ -86,6 +88,10 @@ def test_counters_move_by_exactly_what_is_sent(model):
     # One first token per request, the rest between tokens.
     assert delta(before, after, "mlx_gen_time_to_first_token_seconds_count") == 4
     assert delta(before, after, "mlx_gen_time_per_output_token_seconds_count") == generated - 4
+    # Seconds, within the requests' wall time (the four ran one after another).
+    ttft = delta(before, after, "mlx_gen_time_to_first_token_seconds_sum")
+    tpot = delta(before, after, "mlx_gen_time_per_output_token_seconds_sum")
+    assert 0 < ttft and 0 < tpot and ttft + tpot < elapsed
     assert after[("mlx_gen_running_requests", ())] == after[("mlx_gen_queue_depth", ())] == 0
 
 
