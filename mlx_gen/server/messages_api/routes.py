@@ -45,7 +45,10 @@ def _chat(state: ServerState, req: CountTokensRequest) -> ChatRequest:
 
 async def count_tokens(state: ServerState, req: CountTokensRequest) -> dict:
     """``{"input_tokens": N}``: the length of the prompt the chat endpoint would build."""
-    ids = await chat_run.prompt_ids(state, _chat(state, req))
+    try:
+        ids = await chat_run.prompt_ids(state, _chat(state, req))
+    except ApiError as err:
+        raise renamed(err, FIELD_NAMES) from None
     return {"input_tokens": len(ids)}
 
 
