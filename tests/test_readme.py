@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -70,3 +71,50 @@ def test_agent_tool_examples_run(capsys, default_model_file):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "tool_use get_weather {'city': 'Paris'}"
     assert out[2] == "get_weather {'city': 'Paris'}"
+
+
+@pytest.mark.slow
+def test_server_sdk_examples_run(capsys, default_model_file):
+    """The text, stream and count examples of ``/v1/messages`` and ``/v1/responses``, and
+    the models / apply-template / metrics example, run against a local server and print
+    what the server knows independently (the prompt's length, the schema, the card)."""
+    import mlx_gen
+    from mlx_gen.prompts import encode_prompt
+    from mlx_gen.server.settings_map import context_length
+    from tests.serving import running_server
+
+    surfaces = ("messages.create", "responses.create", "/metrics")
+    examples = [
+        b for b in blocks("python") if any(s in b for s in surfaces) and "get_weather" not in b
+    ]
+    assert len(examples) == 3
+    model = mlx_gen.load(default_model_file)
+    with running_server(model, name="SmolLM2-135M-Instruct.Q4_1") as url:
+        outs = []
+        for code in examples:
+            exec(compile(code.replace("http://127.0.0.1:8080", url), "README", "exec"), {})
+            outs.append(capsys.readouterr().out.splitlines())
+    hi = [{"role": "user", "content": "Hi"}]
+    asked = [{"role": "system", "content": "Be brief."},
+             {"role": "user", "content": "What is the capital of France?"}]  # fmt: skip
+    messages, responses, card = outs
+    assert f"input_tokens={len(encode_prompt(model.tokenizer, messages=asked))}," in messages[0]
+    assert int(messages[-1]) == len(encode_prompt(model.tokenizer, messages=hi))
+    answer, status = "\n".join(responses).split(" ResponseUsage(")[0].rsplit(" ", 1)
+    assert status == "completed" and isinstance(json.loads(answer)["city"], str)
+    assert responses[-1] == "response.completed" and "response.created" in responses
+    assert card[0].split()[:3] == [
+        "SmolLM2-135M-Instruct.Q4_1",
+        str(context_length(model)),
+        str(model.vocab_size),
+    ]
+    assert card[1].endswith(f" {len(encode_prompt(model.tokenizer, messages=hi))}")
+    sent = {
+        "/v1/messages": 2,
+        "/v1/messages/count_tokens": 1,
+        "/v1/responses": 2,
+        "/v1/models": 1,
+        "/apply-template": 1,
+    }  # what the three examples send
+    counted = {labels["endpoint"]: value for _, labels, value in ast.literal_eval(card[2])}
+    assert counted == sent

@@ -105,7 +105,7 @@ def test_stream_events_in_anthropic_order(url):
     assert whole["content"] == [{"type": "text", "text": text}]
 
 
-def test_stop_sequence_system_and_extensions(client, model):
+def test_stop_sequence_system_and_extensions(client, url, model):
     greedy = {"ignore_eos": True, "temperature": 0}
     base = client.messages.create(model="test", max_tokens=16, messages=USER, extra_body=greedy)
     stop = base.content[0].text[4:6]
@@ -115,6 +115,12 @@ def test_stop_sequence_system_and_extensions(client, model):
     )
     assert m.stop_reason == "stop_sequence" and m.stop_sequence == stop
     assert m.content[0].text == base.content[0].text[: base.content[0].text.index(stop)]
+    body = {"max_tokens": 16, "messages": USER, "stop_sequences": [stop], "stream": True,
+            **greedy}  # fmt: skip
+    events = sse_events(url, body)
+    assert events[-2][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": stop}
+    streamed = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    assert streamed == m.content[0].text
     # system (blocks) → the chat template's system message; same as mg.generate
     blocks = [{"type": "text", "text": "be "}, {"type": "text", "text": "brief"}]
     m = client.messages.create(
@@ -157,6 +163,13 @@ def test_output_config_json_schema(client, seed):
     )  # fmt: skip
     assert m.stop_reason == "end_turn"
     jsonschema.validate(json.loads(m.content[0].text), SCHEMA)
+    with client.messages.stream(
+        model="test", max_tokens=60, messages=USER,
+        output_config={"format": {"type": "json_schema", "schema": SCHEMA}},
+        extra_body={"temperature": 1.0, "seed": seed},
+    ) as stream:  # fmt: skip
+        final = stream.get_final_message()
+    assert final.stop_reason == "end_turn" and final.content[0].text == m.content[0].text
 
 
 def _anthropic_shape(r: httpx.Response, status: int, kind: str) -> dict:
@@ -203,12 +216,23 @@ def test_errors_in_anthropic_shape(client, url):
           "tool_choice": {"type": "tool", "name": "zz"}}, "tool_choice"),
         ({"messages": [{"role": "user", "content": [
             {"type": "tool_use", "id": "t1", "name": "f", "input": {}}]}]}, "messages[0]"),
+        # wrongly typed values inside blocks: a 400 naming them, never a 500
+        ({"messages": [{"role": "user", "content": [{"type": "tool_result",
+            "tool_use_id": "t1", "content": 5}]}]}, "messages[0].content[0].content"),
+        ({"messages": [{"role": "user", "content": [{"type": "tool_result",
+            "tool_use_id": "t1", "content": [5]}]}]}, "messages[0].content[0].content[0]"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+         "messages[0].content[0]"),
+        ({"output_config": {"format": 5}}, "output_config.format"),
     ],
 )  # fmt: skip
 def test_bad_tools_and_thinking_are_400_naming_the_field(url, extra, field):
-    r = httpx.post(url + "/v1/messages", json={"max_tokens": 2, "messages": USER, **extra})
-    err = _anthropic_shape(r, 400, "invalid_request_error")
-    assert err["message"].startswith(field), err
+    created = httpx.post(url + "/v1/messages", json={"max_tokens": 2, "messages": USER, **extra})
+    counted = httpx.post(url + "/v1/messages/count_tokens", json={"messages": USER, **extra})
+    for r in (created, counted):  # count_tokens names it the same way
+        err = _anthropic_shape(r, 400, "invalid_request_error")
+        message = err["message"]
+        assert message.startswith(field) and message[len(field)] in ":. =", err
 
 
 def test_api_key_and_queue_full(model):
@@ -233,3 +257,32 @@ def test_api_key_and_queue_full(model):
             with pytest.raises(anthropic.RateLimitError) as info:
                 good.messages.create(model="test", max_tokens=2, messages=USER)
             assert info.value.body["error"]["type"] == "rate_limit_error"
+
+
+def test_logprobs_extension_equals_chat_streamed_or_not(url):
+    """mlx_gen's ``logprobs`` / ``top_logprobs``: the chat endpoint's entries on the reply,
+    and the same entries spread over the stream's deltas (the rest on ``message_delta``)."""
+    body = {"max_tokens": 10, "messages": USER, "temperature": 0, "stop_sequences": ["\n"],
+            "logprobs": True, "top_logprobs": 3}  # fmt: skip
+    whole = httpx.post(url + "/v1/messages", json=body, timeout=60).json()
+    Message.model_validate(whole)
+    chat_body = {**body, "stop": body["stop_sequences"]}
+    del chat_body["stop_sequences"]
+    chat = httpx.post(url + "/v1/chat/completions", json=chat_body, timeout=60).json()
+    want = [  # chat's entries, without the members it sends as null
+        {k: v for k, v in e.items() if v is not None}
+        for e in chat["choices"][0]["logprobs"]["content"]
+    ]
+    assert whole["logprobs"]["content"] == want and len(want) == whole["usage"]["output_tokens"]
+    assert all(len(e["top_logprobs"]) == 3 for e in want)
+    events = sse_events(url, {**body, "stream": True})
+    adapter = TypeAdapter(RawMessageStreamEvent)
+    for name, data in events:
+        if name != "ping":
+            adapter.validate_python(data)
+    streamed = [e for _, d in events for e in d.get("logprobs", [])]
+    assert streamed == want
+    plain = httpx.post(url + "/v1/messages", json={**body, "logprobs": False}).json()
+    assert "logprobs" not in plain
+    r = httpx.post(url + "/v1/messages", json={**body, "top_logprobs": 21})
+    assert _anthropic_shape(r, 400, "invalid_request_error")["message"].find("top_logprobs") >= 0

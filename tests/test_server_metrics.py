@@ -57,6 +57,7 @@ def test_counters_move_by_exactly_what_is_sent(model):
         chat = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
         claude = anthropic.Anthropic(base_url=url, api_key="x", max_retries=0)
         prompt = generated = 0
+        started = time.perf_counter()
         for n in (3, 5):
             c = chat.chat.completions.create(
                 model="test", messages=USER, max_tokens=n, extra_body={"ignore_eos": True}
@@ -73,6 +74,7 @@ def test_counters_move_by_exactly_what_is_sent(model):
         with pytest.raises(openai.NotFoundError):
             chat.chat.completions.create(model="nope", messages=USER)
         httpx.post(url + "/v1/messages", json={"messages": USER})  # 400: no max_tokens
+        elapsed = time.perf_counter() - started
         after = scrape(url)
     requests = "mlx_gen_requests_total"
     assert delta(before, after, requests, endpoint="/v1/chat/completions", status="200") == 2
@@ -86,6 +88,10 @@ def test_counters_move_by_exactly_what_is_sent(model):
     # One first token per request, the rest between tokens.
     assert delta(before, after, "mlx_gen_time_to_first_token_seconds_count") == 4
     assert delta(before, after, "mlx_gen_time_per_output_token_seconds_count") == generated - 4
+    # Seconds, within the requests' wall time (the four ran one after another).
+    ttft = delta(before, after, "mlx_gen_time_to_first_token_seconds_sum")
+    tpot = delta(before, after, "mlx_gen_time_per_output_token_seconds_sum")
+    assert 0 < ttft and 0 < tpot and ttft + tpot < elapsed
     assert after[("mlx_gen_running_requests", ())] == after[("mlx_gen_queue_depth", ())] == 0
 
 
@@ -180,3 +186,26 @@ def test_running_and_queue_depth_gauges(model):
             assert values[("mlx_gen_running_requests", ())] == 1
             stream.close()  # frees the place: the waiting request runs
             assert waiting.result(timeout=60).usage.completion_tokens == 2
+
+
+def test_prefix_cache_counters_move_by_the_reused_tokens_and_their_kv_bytes(model):
+    """A repeated prompt through a server with a prefix cache: the hit counters move by
+    the ``cached_tokens`` the replies report, and by those tokens' K and V bytes (the
+    entry reused holds more: the prompt and the fed tokens of the first reply)."""
+    cache = mg.PrefixCache(model, max_bytes=64 << 20)
+    with running_server(model, prefix_cache=cache) as url:
+        chat = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        before = scrape(url)
+        cached = []
+        for _ in range(3):
+            c = chat.chat.completions.create(model="test", messages=USER, max_tokens=3)
+            cached.append(c.usage.prompt_tokens_details.cached_tokens)
+        after = scrape(url)
+    assert cached[0] == 0 and cached[1] == cached[2] == c.usage.prompt_tokens - 1
+    assert delta(before, after, "mlx_gen_prefix_cache_hit_tokens_total") == sum(cached)
+    config, weights = model.config, model.model.model.layers[0].self_attn.k_proj.weight
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    per_token = (
+        config["num_hidden_layers"] * 2 * config["num_key_value_heads"] * head_dim
+    ) * weights.dtype.size  # K and V of every layer
+    assert delta(before, after, "mlx_gen_prefix_cache_hit_bytes_total") == sum(cached) * per_token

@@ -177,6 +177,13 @@ def _error(r: httpx.Response, param: str) -> str:
         ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
          "input[0].content[0]", "input_image"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0]", "item_reference"),
+        # wrongly typed values inside items: a 400 naming them, never a 500
+        ({"input": [{"role": "user", "content": {"a": 1}}]}, "input[0].content", "a string"),
+        ({"input": [{"role": "user", "content": [5]}]}, "input[0].content[0]", "5"),
+        ({"input": [{"type": "function_call_output", "call_id": "c", "output": 5}]},
+         "input[0].output", "a string"),
+        ({"text": {"format": 5}}, "text.format", "not supported"),
+        ({"reasoning": {"effort": ["low"]}}, "reasoning.effort", "not valid"),
         ({"max_output_tokens": -1}, "max_output_tokens", "greater than or equal"),
         ({"max_output_tokens": 1000}, "max_output_tokens", "model's context"),
         ({"seed": -1}, "seed", "greater than or equal"),

@@ -208,3 +208,21 @@ def test_ranks_and_sliding_windows_are_refused_by_name(story, monkeypatch):
     with pytest.raises(ValueError, match="cannot be trimmed"):
         open_speculation(story, argparse.Namespace(**{**vars(flags), "prompt_lookup": 3}),
                          ranked=False)  # fmt: skip
+
+
+def test_metrics_count_the_drafted_and_accepted_tokens_of_the_batch_engine(server, story):
+    """``/metrics``' speculative counters move by exactly the drafted and accepted tokens
+    of ``generate_batch`` for the same prompt and drafter, and those account for every
+    token: plain steps + one per verification round + the accepted drafts."""
+    lookup = mg.PromptLookup(num_draft=4, min_ngram=1, measure_cost=False)  # the default
+    settings = mg.GenerationSettings(max_tokens=30, temperature=0.0, speculative=lookup)
+    [ref] = mg.generate_batch(story, [PROMPT], settings=settings)
+    stats = ref.stats.speculation
+    assert stats.plain_tokens + stats.rounds + stats.accepted == len(ref.token_ids) == 30
+    assert 0 < stats.accepted < stats.drafted
+    before = scrape(server)
+    choice = complete(server, logprobs=None)
+    after = scrape(server)
+    assert choice["token_ids"] == ref.token_ids
+    assert delta(before, after, DRAFTED) == stats.drafted
+    assert delta(before, after, "mlx_gen_spec_accepted_tokens_total") == stats.accepted

@@ -17,6 +17,7 @@ import mlx.core as mx
 
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.prefix_cache import PrefixCache
+from mlx_gen.prefix_cache.snapshot import held_nbytes
 
 
 def _prefill_one(
@@ -25,7 +26,7 @@ def _prefill_one(
     """One prompt's caches holding all but its last id, the cached count and its bytes."""
     hit = prefix.lookup(ids)
     layers, start, end = hit.layers, hit.tokens, len(ids) - 1
-    hit_bytes = sum(c.nbytes for c in layers) if hit.tokens else 0
+    hit_bytes = held_nbytes(layers) if hit.tokens else 0
     for stop in [*sorted(c for c in hit.checkpoints if start < c < end), end]:
         for first in range(start, stop, step_size):
             chunk = ids[first : min(first + step_size, stop)]

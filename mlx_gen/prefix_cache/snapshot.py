@@ -52,6 +52,11 @@ def _held(layer: Any) -> tuple[Any, ...]:
     return state
 
 
+def held_nbytes(layers: Sequence[Any]) -> int:
+    """Bytes of the KV positions ``layers`` hold (no spare capacity, no trimmed tail)."""
+    return sum(s.nbytes for layer in layers for s in _held(layer) if isinstance(s, mx.array))
+
+
 def snapshot(layers: Sequence[Any], length: int) -> KVSnapshot:
     """Copy ``layers`` (mlx-lm caches holding ``length`` tokens) into a :class:`KVSnapshot`.
 

@@ -38,6 +38,10 @@ EXTENSIONS = (
     "thinking_budget",  # the surface's own thinking field, when sent, wins
     "return_token_ids",  # non-streamed answers get a top-level ``token_ids``
     "speculative",  # mlx_gen.server.speculation
+    "logprobs",  # /v1/messages: the chat entries (Responses has its own top_logprobs)
+    "top_logprobs",
+    "logprobs_mode",
+    "logprob_token_ids",
 )
 
 

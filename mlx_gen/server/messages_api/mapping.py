@@ -45,13 +45,18 @@ def _text(blocks: str | list[dict], where: str) -> str:
     """The text of a string or of text blocks (``system``, a ``tool_result``'s content)."""
     if isinstance(blocks, str):
         return blocks
+    if not isinstance(blocks, list):
+        raise ApiError(
+            400, f"{where}: {blocks!r} is not valid (a string or text blocks)", param=where
+        )
     parts = []
     for j, block in enumerate(blocks):
-        if block.get("type") != "text" or not isinstance(block.get("text"), str):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind != "text" or not isinstance(block.get("text"), str):
             raise ApiError(
                 400,
-                f"{where}[{j}]: block type {block.get('type')!r} is not supported here "
-                "(only 'text')",
+                f"{where}[{j}]: {block!r} is not supported here (only text blocks "
+                "with a string text)",
                 param=f"{where}[{j}]",
             )
         parts.append(block["text"])
@@ -65,8 +70,8 @@ def _turn(role: str, content: str | list[dict], where: str) -> list[dict]:
     results, texts, calls, thinking = [], [], [], []
     for j, block in enumerate(content):
         kind, at = block.get("type"), f"{where}.content[{j}]"
-        if kind == "text":
-            texts.append(str(block.get("text", "")))
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
         elif kind == "tool_use" and role == "assistant":
             arguments = json.dumps(block.get("input", {}), ensure_ascii=False)
             call = {"name": block.get("name"), "arguments": arguments}
@@ -78,6 +83,8 @@ def _turn(role: str, content: str | list[dict], where: str) -> list[dict]:
             )
         elif kind in ("thinking", "redacted_thinking") and role == "assistant":
             thinking.append(str(block.get("thinking", "")))
+        elif kind == "text":
+            raise ApiError(400, f"{at}: text={block.get('text')!r} is not a string", param=at)
         else:
             raise ApiError(
                 400,
@@ -158,7 +165,11 @@ def _format(config: dict | None) -> dict | None:
     fmt = (config or {}).get("format")
     if fmt is None:
         return None
-    if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+    if (
+        not isinstance(fmt, dict)
+        or fmt.get("type") != "json_schema"
+        or not isinstance(fmt.get("schema"), dict)
+    ):
         raise ApiError(
             400,
             f"output_config.format: {fmt!r} is not valid (expected type json_schema with a schema)",

@@ -4,7 +4,9 @@ Each request becomes a chat request (:mod:`.mapping`) and runs on the chat path
 (:mod:`mlx_gen.server.chat_run`). A stream sends Anthropic's events in order:
 ``message_start``, ``ping``, the content blocks (:mod:`.stream`), then
 ``message_delta`` (``stop_reason``, ``stop_sequence``, the final ``usage``) and
-``message_stop``; a failure mid-stream is an ``error`` event.
+``message_stop``; a failure mid-stream is an ``error`` event. With mlx_gen's ``logprobs``
+extension the reply gets the chat endpoint's ``logprobs`` (``{"content": [...]}``), and
+a stream sends the same entries on its deltas (:mod:`.stream`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ def _chat(state: ServerState, req: CountTokensRequest) -> ChatRequest:
 
 async def count_tokens(state: ServerState, req: CountTokensRequest) -> dict:
     """``{"input_tokens": N}``: the length of the prompt the chat endpoint would build."""
-    ids = await chat_run.prompt_ids(state, _chat(state, req))
+    try:
+        ids = await chat_run.prompt_ids(state, _chat(state, req))
+    except ApiError as err:
+        raise renamed(err, FIELD_NAMES) from None
     return {"input_tokens": len(ids)}
 
 
@@ -86,6 +91,8 @@ async def create_message(state: ServerState, req: MessagesRequest, request: Requ
         return StreamingResponse(events, media_type="text/event-stream")
     outcome = await chat_run.collect(started, request)
     message = _message(state, msg_id, outcome, content_blocks(outcome))
+    if chat.logprobs:
+        message["logprobs"] = {"content": outcome.logprobs}
     if chat.return_token_ids:
         message["token_ids"] = outcome.token_ids
     return message
@@ -95,20 +102,23 @@ async def _stream(state: ServerState, msg_id: str, started: Started) -> AsyncIte
     outcome, blocks = ChatOutcome(prompt_tokens=started.prompt_len), BlockWriter()
     yield event("message_start", {"message": _message(state, msg_id, outcome, [])})
     yield event("ping", {})
+    seen = 0
     async for pieces in chat_run.pieces(started, outcome):
         if isinstance(pieces, Failed):
             yield event("error", anthropic_error(pieces.status, pieces.message))
             return
-        for line in blocks.write(pieces):
+        fresh, seen = outcome.logprobs[seen:], len(outcome.logprobs)
+        for line in blocks.write(pieces, fresh):
             yield line
+    blocks.pending += outcome.logprobs[seen:]
     for line in blocks.finish():
         yield line
     stop_reason, stop_sequence = stop_fields(outcome)
-    yield event(
-        "message_delta",
-        {
-            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-            "usage": usage(outcome),
-        },
-    )
+    delta = {
+        "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+        "usage": usage(outcome),
+    }
+    if started.entry is not None:  # logprobs asked: those no content delta carried
+        delta["logprobs"] = blocks.unsent()
+    yield event("message_delta", delta)
     yield event("message_stop", {})

@@ -6,6 +6,11 @@
 ``input_json_delta`` fragments. A block is opened by its first piece and closed
 (``content_block_stop``) when a piece of another block comes or the answer ends; an
 answer with no piece at all still gets one empty ``text`` block.
+
+With mlx_gen's ``logprobs`` extension, the chat logprob entries of the tokens generated
+since the previous delta ride on the next ``content_block_delta`` (any kind) as its
+``logprobs`` member; those still unsent at the end go on ``message_delta``
+(:meth:`BlockWriter.unsent`), so the stream's entries, concatenated, are the reply's.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class BlockWriter:
     def __init__(self) -> None:
         self.index = -1  # the open block's index (-1: none yet)
         self.kind: str | None = None  # the open block's type, None when closed
+        self.pending: list[dict] = []  # logprob entries not yet sent with a delta
 
     def _open(self, block: dict) -> list[str]:
         out = self._close()
@@ -40,10 +46,15 @@ class BlockWriter:
         return [event("content_block_stop", {"index": self.index})]
 
     def _delta(self, delta: dict) -> str:
-        return event("content_block_delta", {"index": self.index, "delta": delta})
+        payload = {"index": self.index, "delta": delta}
+        if self.pending:
+            payload["logprobs"], self.pending = self.pending, []
+        return event("content_block_delta", payload)
 
-    def write(self, pieces: list[Piece]) -> list[str]:
-        """The events of ``pieces``."""
+    def write(self, pieces: list[Piece], logprobs: list[dict] | None = None) -> list[str]:
+        """The events of ``pieces`` (``logprobs``: the new tokens' entries, sent with the
+        next delta)."""
+        self.pending += logprobs or []
         out: list[str] = []
         for piece in pieces:
             if isinstance(piece, TextPiece):
@@ -61,6 +72,11 @@ class BlockWriter:
                 out.append(
                     self._delta({"type": "input_json_delta", "partial_json": piece.fragment})
                 )
+        return out
+
+    def unsent(self) -> list[dict]:
+        """The logprob entries no delta carried (taken: a second call returns none)."""
+        out, self.pending = self.pending, []
         return out
 
     def finish(self) -> list[str]:

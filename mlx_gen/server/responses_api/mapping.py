@@ -67,13 +67,18 @@ def _refuse_state(req: ResponsesRequest) -> None:
 def _part_text(content: str | list, where: str) -> str:
     if isinstance(content, str):
         return content
+    if not isinstance(content, list):
+        raise ApiError(
+            400, f"{where}: {content!r} is not valid (a string or text parts)", param=where
+        )
     texts = []
     for j, part in enumerate(content):
-        if part.get("type") not in ("input_text", "output_text", "text"):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in ("input_text", "output_text", "text"):
+            shown = repr(kind) if isinstance(part, dict) else f"of {part!r}"
             raise ApiError(
                 400,
-                f"{where}[{j}]: part type {part.get('type')!r} is not supported "
-                "(input_text, output_text)",
+                f"{where}[{j}]: part type {shown} is not supported (input_text, output_text)",
                 param=f"{where}[{j}]",
             )
         texts.append(str(part.get("text", "")))
@@ -138,6 +143,11 @@ def _tool_choice(choice: str | dict | None) -> str | dict | None:
 
 def _format(text: dict | None) -> dict | None:
     fmt = (text or {}).get("format")
+    if not isinstance(fmt, dict | None):
+        raise ApiError(
+            400, f"text.format: {fmt!r} is not supported (an object with a type)",
+            param="text.format",
+        )  # fmt: skip
     if fmt is None or fmt.get("type") == "text":
         return None
     if fmt.get("type") == "json_object":
@@ -154,9 +164,9 @@ def _format(text: dict | None) -> dict | None:
 
 def _budget(reasoning: dict | None) -> int | None:
     effort = (reasoning or {}).get("effort")
-    if effort in (None, "none"):
+    if effort is None or effort == "none":
         return None
-    if effort not in EFFORT_BUDGETS:
+    if not isinstance(effort, str) or effort not in EFFORT_BUDGETS:
         raise ApiError(
             400,
             f"reasoning.effort: {effort!r} is not valid (none, {', '.join(EFFORT_BUDGETS)})",
