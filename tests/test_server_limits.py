@@ -191,6 +191,10 @@ def test_a_body_of_millions_of_items_is_refused_without_freezing_the_loop(model)
         "/v1/chat/completions": [({"messages": [{"role": "user", "content": ""}] * (n // 16)},
                                   "327680 messages, more than the limit of 16384")],
         "/detokenize": [({"tokens": [True] * t}, "tokens")],
+        "/v1/messages": [({"max_tokens": 1, "messages": [{"role": "user", "content": ""}]
+                           * (n // 16)}, "327680 messages, more than the limit of 16384")],
+        "/v1/responses": [({"input": [{"role": "user", "content": ""}] * (n // 16)},
+                           "327680 messages, more than the limit of 16384")],
     }  # fmt: skip
     with running_server(model, name="test") as base:
         for path, cases in bodies.items():

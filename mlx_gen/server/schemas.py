@@ -33,8 +33,11 @@ def _unicode(value: str) -> str:
 Text = Annotated[str, AfterValidator(_unicode)]
 
 
-class _FailFast(FailFast):
-    """``FailFast``, hashable (``X | None`` hashes its members' annotations)."""
+class FailFastItems(FailFast):
+    """pydantic's ``FailFast``: a list stops validating at its first bad item.
+
+    Hashable, since ``X | None`` hashes its members' annotations.
+    """
 
     def __hash__(self) -> int:
         return hash(FailFast)
@@ -42,13 +45,13 @@ class _FailFast(FailFast):
 
 #: Token ids. Long lists stop at their first bad item (``FailFast``): validation holds the
 #: GIL, and one error per item of a 7 MB ``[true, true, ...]`` took 12 s of it.
-Ids = Annotated[list[int], _FailFast()]
+Ids = Annotated[list[int], FailFastItems()]
 #: The most messages one request may hold (each costs template tokens: no context fits
 #: more); checked before the messages are validated.
 MAX_MESSAGES = 16384
 
 
-def _few_messages(value: object) -> object:
+def few_messages(value: object) -> object:
     """``value``, unless it is a list of more than :data:`MAX_MESSAGES` items."""
     if isinstance(value, list) and len(value) > MAX_MESSAGES:
         raise ValueError(f"{len(value)} messages, more than the limit of {MAX_MESSAGES}")
@@ -56,7 +59,7 @@ def _few_messages(value: object) -> object:
 
 
 Messages = Annotated[
-    list["Message"], _FailFast(), Field(min_length=1), BeforeValidator(_few_messages)
+    list["Message"], FailFastItems(), Field(min_length=1), BeforeValidator(few_messages)
 ]
 
 
@@ -160,7 +163,9 @@ class CompletionRequest(SamplingRequest):
 
     # Token ids first: strict members are disjoint, and a long id list then matches at once
     # instead of first failing as list[Text] with one error per id.
-    prompt: Ids | Annotated[list[Ids], _FailFast()] | Text | Annotated[list[Text], _FailFast()]
+    prompt: (
+        Ids | Annotated[list[Ids], FailFastItems()] | Text | Annotated[list[Text], FailFastItems()]
+    )
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=20)
     best_of: int | None = Field(default=None, ge=1)
