@@ -124,14 +124,15 @@ def _wave(url: str, clients: int, gen: int) -> float:
     return tokens / (time.perf_counter() - start)
 
 
-def measure_server(ranks: int, folder: Path, gen: int) -> dict:
-    """One fresh server on ``ranks`` ranks: tokens/s at 1 and 8 streams, memory per rank."""
+def measure_server(ranks: int, folder: Path, gen: int, extra: tuple[str, ...] = ()) -> dict:
+    """One fresh server on ``ranks`` ranks (``extra``: more server flags): tokens/s at 1
+    and 8 streams, memory per rank."""
     import re
     import time
 
     port = random.randrange(20000, 60000)
     command = [sys.executable, "-m", "mlx_gen.server", "--model", str(folder)]
-    command += ["--model-name", "bench", "--port", str(port), "--max-batch-size", "8"]
+    command += ["--model-name", "bench", "--port", str(port), "--max-batch-size", "8", *extra]
     if ranks > 1:
         launcher = [sys.executable, "-m", "mlx_gen.cli.launch", "-n", str(ranks)]
         ring = str(random.randrange(20000, 60000))

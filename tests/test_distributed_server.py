@@ -205,8 +205,15 @@ def test_hung_follower_gives_503_after_the_rank_timeout(models: dict[str, str]) 
     assert rank_pids(port) == []
 
 
-def test_ctrl_c_stops_every_rank(models: dict[str, str]) -> None:
-    with two_ranks(models["llama"]) as launch:
-        assert httpx.get(f"{launch.url}/health").json()["status"] == "ok"
+def test_preload_warms_every_rank_and_ctrl_c_stops_them(models: dict[str, str], tmp_path) -> None:
+    folder = models["llama"]
+    (tmp_path / "system.txt").write_text("You are a careful assistant who answers briefly.")
+    with two_ranks(folder, "--preload", str(tmp_path / "system.txt")) as launch:
+        health = httpx.get(f"{launch.url}/health").json()
+        assert health["status"] == "ok" and health["prompt_cache"]["entries"] >= 1
+        body = {"model": folder, "prompt": "You are a careful assistant who answers briefly. Hi"}
+        r = httpx.post(f"{launch.url}/v1/completions", json={**body, "max_tokens": 4}, timeout=60)
+        assert r.status_code == 200, r.text  # every rank hit alike (else a 503)
+        assert r.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
         assert stop(launch) == 130
         assert rank_pids(launch.port) == []
