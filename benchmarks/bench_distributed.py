@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -96,6 +97,12 @@ def _server_pids(port: int) -> list[int]:
     return sorted(pids)
 
 
+def _default_sigint() -> None:
+    """In the launcher's process: SIGINT as by default (a shell's background job starts
+    with it ignored, and then the launcher would never see the bench's Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _memory(pid: int) -> dict[str, int]:
     """``VmRSS`` and ``VmHWM`` of ``pid`` in bytes."""
     fields = dict(
@@ -124,22 +131,24 @@ def _wave(url: str, clients: int, gen: int) -> float:
     return tokens / (time.perf_counter() - start)
 
 
-def measure_server(ranks: int, folder: Path, gen: int) -> dict:
-    """One fresh server on ``ranks`` ranks: tokens/s at 1 and 8 streams, memory per rank."""
+def measure_server(ranks: int, folder: Path, gen: int, extra: tuple[str, ...] = ()) -> dict:
+    """One fresh server on ``ranks`` ranks (``extra``: more server flags): tokens/s at 1
+    and 8 streams, memory per rank."""
     import re
     import time
 
     port = random.randrange(20000, 60000)
     command = [sys.executable, "-m", "mlx_gen.server", "--model", str(folder)]
-    command += ["--model-name", "bench", "--port", str(port), "--max-batch-size", "8"]
+    command += ["--model-name", "bench", "--port", str(port), "--max-batch-size", "8", *extra]
     if ranks > 1:
         launcher = [sys.executable, "-m", "mlx_gen.cli.launch", "-n", str(ranks)]
         ring = str(random.randrange(20000, 60000))
         command = [*launcher, "--backend", "ring", "-p", ring, "--", *command]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
-    proc = subprocess.Popen(
-        command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(  # Ctrl-C must reach it even when this runs in the background
+        command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint,
+    )  # fmt: skip
     try:
         for line in proc.stdout:
             ready = re.search(r"ready on (http://\S+)/v1", line)
@@ -159,6 +168,11 @@ def measure_server(ranks: int, folder: Path, gen: int) -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
         time.sleep(0.5)
+        left = _server_pids(port)  # Ctrl-C stops every rank: none, unless it failed
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        if left:
+            print(f"warning: ranks {left} were left running; killed", file=sys.stderr)
 
 
 def server_main(args: argparse.Namespace, folder: Path) -> dict:

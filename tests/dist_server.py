@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.serving import free_port
 from tests.test_distributed import _free_port
@@ -110,3 +111,21 @@ def two_ranks(model: str, *extra: str) -> Iterator[Launch]:
         yield launch
     finally:
         stop(launch)
+
+
+def same(got: Any, expected: Any, where: str = "") -> None:
+    """Equal, except logprob floats within 1e-4: the sharded sums add in another order
+    (ring all-reduce), so a logprob may differ in its last bits, as in the CLI's test;
+    every token, text, finish reason and top-N id list must be identical."""
+    if isinstance(expected, float):
+        assert isinstance(got, float) and abs(got - expected) <= 1e-4, (where, got, expected)
+    elif isinstance(expected, dict):
+        assert list(got) == list(expected), where  # the same keys (top ids), in order
+        for key in expected:
+            same(got[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), where
+        for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+            same(a, b, f"{where}[{i}]")
+    else:
+        assert got == expected, (where, got, expected)

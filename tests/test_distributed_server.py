@@ -2,7 +2,9 @@
 
 Each model is served twice: by ``mlx-gen-launch -n 2 -- python -m mlx_gen.server`` and by
 the same app in this process; 16 concurrent requests with different controls and seeds
-(and streamed ones) must get the same answers. Faults: a killed follower rank gets every
+(and streamed ones) must get the same answers, and sequential requests the same prefix-cache
+hits (``cached_tokens``). Chat with tools and thinking budgets: ``test_distributed_chat.py``.
+Faults: a killed follower rank gets every
 in-flight request a 503 naming it and the launcher a non-zero exit, in bounded time; a
 hung one (stopped) the same after ``--rank-timeout``. No rank is left running.
 """
@@ -14,18 +16,17 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 import mlx_gen as mg
+from mlx_gen.prefix_cache import PrefixCache
 from tests.checkpoints import llama_config, write_checkpoint
 from tests.conftest import STORIES
-from tests.dist_server import rank_pids, stop, two_ranks
+from tests.dist_server import rank_pids, same, stop, two_ranks
 from tests.serving import running_server
-from tests.tool_models import HERMES, write_tool_model
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["Once upon a time", "The little dog", "She said"]
@@ -91,24 +92,6 @@ def answer(url: str, body: dict[str, Any]) -> Any:
         return chunks
 
 
-def same(got: Any, expected: Any, where: str = "") -> None:
-    """Equal, except logprob floats within 1e-4: the sharded sums add in another order
-    (ring all-reduce), so a logprob may differ in its last bits, as in the CLI's test;
-    every token, text, finish reason and top-N id list must be identical."""
-    if isinstance(expected, float):
-        assert isinstance(got, float) and abs(got - expected) <= 1e-4, (where, got, expected)
-    elif isinstance(expected, dict):
-        assert list(got) == list(expected), where  # the same keys (top ids), in order
-        for key in expected:
-            same(got[key], expected[key], f"{where}.{key}")
-    elif isinstance(expected, list):
-        assert isinstance(got, list) and len(got) == len(expected), where
-        for i, (a, b) in enumerate(zip(got, expected, strict=True)):
-            same(a, b, f"{where}[{i}]")
-    else:
-        assert got == expected, (where, got, expected)
-
-
 def all_answers(url: str, bodies: list[dict[str, Any]]) -> list[Any]:
     with ThreadPoolExecutor(len(bodies)) as pool:  # concurrent: they share batches
         return list(pool.map(lambda b: answer(url, b), bodies))
@@ -129,16 +112,37 @@ def disconnect(url: str, folder: str) -> None:
         assert client.get("/health").json()["in_flight"] == 0
 
 
+def cache_run(url: str, folder: str) -> list[Any]:
+    """Sequential requests whose prompts share prefixes: each answer's choices and
+    ``cached_tokens``, then the prefix cache's counters (rank 0's under ranks)."""
+    prompt = "Once upon a time there was a little dog"
+    out = []
+    for extra, temperature in (("", 0.0), ("", 0.9), (" who liked to play", 0.0)):
+        body = {"model": folder, "prompt": prompt + extra, "max_tokens": 8, "seed": 3}
+        r = httpx.post(f"{url}/v1/completions", json={**body, "temperature": temperature})
+        assert r.status_code == 200, r.text
+        out.append((r.json()["choices"], r.json()["usage"]["prompt_tokens_details"]))
+    stats = httpx.get(f"{url}/health").json()["prompt_cache"]
+    return [*out, {k: stats[k] for k in ("entries", "lookups", "hits", "cached_tokens")}]
+
+
 def test_two_ranks_answer_as_one_process(models: dict[str, str]) -> None:
     for name, folder in models.items():
         bodies = requests_for(folder)
         with two_ranks(folder) as launch:
+            cached = cache_run(launch.url, folder)  # first: the cache is empty
             disconnect(launch.url, folder)
             ranked = all_answers(launch.url, bodies)
             port = launch.port
         assert rank_pids(port) == []  # no rank left running
-        with running_server(mg.load(folder), name=folder) as url:
+        model = mg.load(folder)  # served as by default: with a prefix cache
+        with running_server(model, name=folder, prefix_cache=PrefixCache(model)) as url:
+            cached_single = cache_run(url, folder)
             single = all_answers(url, bodies)
+        # The prefix cache works under ranks as on one process: the same hits.
+        same(cached, cached_single, f"{name} cache")
+        assert cached[1][1]["cached_tokens"] > 0 and cached[2][1]["cached_tokens"] > 0
+        assert cached[-1]["hits"] == 2
         for body, got, expected in zip(bodies, ranked, single, strict=True):
             same(got, expected, f"{name} {body}")
         # The controls took effect (else equality proves little).
@@ -201,36 +205,15 @@ def test_hung_follower_gives_503_after_the_rank_timeout(models: dict[str, str]) 
     assert rank_pids(port) == []
 
 
-def test_ctrl_c_stops_every_rank(models: dict[str, str]) -> None:
-    with two_ranks(models["llama"]) as launch:
-        assert httpx.get(f"{launch.url}/health").json()["status"] == "ok"
+def test_preload_warms_every_rank_and_ctrl_c_stops_them(models: dict[str, str], tmp_path) -> None:
+    folder = models["llama"]
+    (tmp_path / "system.txt").write_text("You are a careful assistant who answers briefly.")
+    with two_ranks(folder, "--preload", str(tmp_path / "system.txt")) as launch:
+        health = httpx.get(f"{launch.url}/health").json()
+        assert health["status"] == "ok" and health["prompt_cache"]["entries"] >= 1
+        body = {"model": folder, "prompt": "You are a careful assistant who answers briefly. Hi"}
+        r = httpx.post(f"{launch.url}/v1/completions", json={**body, "max_tokens": 4}, timeout=60)
+        assert r.status_code == 200, r.text  # every rank hit alike (else a 503)
+        assert r.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
         assert stop(launch) == 130
         assert rank_pids(launch.port) == []
-
-
-def _chat(url: str, body: dict[str, Any]) -> Any:
-    """A chat answer's choices, tool-call ids (random per call) left out."""
-    r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
-    assert r.status_code == 200, r.text
-    choices = r.json()["choices"]
-    for choice in choices:
-        for call in choice["message"].get("tool_calls") or []:
-            call.pop("id")
-    return choices
-
-
-def test_tool_calls_equal_one_process(tmp_path: Path) -> None:
-    folder = str(write_tool_model(tmp_path / "h", HERMES, ["<tool_call>", "</tool_call>"]))
-    tools = [{"type": "function", "function": {"name": "v", "parameters": SCHEMA}}]
-    base = {"model": folder, "messages": [{"role": "user", "content": "hi"}], "tools": tools}
-    bodies = [
-        {**base, "seed": s, "temperature": 1.0, "max_tokens": 160, "tool_choice": choice}
-        for s, choice in enumerate(["required", "auto", "required", "none"])
-    ]
-    with two_ranks(folder) as launch:
-        with ThreadPoolExecutor(len(bodies)) as pool:
-            ranked = list(pool.map(lambda b: _chat(launch.url, b), bodies))
-    with running_server(mg.load(folder), name=folder) as url:
-        single = [_chat(url, b) for b in bodies]
-    same(ranked, single, "tools")
-    assert any(c[0]["finish_reason"] == "tool_calls" for c in single)  # the grammar acted

@@ -49,10 +49,13 @@ def test_ops_round_trip() -> None:
     assert decode_ops(b"") == []
 
 
-def test_prefix_cache_flags_are_refused_under_ranks() -> None:
-    args = build_parser().parse_args(["--prompt-cache-bytes", "1G"])
-    with pytest.raises(ValueError, match="--prompt-cache-bytes is not available under mlx.launch"):
-        check_rank_flags(args)
+def test_only_the_cache_folder_flags_are_refused_under_ranks() -> None:
+    for flag in ("--prompt-cache-dir", "--prompt-cache-dir-bytes"):
+        args = build_parser().parse_args([flag, "1G"])
+        with pytest.raises(ValueError, match=f"{flag} is not available under mlx.launch: each"):
+            check_rank_flags(args)
+    # The cache itself works under ranks: its budget and warm-up flags are accepted.
+    check_rank_flags(build_parser().parse_args(["--prompt-cache-bytes", "1G", "--preload", "f"]))
     with pytest.raises(ValueError, match="--rank-timeout 0.0 is invalid"):
         check_rank_flags(build_parser().parse_args(["--rank-timeout", "0"]))
     check_rank_flags(build_parser().parse_args([]))

@@ -7,7 +7,11 @@ collectives, then every rank applies the same ops and runs the same decode step.
 sharded model gives every rank the same logits bit for bit, and sampling, masks,
 stopping and the text layer are pure functions of them, so every rank keeps the same
 batch without exchanging a token. While idle, rank 0 sends an empty step every
-:data:`HEARTBEAT` seconds, so a lost rank is seen without traffic.
+:data:`HEARTBEAT` seconds, so a lost rank is seen without traffic. Each rank's prefix
+cache sees the same lookups and inserts in the same order under the same budget, so it
+makes the same decisions; each step's broadcast carries every rank's digest of it
+(:mod:`mlx_gen.server.rank_channel`), and ranks that differ stop with a 503 naming the
+rank instead of answering differently.
 
 Faults (rank 0): a collective that fails (a rank died: the ring reports the lost
 connection) or a step that makes no progress for ``rank_timeout`` seconds (a rank
@@ -29,53 +33,28 @@ from collections.abc import Callable
 from typing import Any
 
 import mlx.core as mx
-import numpy as np
 
 from mlx_gen.batch.step import STREAM
 from mlx_gen.server.jobs import Done, Failed, Job, ShuttingDown
+from mlx_gen.server.rank_channel import Channel, cache_digest
 from mlx_gen.server.wire import NotData, decode_ops, decode_settings, encode_ops, encode_settings
 from mlx_gen.server.worker import Worker
 
-__all__ = ["HEARTBEAT", "Channel", "LockstepWorker"]
+__all__ = ["HEARTBEAT", "LockstepWorker"]
 
 LOG = logging.getLogger("mlx_gen.server")
 HEARTBEAT = 1.0  # seconds between empty steps while idle
-
-
-class Channel:
-    """Rank 0's bytes, broadcast to every rank of ``group`` (an ``all_sum`` to which the
-    other ranks add zeros: first the length, then, when there is one, the payload)."""
-
-    def __init__(self, group: mx.distributed.Group) -> None:
-        self.group, self.rank, self.size = group, group.rank(), group.size()
-
-    def _sum(self, values: np.ndarray) -> np.ndarray:
-        total = mx.distributed.all_sum(mx.array(values), group=self.group, stream=mx.cpu)
-        return np.array(total)
-
-    def broadcast(self, payload: bytes = b"") -> bytes:
-        """Rank 0's ``payload`` on every rank (the others pass nothing)."""
-        length = len(payload) if self.rank == 0 else 0
-        (length,) = self._sum(np.array([length], dtype=np.int32))
-        if length == 0:
-            return b""
-        if self.rank == 0:
-            mine = np.frombuffer(payload, dtype=np.uint8)
-        else:
-            mine = np.zeros(int(length), dtype=np.uint8)
-        return self._sum(mine).tobytes()
-
-    def followers(self) -> str:
-        """The ranks rank 0 waits for, for messages (``rank 1`` or ``one of ranks 1..N-1``)."""
-        return "rank 1" if self.size == 2 else f"one of ranks 1..{self.size - 1}"
 
 
 class LockstepWorker(Worker):
     """A :class:`~mlx_gen.server.worker.Worker` that runs in lockstep with the other ranks.
 
     Rank 0's instance is the server's worker (a thread); the other ranks call
-    :meth:`follow` on their main thread. There is no prefix cache (it is not yet shared
-    across ranks).
+    :meth:`follow` on their main thread. Each rank keeps its own prefix cache (its shard
+    of every entry) under rank 0's byte budget: fed the same ops in the same order, every
+    rank makes the same hits, inserts and evictions, and each step's broadcast checks that
+    (:func:`~mlx_gen.server.rank_channel.cache_digest`; a rank that differs fails the
+    server with a 503 naming it).
 
     Args:
         model: The sharded model (the same on every rank).
@@ -94,9 +73,9 @@ class LockstepWorker(Worker):
         on_failure: Callable[[], None] | None = None,
         **options: Any,
     ) -> None:
-        options["prefix_cache"] = None
         super().__init__(model, **options)
         self.channel, self.rank_timeout, self.on_failure = channel, rank_timeout, on_failure
+        channel.digest = lambda: cache_digest(self.prefix_cache)
         self.failure: str | None = None
         self._ids: dict[int, Job] = {}  # wire id -> job (rank 0: its jobs; others: theirs)
         self._wire_id: dict[int, int] = {}  # id(job) -> wire id, rank 0

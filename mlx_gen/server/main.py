@@ -7,7 +7,7 @@ address is bound before the model loads). The console script starts through
 :mod:`mlx_gen_launch`, so a Ctrl-C during start-up exits 130 without a traceback.
 
 Under ``mlx-gen-launch -n N`` (a sharded model) rank 0 serves and the other ranks follow
-in lockstep (:mod:`mlx_gen.server.ranks`); the prefix cache is off there.
+in lockstep (:mod:`mlx_gen.server.ranks`), each with its shard of the prefix cache.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from mlx_gen.server.ranks import (
     follow,
     leader_worker,
     process_rank,
+    share_cache_budget,
     stop_later,
 )
 from mlx_gen.server.speculation import add_speculation_flags, open_speculation
@@ -195,14 +196,15 @@ def _serve(args: argparse.Namespace) -> int:
         ranked = model.group is not None and model.group.size() > 1
         if ranked:
             check_rank_flags(args)
-        cache = None if ranked else open_cache(model, args)
+            share_cache_budget(model, args)
+        cache = open_cache(model, args)
         speculation = open_speculation(model, args, ranked=ranked)
     except (ValueError, OSError) as err:
         who = f"(rank {rank}) " if rank else ""  # rank 0's line is the usual one
         print(f"error: {who}{' '.join(str(err).split())}", file=sys.stderr)
         return 2
     if ranked and rank != 0:
-        return follow(model, args)
+        return follow(model, args, cache)
     server: list[_Server] = []  # set below; a rank failure asks it to stop
     make_worker = leader_worker(model, args, lambda: stop_later(server[0])) if ranked else Worker
     app = create_app(

@@ -3,8 +3,9 @@
 Rank 0 binds the address, serves HTTP and runs a
 :class:`~mlx_gen.server.lockstep.LockstepWorker` thread; every other rank runs the same
 worker loop on its main thread (:func:`follow`), fed by rank 0 over ``mx.distributed``,
-and exits when rank 0 stops. The prefix cache is off under ranks (not yet shared across
-ranks), so its flags are refused by name (:func:`check_rank_flags`).
+and exits when rank 0 stops. Every rank keeps a prefix cache (its shard of each entry)
+under rank 0's byte budget (:func:`share_cache_budget`); the cache folder flags are
+refused by name (:func:`check_rank_flags`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,19 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_gen.loading.loader import LoadedModel
-from mlx_gen.server.lockstep import Channel, LockstepWorker
+from mlx_gen.prefix_cache import PrefixCache
+from mlx_gen.prefix_cache.budget import default_budget
+from mlx_gen.server.lockstep import LockstepWorker
+from mlx_gen.server.rank_channel import Channel
 
-__all__ = ["add_rank_flags", "check_rank_flags", "follow", "leader_worker", "process_rank"]
+__all__ = [
+    "add_rank_flags",
+    "check_rank_flags",
+    "follow",
+    "leader_worker",
+    "process_rank",
+    "share_cache_budget",
+]
 
 FAILURE_GRACE = 1.0  # seconds rank 0 keeps serving its 503s after a rank failure
 
@@ -44,20 +55,31 @@ def process_rank() -> int:
 
 
 def check_rank_flags(args: argparse.Namespace) -> None:
-    """Refuse the prefix-cache flags and a bad ``--rank-timeout`` under ranks.
+    """Refuse the prefix-cache folder flags and a bad ``--rank-timeout`` under ranks.
 
     Raises:
         ValueError: naming the flag.
     """
-    for name in ("prompt_cache_bytes", "prompt_cache_dir", "prompt_cache_dir_bytes", "preload"):
-        if getattr(args, name, None):
+    for name in ("prompt_cache_dir", "prompt_cache_dir_bytes"):
+        if getattr(args, name, None) is not None:
             raise ValueError(
-                f"--{name.replace('_', '-')} is not available under mlx.launch: the prefix "
-                "cache is not yet shared across ranks, so the distributed server runs "
-                "without it (as --no-prompt-cache)"
+                f"--{name.replace('_', '-')} is not available under mlx.launch: each rank "
+                "holds only its shard of every cache entry (the KV heads are split), so "
+                "one folder cannot hold them; warm the cache with --preload instead"
             )
     if not args.rank_timeout > 0:
         raise ValueError(f"--rank-timeout {args.rank_timeout} is invalid (expected > 0)")
+
+
+def share_cache_budget(model: LoadedModel, args: argparse.Namespace) -> None:
+    """Set ``args.prompt_cache_bytes`` on every rank to rank 0's budget (its flag, or a
+    tenth of its memory), so every rank's cache evicts alike (a collective: every rank
+    calls it, before :func:`~mlx_gen.server.prompt_cache_flags.open_cache`)."""
+    if args.no_prompt_cache:
+        return
+    budget = args.prompt_cache_bytes
+    mine = str(default_budget() if budget is None else budget).encode()
+    args.prompt_cache_bytes = int(Channel(model.group).broadcast(mine).decode())
 
 
 def leader_worker(
@@ -77,7 +99,7 @@ def stop_later(server: Any) -> None:
     threading.Timer(FAILURE_GRACE, lambda: setattr(server, "should_exit", True)).start()
 
 
-def follow(model: LoadedModel, args: argparse.Namespace) -> int:
+def follow(model: LoadedModel, args: argparse.Namespace, cache: PrefixCache | None) -> int:
     """Run a non-zero rank until rank 0 stops; the exit status (1 after a rank failure).
 
     Ctrl-C is left to rank 0 (it stops every rank); SIGTERM (the launcher) ends the
@@ -91,6 +113,7 @@ def follow(model: LoadedModel, args: argparse.Namespace) -> int:
         rank_timeout=args.rank_timeout,
         max_batch_size=args.max_batch_size,
         max_queue=args.max_queue,
+        prefix_cache=cache,
     )
     print(
         f"mlx_gen server rank {group.rank()} of {group.size()} following rank 0 "
