@@ -184,7 +184,9 @@ def test_tool_calls_stay_valid_by_construction_while_drafting(tmp_path):
         assert delta(before, scrape(url), DRAFTED) > 0  # the rounds really ran
 
 
-def test_ranks_and_sliding_windows_are_refused_by_name(story, monkeypatch):
+def test_ranks_draft_with_prompt_lookup_only_and_sliding_windows_are_refused(story, monkeypatch):
+    """Under ranks: prompt lookup (the flag and the request field), always drafting
+    (``measure_cost=False``: no rank times its rounds); a draft model refused by name."""
     import argparse
 
     import mlx_gen.batch.speculate as speculate
@@ -194,10 +196,17 @@ def test_ranks_and_sliding_windows_are_refused_by_name(story, monkeypatch):
     flags = argparse.Namespace(prompt_lookup=None, draft_model=None, num_draft=None)
     ranked = open_speculation(story, flags, ranked=True)
     assert ranked.drafter(None) is None and ranked.drafter(False) is None
-    with pytest.raises(ApiError, match="distributed server does not speculate"):
-        ranked.drafter(SpeculativeRequest(prompt_lookup=2))
-    with pytest.raises(ValueError, match="--prompt-lookup: the distributed server"):
-        open_speculation(story, argparse.Namespace(**{**vars(flags), "prompt_lookup": 3}),
+    asked = ranked.drafter(SpeculativeRequest(prompt_lookup=2))
+    assert asked == mg.PromptLookup(num_draft=2, measure_cost=False)
+    refused = r'"draft": 2\} is not available: the distributed server drafts with prompt lookup'
+    with pytest.raises(ApiError, match=refused + r" only \(each rank would run its own draft"):
+        ranked.drafter(SpeculativeRequest(draft=2))
+    lookup = open_speculation(story, argparse.Namespace(**{**vars(flags), "prompt_lookup": 3}),
+                              ranked=True)  # fmt: skip
+    assert lookup.drafter(None) == mg.PromptLookup(num_draft=3, measure_cost=False)
+    assert lookup.drafter(False) is None
+    with pytest.raises(ValueError, match="--draft-model: the distributed server drafts with"):
+        open_speculation(story, argparse.Namespace(**{**vars(flags), "draft_model": "x"}),
                          ranked=True)  # fmt: skip
     from mlx_lm.models.cache import RotatingKVCache
 

@@ -59,3 +59,23 @@ def test_only_the_cache_folder_flags_are_refused_under_ranks() -> None:
     with pytest.raises(ValueError, match="--rank-timeout 0.0 is invalid"):
         check_rank_flags(build_parser().parse_args(["--rank-timeout", "0"]))
     check_rank_flags(build_parser().parse_args([]))
+
+
+def test_a_prompt_lookup_drafter_travels_as_data() -> None:
+    lookup = mg.PromptLookup(num_draft=5, max_ngram=4, min_ngram=1, measure_cost=False)
+    settings = mg.GenerationSettings(seed=3, temperature=0.5, speculative=lookup)
+    data = encode_settings(settings)
+    assert data["speculative"] == {
+        "prompt_lookup": {"num_draft": 5, "max_ngram": 4, "min_ngram": 1, "measure_cost": False}
+    }
+    back = _roundtrip(settings)
+    assert back == settings and back.speculative == lookup  # every field of the dataclass
+    assert isinstance(back.speculative, mg.PromptLookup)
+    default = mg.GenerationSettings(speculative=mg.PromptLookup())
+    assert _roundtrip(default).speculative == mg.PromptLookup()  # measure_cost=True travels too
+
+
+def test_a_draft_model_is_refused_by_name(llama_dir) -> None:
+    settings = mg.GenerationSettings(speculative=mg.DraftModel(mg.load(llama_dir), num_draft=2))
+    with pytest.raises(NotData, match=r"speculative=DraftModel\(\.\.\.\).*its own draft model"):
+        encode_settings(settings)

@@ -5,13 +5,14 @@ changes the batch (:mod:`mlx_gen.server.wire` ops: admitted jobs with prompt ids
 settings and a resolved seed; cancellations; the stop) through ``mx.distributed``
 collectives, then every rank applies the same ops and runs the same decode step. The
 sharded model gives every rank the same logits bit for bit, and sampling, masks,
-stopping and the text layer are pure functions of them, so every rank keeps the same
-batch without exchanging a token. While idle, rank 0 sends an empty step every
-:data:`HEARTBEAT` seconds, so a lost rank is seen without traffic. Each rank's prefix
-cache sees the same lookups and inserts in the same order under the same budget, so it
-makes the same decisions; each step's broadcast carries every rank's digest of it
-(:mod:`mlx_gen.server.rank_channel`), and ranks that differ stop with a 503 naming the
-rank instead of answering differently.
+stopping, the text layer and prompt-lookup speculation (drafting whenever lookup finds
+drafts, ``measure_cost=False``: no rank reads its clock to decide) are pure functions of
+them, so every rank keeps the same batch without exchanging a token. While idle, rank 0
+sends an empty step every :data:`HEARTBEAT` seconds, so a lost rank is seen without
+traffic. Each rank's prefix cache sees the same lookups and inserts in the same order
+under the same budget, so it makes the same decisions; each step's broadcast carries
+every rank's digest of it (:mod:`mlx_gen.server.rank_channel`), and ranks that differ
+stop with a 503 naming the rank instead of answering differently.
 
 Faults (rank 0): a collective that fails (a rank died: the ring reports the lost
 connection) or a step that makes no progress for ``rank_timeout`` seconds (a rank
@@ -44,6 +45,10 @@ __all__ = ["HEARTBEAT", "LockstepWorker"]
 
 LOG = logging.getLogger("mlx_gen.server")
 HEARTBEAT = 1.0  # seconds between empty steps while idle
+_TIMED = (
+    "speculative=PromptLookup(measure_cost=True) cannot run on a distributed server: each "
+    "rank would time its own rounds and decide differently (use measure_cost=False)"
+)
 
 
 class LockstepWorker(Worker):
@@ -143,6 +148,8 @@ class LockstepWorker(Worker):
             job.settings = _with_seed(job.settings)
         try:
             settings = encode_settings(job.settings)
+            if getattr(job.settings.speculative, "measure_cost", False):
+                raise NotData(_TIMED)
         except NotData as err:
             self._finish(job, Failed(str(err), 400))
             return None

@@ -12,9 +12,16 @@ drafter, overriding the server's default:
 only one decoding (:mod:`mlx_gen.batch.speculate`), and only where the measured cost
 model says it pays, so the output is the one without speculation (greedy: token for
 token) and never slower by more than the cost model's probe. Refused by name: a draft
-without ``--draft-model``, a model whose KV cache cannot drop rejected positions
-(sliding-window layers), and the distributed server (each rank would time its own
-rounds and decide differently).
+without ``--draft-model`` and a model whose KV cache cannot drop rejected positions
+(sliding-window layers).
+
+The distributed server (``ranked``) speculates with prompt lookup only, and its drafters
+draft whenever the lookup finds drafts (``measure_cost=False``): the cost model decides
+from wall-clock timings, which differ per rank, while the lookup, the back-off and the
+acceptance are functions of the tokens alone, so every rank takes the same rounds. The
+drafter travels to the other ranks as data (:mod:`mlx_gen.server.wire`). A draft model
+(``--draft-model``, ``{"draft": N}``) is refused there by name: each rank would run its
+own draft model, which is not supported yet.
 """
 
 from __future__ import annotations
@@ -63,7 +70,9 @@ class ServerSpeculation:
         num_draft: ``--num-draft`` (the draft model's default draft length).
         refused: Why no request may speculate here (``None``: they may).
         measure_cost: Requests' drafters draft only where the measured cost pays
-            (``False``: whenever there are drafts; for tests and measurements).
+            (``False``: whenever there are drafts; for tests, measurements and ranks).
+        draft_refused: Why no request may draft with a model here (``None``: it may
+            where ``draft_model`` is loaded); prompt lookup stays available.
     """
 
     default: PromptLookup | DraftModel | None = None
@@ -71,6 +80,7 @@ class ServerSpeculation:
     num_draft: int = DraftModel.num_draft
     refused: str | None = None
     measure_cost: bool = True
+    draft_refused: str | None = None
 
     def drafter(self, field: SpeculativeField) -> PromptLookup | DraftModel | None:
         """The drafter for a request's ``speculative`` field.
@@ -88,6 +98,13 @@ class ServerSpeculation:
             return self.default
         if field.prompt_lookup is not None:
             return PromptLookup(num_draft=field.prompt_lookup, measure_cost=self.measure_cost)
+        if self.draft_refused is not None:
+            raise ApiError(
+                400,
+                f'speculative={{"draft": {field.draft}}} is not available: '
+                f'{self.draft_refused}; ask for {{"prompt_lookup": N}}',
+                param="speculative",
+            )
         if self.draft_model is None:
             raise ApiError(
                 400,
@@ -98,12 +115,25 @@ class ServerSpeculation:
         return DraftModel(self.draft_model, num_draft=field.draft, measure_cost=self.measure_cost)
 
 
-def default_speculation(model: LoadedModel) -> ServerSpeculation:
-    """No default drafter; requests may ask for prompt lookup where ``model`` can verify."""
+RANKS_REFUSE_DRAFT = (
+    "the distributed server drafts with prompt lookup only (each rank would run its own "
+    "draft model; not supported yet)"
+)
+"""Why a draft model is refused under ranks."""
+
+
+def default_speculation(model: LoadedModel, *, ranked: bool = False) -> ServerSpeculation:
+    """No default drafter; requests may ask for prompt lookup where ``model`` can verify.
+
+    ``ranked``: the distributed server's (drafting whenever lookup finds drafts, no draft
+    model; see the module docstring).
+    """
     try:
         check_speculative_model(model)
     except ValueError as err:
         return ServerSpeculation(refused=str(err))
+    if ranked:
+        return ServerSpeculation(measure_cost=False, draft_refused=RANKS_REFUSE_DRAFT)
     return ServerSpeculation()
 
 
@@ -131,25 +161,23 @@ def open_speculation(
     Raises:
         ValueError: A value out of range, ``--num-draft`` without ``--draft-model``, a
             draft model of another vocabulary size, a model that cannot speculate with a
-            flag asking for it, or a flag under ranks (the message names the flag).
+            flag asking for it, or ``--draft-model`` under ranks (the message names the
+            flag).
     """
     for flag, value in (("--prompt-lookup", args.prompt_lookup), ("--num-draft", args.num_draft)):
         if value is not None and not 1 <= value <= MAX_DRAFT:
             raise ValueError(f"{flag} {value} is invalid (expected 1..{MAX_DRAFT})")
     if args.num_draft is not None and args.draft_model is None:
         raise ValueError("--num-draft needs --draft-model (it is the draft model's length)")
-    asked = args.prompt_lookup is not None or args.draft_model is not None
-    if ranked:
-        reason = "the distributed server does not speculate (each rank would time its own rounds)"
-        if asked:
-            flag = "--prompt-lookup" if args.prompt_lookup is not None else "--draft-model"
-            raise ValueError(f"{flag}: {reason}")
-        return ServerSpeculation(refused=reason)
-    if not asked:
-        return default_speculation(model)
+    if ranked and args.draft_model is not None:
+        raise ValueError(f"--draft-model: {RANKS_REFUSE_DRAFT}")
+    if args.prompt_lookup is None and args.draft_model is None:
+        return default_speculation(model, ranked=ranked)
     check_speculative_model(model)
     if args.draft_model is None:
-        lookup = PromptLookup(num_draft=args.prompt_lookup) if args.prompt_lookup else None
+        lookup = PromptLookup(num_draft=args.prompt_lookup, measure_cost=not ranked)
+        if ranked:
+            return ServerSpeculation(lookup, measure_cost=False, draft_refused=RANKS_REFUSE_DRAFT)
         return ServerSpeculation(default=lookup)
     draft = _load_draft(model, args)
     num = args.num_draft or DraftModel.num_draft

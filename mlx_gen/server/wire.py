@@ -5,9 +5,11 @@ cancelled; the stop) becomes one *op*, a JSON list, and a step's ops travel as o
 JSON document (:mod:`mlx_gen.server.lockstep` sends it over ``mx.distributed``). Settings
 are rebuilt on the other ranks **from data only**, never by unpickling: scalars, strings,
 lists, maps and a constraint's grammar text (``response_format`` schemas and tool
-grammars are llguidance grammars, so they travel as text and compile to the same mask).
-What is not data (custom ``logits_processors``, ``stopping_criteria``, a ``speculative``
-drafter) cannot run on another rank and is refused by name (:class:`NotData`).
+grammars are llguidance grammars, so they travel as text and compile to the same mask;
+a :class:`~mlx_gen.drafters.PromptLookup` drafter travels as its fields). What is not
+data (custom ``logits_processors``, ``stopping_criteria``, a
+:class:`~mlx_gen.drafters.DraftModel`) cannot run on another rank and is refused by
+name (:class:`NotData`).
 
 >>> from mlx_gen.settings import GenerationSettings
 >>> s = GenerationSettings(seed=7, logit_bias={3: -1.5}, stop=("\\n",))
@@ -23,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlx_gen.constraints import Constraint
+from mlx_gen.drafters import DraftModel, PromptLookup
 from mlx_gen.settings import GenerationSettings
 
 __all__ = ["NotData", "decode_ops", "decode_settings", "encode_ops", "encode_settings"]
@@ -38,6 +41,14 @@ def _encode(value: Any, name: str) -> Any:
         return value
     if isinstance(value, Constraint):
         return {"constraint": [value.grammar, value.description]}
+    if isinstance(value, PromptLookup):  # its fields are ints and a bool
+        return {"prompt_lookup": dataclasses.asdict(value)}
+    if isinstance(value, DraftModel):
+        raise NotData(
+            f"{name}=DraftModel(...) cannot run on the other ranks of a distributed server "
+            "(each rank would run its own draft model; not supported yet); draft with "
+            "PromptLookup(...) or serve from one process"
+        )
     if isinstance(value, Mapping):
         return {"map": [[_encode(k, name), _encode(v, name)] for k, v in value.items()]}
     if isinstance(value, (list, tuple)):
@@ -57,13 +68,16 @@ def _decode(value: Any) -> Any:
     ((tag, body),) = value.items()
     if tag == "constraint":
         return Constraint(*body)
+    if tag == "prompt_lookup":
+        return PromptLookup(**body)
     if tag == "map":
         return {_decode(k): _decode(v) for k, v in body}
     if tag == "seq":
         return tuple(_decode(v) for v in body)
     if tag == "list":
         return [_decode(v) for v in body]
-    raise ValueError(f"unknown wire tag {tag!r} (expected constraint, map, seq or list)")
+    expected = "constraint, prompt_lookup, map, seq or list"
+    raise ValueError(f"unknown wire tag {tag!r} (expected {expected})")
 
 
 def encode_settings(settings: GenerationSettings) -> dict[str, Any]:
@@ -71,7 +85,7 @@ def encode_settings(settings: GenerationSettings) -> dict[str, Any]:
 
     Raises:
         NotData: A field holds code (``logits_processors``, ``stopping_criteria``) or an
-            object that is not data (a ``speculative`` drafter); the message names it.
+            object that is not data (a ``speculative`` draft model); the message names it.
     """
     out = {}
     for field in dataclasses.fields(settings):
