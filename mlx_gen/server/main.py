@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from mlx_gen.server.bridge import MAX_UNREAD_EVENTS
 from mlx_gen.server.connections import SPARE_DESCRIPTORS, guarded_protocol, raise_descriptor_limit
 from mlx_gen.server.prompt_cache_flags import add_cache_flags, open_cache, save_cache
 from mlx_gen.server.ranks import (
+    REPORT_GRACE,
+    RankFlagError,
     add_rank_flags,
     check_rank_flags,
     follow,
@@ -200,6 +203,9 @@ def _serve(args: argparse.Namespace) -> int:
         cache = open_cache(model, args)
         speculation = open_speculation(model, args, ranked=ranked)
     except (ValueError, OSError) as err:
+        if rank and isinstance(err, RankFlagError):  # rank 0 refuses it too and says so
+            time.sleep(REPORT_GRACE)
+            return 2
         who = f"(rank {rank}) " if rank else ""  # rank 0's line is the usual one
         print(f"error: {who}{' '.join(str(err).split())}", file=sys.stderr)
         return 2

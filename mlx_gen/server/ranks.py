@@ -26,6 +26,7 @@ from mlx_gen.server.lockstep import LockstepWorker
 from mlx_gen.server.rank_channel import Channel
 
 __all__ = [
+    "RankFlagError",
     "add_rank_flags",
     "check_rank_flags",
     "follow",
@@ -35,6 +36,13 @@ __all__ = [
 ]
 
 FAILURE_GRACE = 1.0  # seconds rank 0 keeps serving its 503s after a rank failure
+REPORT_GRACE = 10.0  # seconds a follower waits for rank 0 to report a flag both refuse
+
+
+class RankFlagError(ValueError):
+    """A flag refused under ranks: every rank refuses it alike, so rank 0 alone reports it
+    (one ``error:`` line; the others wait :data:`REPORT_GRACE` seconds, or until the
+    launcher stops them when rank 0 exits)."""
 
 
 def add_rank_flags(p: argparse.ArgumentParser) -> None:
@@ -58,17 +66,17 @@ def check_rank_flags(args: argparse.Namespace) -> None:
     """Refuse the prefix-cache folder flags and a bad ``--rank-timeout`` under ranks.
 
     Raises:
-        ValueError: naming the flag.
+        RankFlagError: naming the flag.
     """
     for name in ("prompt_cache_dir", "prompt_cache_dir_bytes"):
         if getattr(args, name, None) is not None:
-            raise ValueError(
+            raise RankFlagError(
                 f"--{name.replace('_', '-')} is not available under mlx.launch: each rank "
                 "holds only its shard of every cache entry (the KV heads are split), so "
                 "one folder cannot hold them; warm the cache with --preload instead"
             )
     if not args.rank_timeout > 0:
-        raise ValueError(f"--rank-timeout {args.rank_timeout} is invalid (expected > 0)")
+        raise RankFlagError(f"--rank-timeout {args.rank_timeout} is invalid (expected > 0)")
 
 
 def share_cache_budget(model: LoadedModel, args: argparse.Namespace) -> None:

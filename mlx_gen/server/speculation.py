@@ -37,6 +37,7 @@ from mlx_gen.drafters import DraftModel, PromptLookup
 from mlx_gen.loading.draft_model import load_draft_model
 from mlx_gen.loading.loader import LoadedModel
 from mlx_gen.server.errors import ApiError
+from mlx_gen.server.ranks import RankFlagError
 
 MAX_DRAFT = 64
 """The most tokens a request may ask to draft per round."""
@@ -161,8 +162,8 @@ def open_speculation(
     Raises:
         ValueError: A value out of range, ``--num-draft`` without ``--draft-model``, a
             draft model of another vocabulary size, a model that cannot speculate with a
-            flag asking for it, or ``--draft-model`` under ranks (the message names the
-            flag).
+            flag asking for it (the message names the flag).
+        RankFlagError: ``--draft-model`` under ranks.
     """
     for flag, value in (("--prompt-lookup", args.prompt_lookup), ("--num-draft", args.num_draft)):
         if value is not None and not 1 <= value <= MAX_DRAFT:
@@ -170,7 +171,7 @@ def open_speculation(
     if args.num_draft is not None and args.draft_model is None:
         raise ValueError("--num-draft needs --draft-model (it is the draft model's length)")
     if ranked and args.draft_model is not None:
-        raise ValueError(f"--draft-model: {RANKS_REFUSE_DRAFT}")
+        raise RankFlagError(f"--draft-model: {RANKS_REFUSE_DRAFT}")
     if args.prompt_lookup is None and args.draft_model is None:
         return default_speculation(model, ranked=ranked)
     check_speculative_model(model)
