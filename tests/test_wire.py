@@ -79,3 +79,21 @@ def test_a_draft_model_is_refused_by_name(llama_dir) -> None:
     settings = mg.GenerationSettings(speculative=mg.DraftModel(mg.load(llama_dir), num_draft=2))
     with pytest.raises(NotData, match=r"speculative=DraftModel\(\.\.\.\).*its own draft model"):
         encode_settings(settings)
+
+
+def test_rank_0_sends_a_lookup_drafter_only_when_it_does_not_time_its_rounds() -> None:
+    from types import SimpleNamespace
+
+    from mlx_gen.server.jobs import Failed, Job
+    from mlx_gen.server.lockstep import LockstepWorker
+
+    failed: list[Failed] = []
+    leader = SimpleNamespace(_finish=lambda job, event: failed.append(event), _wire_id={},
+                             _next_id=0)  # fmt: skip
+    untimed = mg.GenerationSettings(seed=1, speculative=mg.PromptLookup(measure_cost=False))
+    op = LockstepWorker._op(leader, "add", Job([1, 2], untimed, print))
+    assert op[0] == "add" and decode_settings(op[3]) == untimed and failed == []
+    timed = mg.GenerationSettings(seed=1, speculative=mg.PromptLookup())  # measure_cost=True
+    assert LockstepWorker._op(leader, "add", Job([1, 2], timed, print)) is None
+    assert failed[0].status == 400
+    assert "measure_cost=True) cannot run on a distributed server" in failed[0].message
