@@ -20,11 +20,22 @@ two Macs would do; the memory per rank is the point.
 and then 8 concurrent streaming clients (greedy, EOS ignored, ``--gen`` tokens each):
 aggregate tokens/s (all tokens over the wall time of the wave), and each rank's resident
 memory (``VmRSS``, the process with its libraries) and peak (``VmHWM``) after the waves.
+
+    python benchmarks/bench_distributed.py --server --speculative --model DIR \
+        --out benchmarks/results/distributed-server-lookup.json
+
+``--speculative`` compares prompt lookup on and off under 2 ranks instead: a fresh
+``mlx-gen-launch -n 2`` server with ``--prompt-lookup 4`` (under ranks: drafting whenever
+lookup finds drafts) and one without, interleaved, each answering one greedy stream of a
+rewrite prompt (the story, then the start of its rewrite); tokens/s and their ratio, the
+drafted and accepted tokens (``/metrics``), and whether both gave the same text.
+``--model DIR`` serves that folder instead of a random preset (which copies nothing).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -111,15 +122,25 @@ def _memory(pid: int) -> dict[str, int]:
     return {k: int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM")}
 
 
-def _wave(url: str, clients: int, gen: int) -> float:
-    """``clients`` concurrent streaming requests; aggregate generated tokens/s."""
+STORY = (
+    "Once upon a time, there was a little girl named Lily. She liked to play in the park. "
+    "One day, she saw a big, red ball. She wanted to play with it, but it was too high."
+)
+KINDS = ("draft", "accepted")  # the /metrics counters mlx_gen_spec_{kind}_tokens_total
+REWRITE = f"Rewrite the story.\n{STORY}\nRewritten:\nOnce upon a time, there was a"
+
+
+def _wave(url: str, clients: int, gen: int, prompt: str | None = None) -> float:
+    """``clients`` concurrent streaming requests (``prompt``, else ``Story i:``); aggregate
+    generated tokens/s."""
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
 
     def one(i: int) -> int:
-        body = {"model": "bench", "prompt": f"Story {i}:", "max_tokens": gen, "temperature": 0}
+        text = prompt or f"Story {i}:"
+        body = {"model": "bench", "prompt": text, "max_tokens": gen, "temperature": 0}
         body |= {"ignore_eos": True, "stream": True}
         with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=1200) as r:
             r.raise_for_status()
@@ -134,6 +155,43 @@ def _wave(url: str, clients: int, gen: int) -> float:
 def measure_server(ranks: int, folder: Path, gen: int, extra: tuple[str, ...] = ()) -> dict:
     """One fresh server on ``ranks`` ranks (``extra``: more server flags): tokens/s at 1
     and 8 streams, memory per rank."""
+    with _serving(ranks, folder, extra) as (url, port):
+        _wave(url, 1, 4)  # warm-up
+        tps = {n: _wave(url, n, gen) for n in (1, 8)}
+        return {"tps": tps, "memory": [_memory(pid) for pid in _server_pids(port)]}
+
+
+def measure_lookup(folder: Path, gen: int, lookup: bool) -> dict:
+    """A fresh 2-rank server, prompt lookup on or off: one stream of :data:`REWRITE`."""
+    import httpx
+
+    with _serving(2, folder, ("--prompt-lookup", "4") if lookup else ()) as (url, _):
+        _wave(url, 1, 4, REWRITE)  # warm-up
+        tps = _wave(url, 1, gen, REWRITE)
+        lines = httpx.get(f"{url}/metrics").text.splitlines()  # warm-up + the stream
+        samples = dict(m.split() for m in lines if m.startswith("mlx_gen_spec_"))
+        counts = {k: float(samples.get(f"mlx_gen_spec_{k}_tokens_total", 0)) for k in KINDS}
+        body = {"model": "bench", "prompt": REWRITE, "max_tokens": gen, "temperature": 0}
+        text = httpx.post(f"{url}/v1/completions", json=body, timeout=1200).json()
+        return {"tps": tps, "text": text["choices"][0]["text"], **counts}
+
+
+def lookup_main(args: argparse.Namespace, folder: Path) -> dict:
+    """Prompt lookup on vs off under 2 ranks, interleaved, ``args.repeats`` times."""
+    runs: dict[bool, list[dict]] = {True: [], False: []}
+    for _ in range(args.repeats):
+        for lookup in (False, True):
+            runs[lookup].append(measure_lookup(folder, args.gen, lookup))
+    on, off = (statistics.median(r["tps"] for r in runs[k]) for k in (True, False))
+    texts = {r["text"] for rs in runs.values() for r in rs}
+    return {"model": str(folder), "gen": args.gen, "ranks": 2, "prompt": REWRITE,
+            "tps_off_median": off, "tps_lookup_median": on, "ratio": on / off,
+            "same_text": len(texts) == 1, "runs": {str(k): v for k, v in runs.items()}}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _serving(ranks: int, folder: Path, extra: tuple[str, ...]):
+    """A fresh server on ``ranks`` ranks: ``(url, port)``; every rank stopped afterwards."""
     import re
     import time
 
@@ -156,11 +214,7 @@ def measure_server(ranks: int, folder: Path, gen: int, extra: tuple[str, ...] = 
                 break
         else:
             raise RuntimeError("the server did not start")
-        url = ready.group(1)
-        _wave(url, 1, 4)  # warm-up
-        tps = {n: _wave(url, n, gen) for n in (1, 8)}
-        memory = [_memory(pid) for pid in _server_pids(port)]
-        return {"tps": tps, "memory": memory}
+        yield ready.group(1), port
     finally:
         proc.send_signal(2)  # Ctrl-C: the launcher stops every rank
         try:
@@ -205,13 +259,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--worker", nargs=2, metavar=("FOLDER", "OUT_DIR"))
     parser.add_argument("--server", action="store_true", help="measure the server instead")
+    parser.add_argument("--speculative", action="store_true",
+                        help="with --server: prompt lookup on vs off under 2 ranks")  # fmt: skip
+    parser.add_argument("--model", type=Path, help="serve this folder instead of a preset")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker[0], args.gen, args.worker[1])
         return
-    folder = write_preset(args.preset, Path(tempfile.gettempdir()) / "mlx_gen_bench")
+    folder = args.model or write_preset(args.preset, Path(tempfile.gettempdir()) / "mlx_gen_bench")
     if args.server:
-        text = json.dumps(server_main(args, folder), indent=2)
+        run = lookup_main if args.speculative else server_main
+        text = json.dumps(run(args, folder), indent=2)
         print(text)
         if args.out:
             args.out.write_text(text + "\n")
