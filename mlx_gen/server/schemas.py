@@ -11,7 +11,7 @@ kept (``model_extra``) so that ``--strict`` can refuse them.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, FailFast, Field
 
@@ -58,9 +58,14 @@ def few_messages(value: object) -> object:
     return value
 
 
-Messages = Annotated[
-    list["Message"], FailFastItems(), Field(min_length=1), BeforeValidator(few_messages)
-]
+def message_list(item: Any) -> Any:
+    """``list[item]`` bounded as every surface's messages are: at most
+    :data:`MAX_MESSAGES`, counted before any item is validated (:func:`few_messages`),
+    and validation ends at the first bad item (:class:`FailFastItems`)."""
+    return Annotated[list[item], FailFastItems(), BeforeValidator(few_messages)]
+
+
+Messages = Annotated[message_list("Message"), Field(min_length=1)]
 
 
 class _Open(BaseModel):

@@ -110,7 +110,7 @@ async def _stream(state: ServerState, msg_id: str, started: Started) -> AsyncIte
         fresh, seen = outcome.logprobs[seen:], len(outcome.logprobs)
         for line in blocks.write(pieces, fresh):
             yield line
-    blocks.pending += outcome.logprobs[seen:]
+    blocks.write([], outcome.logprobs[seen:])  # entries after the last pieces
     for line in blocks.finish():
         yield line
     stop_reason, stop_sequence = stop_fields(outcome)

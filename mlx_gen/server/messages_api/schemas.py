@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from mlx_gen.server.schemas import FailFastItems, few_messages
+from mlx_gen.server.schemas import message_list
 
 #: Anthropic fields accepted and ignored, with the reason (the README's table says the same).
 IGNORED = {
@@ -39,6 +39,10 @@ class AnthropicMessage(BaseModel):
     content: str | list[dict]
 
 
+#: A request's turns, bounded as chat's messages are.
+AnthropicMessages = message_list(AnthropicMessage)
+
+
 class CountTokensRequest(BaseModel):
     """``POST /v1/messages/count_tokens``: what a message request would prompt with."""
 
@@ -48,12 +52,7 @@ class CountTokensRequest(BaseModel):
     system: str | list[dict] | None = None
     # At most MAX_MESSAGES, counted before any is validated (validation holds the GIL:
     # 320k messages froze /health for 3.4 s), and the first bad one ends validation.
-    messages: Annotated[
-        list[AnthropicMessage],
-        FailFastItems(),
-        Field(min_length=1),
-        BeforeValidator(few_messages),
-    ]
+    messages: Annotated[AnthropicMessages, Field(min_length=1)]
     tools: list[dict] | None = None
     tool_choice: dict | None = None
     thinking: dict | None = None

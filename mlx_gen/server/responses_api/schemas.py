@@ -6,11 +6,9 @@ Unknown fields are kept (``model_extra``): mlx_gen's extensions or, with ``--str
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import BaseModel, ConfigDict, Field
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-
-from mlx_gen.server.schemas import FailFastItems, few_messages
+from mlx_gen.server.schemas import message_list
 
 #: Fields accepted and ignored, with the reason (the README's table says the same).
 IGNORED = {
@@ -23,6 +21,9 @@ IGNORED = {
     "stream_options": "no options apply to this stream",
 }
 
+#: Input items, bounded as chat's messages are.
+InputItems = message_list(dict)
+
 
 class ResponsesRequest(BaseModel):
     """``POST /v1/responses``."""
@@ -32,7 +33,7 @@ class ResponsesRequest(BaseModel):
     model: str | None = None
     # Items are counted before any is validated (at most MAX_MESSAGES, as chat's messages:
     # 320k items held the event loop for 1.3 s), and the first bad one ends validation.
-    input: str | Annotated[list[dict], FailFastItems(), BeforeValidator(few_messages)]
+    input: str | InputItems
     instructions: str | None = None
     max_output_tokens: int | None = Field(default=None, ge=0)
     temperature: float | None = Field(default=None, ge=0)
